@@ -1,0 +1,52 @@
+"""Atomic writes: nothing half-written is ever read back.
+
+Every artefact is written to a temporary file in the destination directory, flushed to disk and
+renamed over the target (rename is atomic on POSIX), so an interrupted write leaves either the old
+file or none. Loading uses ``torch.load(..., weights_only=True)``: checkpoints hold tensors and plain
+Python containers only, never pickled code.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+
+@contextlib.contextmanager
+def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
+    """Open a temporary file beside ``path``; on clean exit fsync and rename it to ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def save(obj: Any, path: str | os.PathLike) -> None:
+    """torch.save ``obj`` to ``path`` atomically."""
+    with atomic_open(path, "wb") as f:
+        torch.save(obj, f)
+
+
+def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint written by :func:`save`; a missing or corrupt file raises ValueError."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as e:  # torch raises a zoo of types for truncated/corrupt files
+        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from None

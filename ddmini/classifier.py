@@ -1,0 +1,152 @@
+"""The target classifier: a small CNN for 28x28 images in [0, 1], and its training loop.
+
+``Classifier.features(x)`` returns the penultimate activations (``feature_dim`` wide), the space in
+which ddmini's Fréchet metrics are computed; ``forward(x)`` returns logits (N, 10).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import checkpoint
+from .config import ClassifierConfig, from_dict, to_dict
+from .runtime import progress
+
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+class Classifier(nn.Module):
+    """conv-BN-ReLU x2, pool, conv-BN-ReLU x2, pool, linear -> features, linear -> logits."""
+
+    def __init__(self, *, width: int = 32, feature_dim: int = 128, num_classes: int = 10, in_channels: int = 1):
+        super().__init__()
+        w = width
+
+        def block(cin, cout):
+            return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+        self.body = nn.Sequential(
+            *block(in_channels, w), *block(w, w), nn.MaxPool2d(2),
+            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
+            nn.Flatten(),
+        )
+        self.embed = nn.Sequential(nn.LazyLinear(feature_dim), nn.ReLU(inplace=True), nn.Dropout(0.2))
+        self.head = nn.Linear(feature_dim, num_classes)
+        self.feature_dim = feature_dim
+        self.num_classes = num_classes
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate activations (N, feature_dim) for images (N, C, H, W) in [0, 1]."""
+        return self.embed(self.body((x - MNIST_MEAN) / MNIST_STD))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits (N, num_classes) for images (N, C, H, W) in [0, 1]."""
+        return self.head(self.features(x))
+
+
+def build(cfg: ClassifierConfig, image_shape=(1, 28, 28)) -> Classifier:
+    model = Classifier(width=cfg.width, feature_dim=cfg.feature_dim, in_channels=image_shape[0])
+    with torch.no_grad():  # materialise the lazy layer
+        model.eval()(torch.zeros(1, *image_shape))
+    return model
+
+
+@torch.inference_mode()
+def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, device=None,
+            features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+    """Logits for ``x`` in batches (and the features too when ``features=True``), on CPU."""
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    logits, feats = [], []
+    try:
+        for i in range(0, x.shape[0], batch_size):
+            xb = x[i:i + batch_size].to(device, non_blocking=True)
+            if features:
+                f = model.features(xb)
+                feats.append(f.float().cpu())
+                logits.append(model.head(f).float().cpu())
+            else:
+                logits.append(model(xb).float().cpu())
+    finally:
+        model.train(was_training)
+    out = torch.cat(logits) if logits else torch.empty(0, getattr(model, "num_classes", 10))
+    if features:
+        return out, (torch.cat(feats) if feats else torch.empty(0, getattr(model, "feature_dim", 0)))
+    return out
+
+
+def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 1000) -> float:
+    """Share of ``x`` that ``model`` labels as ``y``."""
+    if x.shape[0] == 0:
+        return float("nan")
+    return (predict(model, x, batch_size).argmax(1) == y).float().mean().item()
+
+
+@dataclass
+class TrainResult:
+    model: Classifier
+    test_accuracy: float
+    train_seconds: float
+
+
+def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor | None = None,
+          y_test: torch.Tensor | None = None, device: torch.device | str = "cpu") -> TrainResult:
+    """Train a classifier on (x, y) with AdamW and a one-cycle learning rate; reproducible by cfg.seed."""
+    cfg.validate()
+    if x.ndim != 4 or x.shape[0] != y.shape[0]:
+        raise ValueError(f"x must be (N, C, H, W) with N == len(y); got {tuple(x.shape)} and {tuple(y.shape)}")
+    device = torch.device(device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)
+    model = build(cfg, tuple(x.shape[1:])).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(x.shape[0] / cfg.batch_size)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
+    start = time.perf_counter()
+    bar = progress(total=cfg.epochs * steps_per_epoch, desc="train classifier", unit="step")
+    model.train()
+    for epoch in range(cfg.epochs):
+        perm = torch.randperm(x.shape[0], generator=gen)
+        for i in range(steps_per_epoch):
+            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            loss = F.cross_entropy(model(xb), yb)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1)
+            if i % 50 == 0:
+                bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+    bar.close()
+    seconds = time.perf_counter() - start
+    model.eval()
+    acc = accuracy(model, x_test, y_test) if x_test is not None else float("nan")
+    return TrainResult(model, acc, seconds)
+
+
+def save(model: Classifier, cfg: ClassifierConfig, path: str | Path, **metrics) -> None:
+    """Write the classifier checkpoint atomically."""
+    checkpoint.save({"kind": "classifier", "config": to_dict(cfg),
+                     "state_dict": model.state_dict(), "metrics": metrics}, path)
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, ClassifierConfig, dict]:
+    """Load a classifier checkpoint (eval mode); a wrong or corrupt file raises ValueError."""
+    ckpt = checkpoint.load(path)
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != "classifier":
+        raise ValueError(f"{path}: not a ddmini classifier checkpoint")
+    cfg = from_dict(ClassifierConfig, ckpt["config"])
+    model = build(cfg)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as e:
+        raise ValueError(f"{path}: classifier weights do not match its config ({e})") from None
+    return model.to(device).eval(), cfg, ckpt.get("metrics", {})

@@ -1,0 +1,49 @@
+"""Process-level helpers: device choice, seeding, thread count and progress bars."""
+from __future__ import annotations
+
+import os
+import random
+import sys
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """Map "auto" | "cpu" | "cuda" (or "cuda:N") to a torch.device, checking that it exists."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cpu":
+        return torch.device("cpu")
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but no CUDA GPU is available")
+        return torch.device(device)
+    raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch (all devices); returns a CPU generator seeded the same way."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool | None = None):
+    """A tqdm progress bar on stderr; silent when DDMINI_QUIET=1 or stderr is not a terminal
+    (unless DDMINI_PROGRESS=1)."""
+    if disable is None:
+        if os.environ.get("DDMINI_QUIET") == "1":
+            disable = True
+        elif os.environ.get("DDMINI_PROGRESS") == "1":
+            disable = False
+        else:
+            disable = not sys.stderr.isatty()
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
+                file=sys.stderr)

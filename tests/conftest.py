@@ -1,0 +1,39 @@
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    """The MNIST directory: $DDMINI_DATA, else ../shared/data/mnist beside the repo."""
+    path = Path(os.environ.get("DDMINI_DATA") or DEFAULT_DATA)
+    if not (path / "train-labels-idx1-ubyte.gz").exists() and not (path / "train-labels-idx1-ubyte").exists():
+        pytest.skip(f"MNIST not found in {path}; set DDMINI_DATA")
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_small(data_dir):
+    """2,000 training and 1,000 test images as float tensors."""
+    from ddmini import data
+
+    x, y = data.load_mnist(data_dir, "train")
+    xt, yt = data.load_mnist(data_dir, "test")
+    return x[:2000].clone(), y[:2000].clone(), xt[:1000].clone(), yt[:1000].clone()
+
+
+@pytest.fixture(autouse=True)
+def _quiet(monkeypatch):
+    monkeypatch.setenv("DDMINI_QUIET", "1")
+    torch.manual_seed(0)
+
+
+def pytest_report_header(config):
+    from ddmini._ext import HAS_CPP, HAS_CUDA
+
+    return f"ddmini._C built: {HAS_CPP}; CUDA kernels compiled: {HAS_CUDA}; GPU: {torch.cuda.is_available()}"

@@ -1,0 +1,53 @@
+import pytest
+import torch
+
+import ddmini
+from ddmini import kernels
+from ddmini._ext import HAS_CPP, HAS_CUDA
+
+CUDA = pytest.mark.skipif(not (HAS_CUDA and torch.cuda.is_available()), reason="needs CUDA kernels and a GPU")
+
+
+def test_compiled_module_is_built():
+    # Tests must run against the installed package with its extension, never a bare source tree.
+    assert HAS_CPP, f"ddmini._C missing (imported from {ddmini.__file__}); install with `pip install .`"
+    from ddmini import _C
+
+    assert isinstance(_C.has_cuda(), bool) and _C.has_cuda() == HAS_CUDA
+    assert isinstance(_C.has_openmp(), bool)
+
+
+@pytest.mark.parametrize("n", [1, 7, 4096, 1_000_003])
+def test_axpy_cpp_matches_torch(n):
+    x, y = torch.randn(n), torch.randn(n)
+    expect = kernels.axpy(1.7, x, y.clone(), backend="torch")
+    got = kernels.axpy(1.7, x, y.clone(), backend="cpp")
+    torch.testing.assert_close(got, expect, rtol=0, atol=1e-6)
+
+
+@CUDA
+def test_axpy_cuda_matches_torch():
+    x, y = torch.randn(100_003, device="cuda"), torch.randn(100_003, device="cuda")
+    expect = kernels.axpy(-0.5, x, y.clone(), backend="torch")
+    torch.testing.assert_close(kernels.axpy(-0.5, x, y.clone(), backend="cuda"), expect)
+
+
+def test_axpy_bad_input():
+    x = torch.randn(8)
+    with pytest.raises(TypeError, match="float32"):
+        kernels.axpy(1.0, x.double(), torch.randn(8))
+    with pytest.raises(ValueError, match="same shape"):
+        kernels.axpy(1.0, x, torch.randn(9))
+    with pytest.raises(ValueError, match="contiguous"):
+        kernels.axpy(1.0, torch.randn(4, 4).t(), torch.randn(4, 4))
+    with pytest.raises(ValueError, match="backend"):
+        kernels.axpy(1.0, x, torch.randn(8), backend="nope")
+
+
+def test_binding_rejects_wrong_dtype_without_copying():
+    from ddmini import _C
+
+    y = torch.zeros(4)
+    with pytest.raises(TypeError):
+        _C.axpy_cpu(1.0, torch.ones(4, dtype=torch.float64).numpy(), y.numpy())
+    assert y.eq(0).all()
