@@ -6,6 +6,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "schedule_coefs.h"
 
 namespace py = pybind11;
 using farray = py::array_t<float, py::array::c_style>;
@@ -16,6 +17,58 @@ namespace {
 float* mutable_data(farray& a, const char* name) {
   DDMINI_CHECK_ARG(a.writeable(), std::string(name) + " must be writeable");
   return a.mutable_data();
+}
+
+template <typename T>
+py::array_t<T, py::array::c_style> as_array(const py::handle& o, const char* name, const char* dtype) {
+  if (!py::isinstance<py::array_t<T, py::array::c_style>>(o))
+    throw py::type_error(std::string(name) + " must be a C-contiguous " + dtype + " array");
+  return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(o);
+}
+
+// CPU step: a, b, out (and c unless None) float32 of equal size; abar float64 (T,); t / t_prev
+// either an int64 array (B,) or None (then the scalar is used).
+void schedule_step_cpu_py(int op, const farray& a, const farray& b, const py::object& c, farray& out,
+                          int64_t batch, const py::array_t<double, py::array::c_style>& abar,
+                          const py::object& t, int64_t t_scalar, const py::object& t_prev,
+                          int64_t t_prev_scalar, double eta, int num_threads) {
+  DDMINI_CHECK_ARG(op >= kQSample && op <= kDDIM, "unknown step op");
+  const int64_t total = a.size();
+  DDMINI_CHECK_ARG(b.size() == total && out.size() == total, "step: tensors must have the same number of elements");
+  DDMINI_CHECK_ARG(batch >= 1 && total % batch == 0, "step: batch must divide the number of elements");
+  DDMINI_CHECK_ARG(abar.ndim() == 1, "alphas_cumprod must be 1-D");
+  StepArgs s;
+  s.op = op;
+  s.a = a.data();
+  s.b = b.data();
+  s.out = mutable_data(out, "out");
+  s.batch = batch;
+  s.inner = total / batch;
+  s.abar = abar.data();
+  s.T = abar.size();
+  s.t_scalar = t_scalar;
+  s.t_prev_scalar = t_prev_scalar;
+  s.eta = eta;
+  py::array_t<float, py::array::c_style> ca;
+  py::array_t<int64_t, py::array::c_style> ta, tpa;
+  if (!c.is_none()) {
+    ca = as_array<float>(c, "noise", "float32");
+    DDMINI_CHECK_ARG(ca.size() == total, "noise must have as many elements as x");
+    s.c = ca.data();
+  }
+  if (!t.is_none()) {
+    ta = as_array<int64_t>(t, "t", "int64");
+    DDMINI_CHECK_ARG(ta.size() == batch, "t must have one entry per sample");
+    s.t = ta.data();
+  }
+  if (!t_prev.is_none()) {
+    tpa = as_array<int64_t>(t_prev, "t_prev", "int64");
+    DDMINI_CHECK_ARG(tpa.size() == batch, "t_prev must have one entry per sample");
+    s.t_prev = tpa.data();
+  }
+  check_schedule_table(s.abar, s.T);
+  py::gil_scoped_release nogil;
+  schedule_step_cpu(s, num_threads);
 }
 
 void axpy_cpu_py(float a, const farray& x, farray& y, int num_threads) {
@@ -43,7 +96,38 @@ PYBIND11_MODULE(_C, m) {
 
   m.def("axpy_cpu", &axpy_cpu_py, py::arg("a"), py::arg("x").noconvert(), py::arg("y").noconvert(),
         py::arg("num_threads") = 1, "y <- a*x + y (float32, C-contiguous).");
+  m.def("schedule_step_cpu", &schedule_step_cpu_py, py::arg("op"), py::arg("a").noconvert(),
+        py::arg("b").noconvert(), py::arg("c"), py::arg("out").noconvert(), py::arg("batch"),
+        py::arg("abar").noconvert(), py::arg("t"), py::arg("t_scalar"), py::arg("t_prev"),
+        py::arg("t_prev_scalar"), py::arg("eta"), py::arg("num_threads") = 1,
+        "Fused noise-schedule step on the CPU: out = ca*a + cb*b (+ cc*c).");
+  m.attr("OP_Q_SAMPLE") = int(kQSample);
+  m.attr("OP_DDPM_SMALL") = int(kDDPMSmall);
+  m.attr("OP_DDPM_LARGE") = int(kDDPMLarge);
+  m.attr("OP_DDIM") = int(kDDIM);
 #ifdef DDMINI_WITH_CUDA
+  m.def("schedule_step_cuda", [](int op, uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t out, int64_t batch,
+                                 int64_t inner, uintptr_t abar, int64_t T, uintptr_t t, int64_t t_scalar,
+                                 uintptr_t t_prev, int64_t t_prev_scalar, double eta, uintptr_t stream) {
+    DDMINI_CHECK_ARG(op >= kQSample && op <= kDDIM, "unknown step op");
+    StepArgs s;
+    s.op = op;
+    s.a = reinterpret_cast<const float*>(a);
+    s.b = reinterpret_cast<const float*>(b);
+    s.c = reinterpret_cast<const float*>(c);
+    s.out = reinterpret_cast<float*>(out);
+    s.batch = batch;
+    s.inner = inner;
+    s.abar = reinterpret_cast<const double*>(abar);
+    s.T = T;
+    s.t = reinterpret_cast<const int64_t*>(t);
+    s.t_scalar = t_scalar;
+    s.t_prev = reinterpret_cast<const int64_t*>(t_prev);
+    s.t_prev_scalar = t_prev_scalar;
+    s.eta = eta;
+    py::gil_scoped_release nogil;
+    schedule_step_cuda(s, stream);
+  }, "Fused noise-schedule step on the GPU (device pointers; 0 for an absent one).");
   m.def("axpy_cuda", [](float a, uintptr_t x, uintptr_t y, int64_t n, uintptr_t stream) {
     py::gil_scoped_release nogil;
     axpy_cuda(a, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y), n, stream);

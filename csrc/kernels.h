@@ -4,6 +4,30 @@
 
 namespace ddmini {
 
+// One fused noise-schedule step: out[b, i] = ca[b]*a[b, i] + cb[b]*b[b, i] + cc[b]*c[b, i],
+// coefficients from schedule_coefs.h. Pointers are host pointers for *_cpu, device pointers for *_cuda.
+struct StepArgs {
+  int op = 0;                       // StepOp
+  const float* a = nullptr;         // x0 (q_sample) or x_t
+  const float* b = nullptr;         // noise (q_sample) or eps
+  const float* c = nullptr;         // noise for the steps; may be null
+  float* out = nullptr;             // may alias a, b or c
+  int64_t batch = 0, inner = 0;     // B and elements per sample
+  const double* abar = nullptr;     // alphas_cumprod, T entries
+  int64_t T = 0;
+  const int64_t* t = nullptr;       // per-sample timesteps (B,), or null to use t_scalar
+  int64_t t_scalar = 0;
+  const int64_t* t_prev = nullptr;  // DDIM only
+  int64_t t_prev_scalar = -1;
+  double eta = 0.0;                 // DDIM only
+};
+
+void check_schedule_table(const double* abar, int64_t T);
+void schedule_step_cpu(const StepArgs& s, int num_threads);
+#ifdef DDMINI_WITH_CUDA
+void schedule_step_cuda(const StepArgs& s, uintptr_t stream);
+#endif
+
 void axpy_cpu(float a, const float* x, float* y, int64_t n, int num_threads);
 #ifdef DDMINI_WITH_CUDA
 void axpy_cuda(float a, const float* x, float* y, int64_t n, uintptr_t stream);

@@ -68,3 +68,175 @@ def axpy(a: float, x: torch.Tensor, y: torch.Tensor, *, backend: str = "auto") -
     else:
         _C.axpy_cuda(float(a), x.data_ptr(), y.data_ptr(), x.numel(), _stream(x))
     return y
+
+
+# ---------------------------------------------------------------------------------------------
+# Fused noise-schedule steps
+# ---------------------------------------------------------------------------------------------
+_VALID_TABLES: dict = {}  # (data_ptr, version, numel, device) of CUDA tables already checked
+
+
+def _check_table(alphas_cumprod, device: torch.device, backend: str) -> None:
+    if not isinstance(alphas_cumprod, torch.Tensor):
+        raise TypeError(f"alphas_cumprod must be a torch.Tensor; got {type(alphas_cumprod).__name__}")
+    if alphas_cumprod.dtype != torch.float64 or alphas_cumprod.ndim != 1 or alphas_cumprod.numel() == 0:
+        raise TypeError(f"alphas_cumprod must be a non-empty 1-D float64 tensor; got {alphas_cumprod.dtype} "
+                        f"of shape {tuple(alphas_cumprod.shape)}")
+    if alphas_cumprod.device != device:
+        raise ValueError(f"alphas_cumprod is on {alphas_cumprod.device} but x is on {device}")
+    if not alphas_cumprod.is_contiguous():
+        raise ValueError("alphas_cumprod must be contiguous")
+    if backend == "cpp":
+        return  # the C++ binding checks the values without a Python round trip
+    key = (alphas_cumprod.data_ptr(), alphas_cumprod._version, alphas_cumprod.numel(), str(device))
+    if key in _VALID_TABLES:
+        return
+    if not bool(((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()):
+        raise ValueError("alphas_cumprod must lie in (0, 1]")
+    if len(_VALID_TABLES) > 64:
+        _VALID_TABLES.clear()
+    _VALID_TABLES[key] = True
+
+
+def _check_like(name: str, t, x: torch.Tensor) -> None:
+    _check_float32(name, t)
+    if t.shape != x.shape:
+        raise ValueError(f"{name} must have the shape of x {tuple(x.shape)}; got {tuple(t.shape)}")
+    if t.device != x.device:
+        raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
+
+
+def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend: str, allow_negative=False):
+    """Returns (tensor or None, scalar). Tensor timesteps are int64 (B,) on x's device."""
+    lo = "-inf" if allow_negative else "0"
+    if isinstance(t, bool):
+        raise TypeError(f"{name} must be an int or an int64 tensor; got bool")
+    if isinstance(t, int):
+        if (t < 0 and not allow_negative) or t >= T:
+            raise ValueError(f"{name} must lie in [{lo}, {T}); got {t}")
+        return None, t
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name} must be an int or an int64 tensor; got {type(t).__name__}")
+    if t.dtype != torch.int64:
+        raise TypeError(f"{name} must be int64; got {t.dtype}")
+    if t.ndim == 0:
+        return _check_timesteps(name, int(t), B, T, device, backend, allow_negative)
+    if t.shape != (B,):
+        raise ValueError(f"{name} must have shape ({B},), one timestep per sample; got {tuple(t.shape)}")
+    if t.device != device:
+        raise ValueError(f"{name} is on {t.device} but x is on {device}")
+    if backend != "cpp":  # the C++ binding checks the range itself
+        bad = (t >= T) if allow_negative else ((t < 0) | (t >= T))
+        if bool(bad.any()):
+            raise ValueError(f"{name} must lie in [{lo}, {T}); got values from {int(t.min())} to {int(t.max())}")
+    return t.contiguous(), 0
+
+
+def _prepare_out(out, x: torch.Tensor) -> torch.Tensor:
+    if out is None:
+        return torch.empty_like(x)
+    _check_like("out", out, x)
+    return out
+
+
+def _launch(op: int, be: str, a, b, c, out, t, t_scalar, t_prev, t_prev_scalar, eta, table):
+    B = a.shape[0]
+    if a.numel() == 0:
+        return out
+    if be == "cpp":
+        _C.schedule_step_cpu(op, a.detach().numpy(), b.detach().numpy(),
+                             None if c is None else c.detach().numpy(), out.detach().numpy(), B,
+                             table.numpy(), None if t is None else t.numpy(), t_scalar,
+                             None if t_prev is None else t_prev.numpy(), t_prev_scalar, float(eta),
+                             torch.get_num_threads())
+    else:
+        _C.schedule_step_cuda(op, a.data_ptr(), b.data_ptr(), 0 if c is None else c.data_ptr(), out.data_ptr(),
+                              B, a.numel() // B, table.data_ptr(), table.numel(),
+                              0 if t is None else t.data_ptr(), t_scalar,
+                              0 if t_prev is None else t_prev.data_ptr(), t_prev_scalar, float(eta), _stream(a))
+    return out
+
+
+def _validate_x(name: str, x) -> None:
+    _check_float32(name, x)
+    if x.ndim < 1:
+        raise ValueError(f"{name} must have a batch dimension (B, ...); got a 0-d tensor")
+
+
+def q_sample(x0: torch.Tensor, noise: torch.Tensor, t, alphas_cumprod: torch.Tensor, *,
+             out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """Forward noising ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` in one pass.
+
+    x0, noise: float32 (B, ...) contiguous; t: int or int64 (B,); alphas_cumprod: float64 (T,) on
+    x0's device; out: optional float32 tensor like x0 (may alias x0 or noise). Returns out.
+    """
+    _validate_x("x0", x0)
+    _check_like("noise", noise, x0)
+    be = _pick_backend(backend, x0.device)
+    _check_table(alphas_cumprod, x0.device, be)
+    tt, ts = _check_timesteps("t", t, x0.shape[0], alphas_cumprod.numel(), x0.device, be)
+    out = _prepare_out(out, x0)
+    if be == "torch":
+        return reference.q_sample(x0, noise, t, alphas_cumprod, out=out)
+    return _launch(_C.OP_Q_SAMPLE, be, x0, noise, None, out, tt, ts, None, -1, 0.0,
+                   alphas_cumprod)
+
+
+def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t, alphas_cumprod: torch.Tensor,
+              noise: torch.Tensor | None = None, variance: str = "small", *,
+              out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """One ancestral DDPM update (Ho et al. 2020, Alg. 2) in one pass:
+
+    ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t noise`` with
+    sigma_t^2 = beta_t (1 - abar_{t-1}) / (1 - abar_t) for variance="small", beta_t for "large";
+    no noise where t = 0. ``noise=None`` draws it with ``torch.randn_like`` (global generator).
+    """
+    _validate_x("x_t", x_t)
+    _check_like("eps", eps, x_t)
+    if variance not in ("small", "large"):
+        raise ValueError(f"variance must be 'small' or 'large'; got {variance!r}")
+    if noise is None:
+        noise = torch.randn_like(x_t)
+    else:
+        _check_like("noise", noise, x_t)
+    be = _pick_backend(backend, x_t.device)
+    _check_table(alphas_cumprod, x_t.device, be)
+    tt, ts = _check_timesteps("t", t, x_t.shape[0], alphas_cumprod.numel(), x_t.device, be)
+    out = _prepare_out(out, x_t)
+    if be == "torch":
+        return reference.ddpm_step(x_t, eps, t, alphas_cumprod, noise, variance, out=out)
+    op = _C.OP_DDPM_SMALL if variance == "small" else _C.OP_DDPM_LARGE
+    return _launch(op, be, x_t, eps, noise, out, tt, ts, None, -1, 0.0, alphas_cumprod)
+
+
+def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t, t_prev, alphas_cumprod: torch.Tensor,
+              eta: float = 0.0, noise: torch.Tensor | None = None, *,
+              out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+    """One DDIM update (Song et al. 2021, Eq. 12) in one pass:
+
+    ``x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``,
+    ``sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev)``,
+    result ``sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma noise``;
+    abar_prev = 1 where t_prev < 0. With eta > 0 and ``noise=None`` the noise is drawn with
+    ``torch.randn_like`` (global generator); with eta = 0 noise is ignored.
+    """
+    _validate_x("x_t", x_t)
+    _check_like("eps", eps, x_t)
+    eta = float(eta)
+    if not eta >= 0:
+        raise ValueError(f"eta must be >= 0; got {eta}")
+    if eta == 0:
+        noise = None
+    elif noise is None:
+        noise = torch.randn_like(x_t)
+    else:
+        _check_like("noise", noise, x_t)
+    be = _pick_backend(backend, x_t.device)
+    _check_table(alphas_cumprod, x_t.device, be)
+    T, B = alphas_cumprod.numel(), x_t.shape[0]
+    tt, ts = _check_timesteps("t", t, B, T, x_t.device, be)
+    tp, tps = _check_timesteps("t_prev", t_prev, B, T, x_t.device, be, allow_negative=True)
+    out = _prepare_out(out, x_t)
+    if be == "torch":
+        return reference.ddim_step(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, out=out)
+    return _launch(_C.OP_DDIM, be, x_t, eps, noise, out, tt, ts, tp, tps, eta, alphas_cumprod)

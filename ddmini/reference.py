@@ -1,6 +1,8 @@
 """Pure-PyTorch references of every compiled kernel (also the ``backend="torch"`` path).
 
-Tests compare the C++/CUDA kernels against these on random inputs.
+Written from the formulas, not from the kernels' factored form, so tests comparing the two check
+the algebra as well as the code. Coefficients are computed in float64 from the schedule table and
+applied in float32, as the kernels do.
 """
 from __future__ import annotations
 
@@ -10,3 +12,61 @@ import torch
 def axpy(a: float, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """In place y <- a*x + y."""
     return y.add_(x, alpha=a)
+
+
+def _per_sample(table: torch.Tensor, t, x: torch.Tensor, fill_negative: float | None = None) -> torch.Tensor:
+    """table[t] as float64 shaped (B, 1, ..., 1) to broadcast over x; t is an int or (B,) tensor.
+    With ``fill_negative``, entries where t < 0 take that value instead."""
+    t = torch.as_tensor(t, dtype=torch.int64, device=table.device)
+    if t.ndim == 0:
+        t = t.expand(x.shape[0])
+    v = table[t.clamp(min=0)]
+    if fill_negative is not None:
+        v = torch.where(t < 0, torch.full_like(v, fill_negative), v)
+    return v.to(x.device).reshape(x.shape[:1] + (1,) * (x.ndim - 1))
+
+
+def _finish(result: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
+    return result if out is None else out.copy_(result)
+
+
+def q_sample(x0, noise, t, alphas_cumprod, out=None):
+    """sqrt(abar_t) x0 + sqrt(1 - abar_t) noise."""
+    ab = _per_sample(alphas_cumprod, t, x0)
+    return _finish(ab.sqrt().float() * x0 + (1 - ab).sqrt().float() * noise, out)
+
+
+def ddpm_step(x_t, eps, t, alphas_cumprod, noise, variance="small", out=None):
+    """x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t noise;
+    sigma_t^2 = beta_t (1 - abar_{t-1}) / (1 - abar_t) ("small") or beta_t ("large"); 0 at t = 0."""
+    t_ = torch.as_tensor(t, dtype=torch.int64, device=alphas_cumprod.device)
+    ab = _per_sample(alphas_cumprod, t_, x_t)
+    ab_prev = _per_sample(alphas_cumprod, t_ - 1, x_t, fill_negative=1.0)
+    alpha = ab / ab_prev
+    beta = 1 - alpha
+    one_minus_ab = 1 - ab
+    eps_coef = torch.where(one_minus_ab > 0, beta / one_minus_ab.clamp(min=1e-300).sqrt(), torch.zeros_like(beta))
+    var = beta if variance == "large" else torch.where(
+        one_minus_ab > 0, beta * (1 - ab_prev) / one_minus_ab.clamp(min=1e-300), torch.zeros_like(beta))
+    nonzero = (t_.expand(x_t.shape[0]) if t_.ndim == 0 else t_) > 0
+    sigma = var.clamp(min=0).sqrt() * nonzero.to(x_t.device).reshape(ab.shape)
+    mean = (x_t - eps_coef.float() * eps) / alpha.sqrt().float()
+    return _finish(mean + sigma.float() * noise if noise is not None else mean, out)
+
+
+def ddim_step(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, out=None):
+    """x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t);
+    sigma = eta sqrt((1 - abar_prev)/(1 - abar_t)) sqrt(1 - abar_t/abar_prev);
+    x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev - sigma^2) eps + sigma noise
+    (abar_prev = 1 where t_prev < 0)."""
+    ab = _per_sample(alphas_cumprod, t, x_t)
+    ab_prev = _per_sample(alphas_cumprod, t_prev, x_t, fill_negative=1.0)
+    one_minus_ab = 1 - ab
+    ratio = torch.where(one_minus_ab > 0, (1 - ab_prev) / one_minus_ab.clamp(min=1e-300), torch.zeros_like(ab))
+    sigma = eta * ratio.sqrt() * (1 - ab / ab_prev).clamp(min=0).sqrt()
+    x0_hat = (x_t - one_minus_ab.sqrt().float() * eps) / ab.sqrt().float()
+    dir_coef = (1 - ab_prev - sigma**2).clamp(min=0).sqrt()
+    result = ab_prev.sqrt().float() * x0_hat + dir_coef.float() * eps
+    if noise is not None and eta != 0:
+        result = result + sigma.float() * noise
+    return _finish(result, out)

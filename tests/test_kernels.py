@@ -1,0 +1,205 @@
+"""The fused noise-schedule steps against their pure-PyTorch references (ddmini.reference).
+
+Accuracy rule (as flash-attention's): a kernel's error against a float64 evaluation of the formula is
+at most twice the float32 torch reference's error, plus a few ulps of the result's scale.
+"""
+import pytest
+import torch
+
+from ddmini import kernels, reference, schedule
+from ddmini._ext import HAS_CPP, HAS_CUDA
+
+BACKENDS = ["cpp"] + (["cuda"] if HAS_CUDA and torch.cuda.is_available() else [])
+SIZES = [1, 7, 4096, 1_000_003]
+T = 1000
+
+
+def device_of(backend):
+    return "cuda" if backend == "cuda" else "cpu"
+
+
+def f64(*ts):
+    return [None if t is None else t.double() for t in ts]
+
+
+def assert_kernel_accuracy(got, ref32, ref64):
+    scale = ref64.abs().max().item() + 1e-30
+    err_kernel = (got.double() - ref64).abs().max().item()
+    err_torch = (ref32.double() - ref64).abs().max().item()
+    assert err_kernel <= 2 * err_torch + 4 * 1.2e-7 * scale, (err_kernel, err_torch, scale)
+
+
+def inputs(size, backend, per_sample, batch=None, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    B = batch or (1 if size < 8 else 4)
+    n = max(1, size // B) if size >= 8 else size
+    shape = (B, n) if size >= 8 else (1, size)
+    dev = device_of(backend)
+    x, e, z = (torch.randn(shape, generator=g).to(dev) for _ in range(3))
+    Bs = shape[0]
+    t = torch.randint(0, T, (Bs,), generator=g).to(dev) if per_sample else int(torch.randint(0, T, (1,), generator=g))
+    return x, e, z, t
+
+
+@pytest.fixture(params=["linear", "cosine"])
+def table(request):
+    return schedule.make(request.param, T)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("per_sample", [True, False])
+def test_q_sample(backend, size, per_sample, table):
+    x, _, z, t = inputs(size, backend, per_sample)
+    ac = table.to(device_of(backend))
+    got = kernels.q_sample(x, z, t, ac, backend=backend)
+    ref32 = reference.q_sample(x, z, t, ac)
+    ref64 = reference.q_sample(*f64(x, z), t, ac)
+    assert_kernel_accuracy(got, ref32, ref64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("variance", ["small", "large"])
+def test_ddpm_step(backend, size, per_sample, variance, table):
+    x, e, z, t = inputs(size, backend, per_sample)
+    ac = table.to(device_of(backend))
+    got = kernels.ddpm_step(x, e, t, ac, z, variance, backend=backend)
+    ref32 = reference.ddpm_step(x, e, t, ac, z, variance)
+    ref64 = reference.ddpm_step(*f64(x, e), t, ac, z.double(), variance)
+    assert_kernel_accuracy(got, ref32, ref64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("per_sample", [True, False])
+@pytest.mark.parametrize("eta", [0.0, 0.5, 1.0])
+def test_ddim_step(backend, size, per_sample, eta, table):
+    x, e, z, t = inputs(size, backend, per_sample)
+    t_prev = t - 37  # some negative: abar_prev = 1
+    ac = table.to(device_of(backend))
+    got = kernels.ddim_step(x, e, t, t_prev, ac, eta, z, backend=backend)
+    ref32 = reference.ddim_step(x, e, t, t_prev, ac, eta, z)
+    ref64 = reference.ddim_step(*f64(x, e), t, t_prev, ac, eta, z.double())
+    assert_kernel_accuracy(got, ref32, ref64)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_timestep_extremes(backend, table):
+    dev = device_of(backend)
+    ac = table.to(dev)
+    x, e, z = (torch.randn(3, 50, device=dev) for _ in range(3))
+    for t in (0, T - 1):
+        for got, ref in [
+            (kernels.q_sample(x, z, t, ac, backend=backend), reference.q_sample(x, z, t, ac)),
+            (kernels.ddpm_step(x, e, t, ac, z, backend=backend), reference.ddpm_step(x, e, t, ac, z)),
+            (kernels.ddim_step(x, e, t, t - 1, ac, 1.0, z, backend=backend),
+             reference.ddim_step(x, e, t, t - 1, ac, 1.0, z)),
+        ]:
+            torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    # no noise is added at t = 0: the noise tensor must not matter
+    a = kernels.ddpm_step(x, e, 0, ac, z, backend=backend)
+    b = kernels.ddpm_step(x, e, 0, ac, torch.zeros_like(z), backend=backend)
+    assert torch.equal(a, b)
+    # mixed per-sample t with 0 and T-1
+    t = torch.tensor([0, T - 1, 500], device=dev)
+    torch.testing.assert_close(kernels.ddpm_step(x, e, t, ac, z, backend=backend),
+                               reference.ddpm_step(x, e, t, ac, z), rtol=1e-5, atol=1e-5)
+
+
+def test_q_sample_analytic():
+    ac = torch.tensor([0.25, 0.04], dtype=torch.float64)
+    x0, z = torch.full((2, 3), 2.0), torch.full((2, 3), 1.0)
+    got = kernels.q_sample(x0, z, torch.tensor([0, 1]), ac)
+    expect = torch.tensor([[0.5 * 2 + 0.75**0.5] * 3, [0.2 * 2 + 0.96**0.5] * 3])
+    torch.testing.assert_close(got, expect)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("alias", ["x", "eps", "noise"])
+def test_out_aliasing(backend, alias, table):
+    dev = device_of(backend)
+    ac = table.to(dev)
+    x, e, z = (torch.randn(4, 1, 28, 28, device=dev) for _ in range(3))
+    t = torch.tensor([1, 10, 100, 999], device=dev)
+    expect_ddpm = reference.ddpm_step(x, e, t, ac, z)
+    expect_ddim = reference.ddim_step(x, e, t, t - 50, ac, 0.7, z)
+    expect_q = reference.q_sample(x, z, t, ac)
+    for fn, expect in [
+        (lambda x_, e_, z_, o: kernels.ddpm_step(x_, e_, t, ac, z_, out=o, backend=backend), expect_ddpm),
+        (lambda x_, e_, z_, o: kernels.ddim_step(x_, e_, t, t - 50, ac, 0.7, z_, out=o, backend=backend), expect_ddim),
+        (lambda x_, e_, z_, o: kernels.q_sample(x_, z_, t, ac, out=o, backend=backend), expect_q),
+    ]:
+        xs, es, zs = x.clone(), e.clone(), z.clone()
+        target = {"x": xs, "eps": es, "noise": zs}[alias]
+        res = fn(xs, es, zs, target)
+        assert res.data_ptr() == target.data_ptr()
+        torch.testing.assert_close(res, expect, rtol=1e-5, atol=1e-5)
+
+
+def test_ddim_full_chain_equals_ddpm_when_eta_is_one():
+    # With S = T and eta = 1, DDIM's sigma equals DDPM's "small" sigma, so the steps coincide.
+    ac = schedule.make("linear", T)
+    x, e, z = (torch.randn(2, 100) for _ in range(3))
+    for t in (0, 1, 500, T - 1):
+        torch.testing.assert_close(kernels.ddim_step(x, e, t, t - 1, ac, 1.0, z),
+                                   kernels.ddpm_step(x, e, t, ac, z, "small"), rtol=2e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "torch"])
+def test_bad_inputs(backend):
+    ac = schedule.make("linear", T)
+    x = torch.randn(4, 10)
+    e, z = torch.randn_like(x), torch.randn_like(x)
+    cases = [
+        (TypeError, "float32", lambda: kernels.q_sample(x.double(), z, 3, ac, backend=backend)),
+        (TypeError, "float32", lambda: kernels.ddpm_step(x, e.half(), 3, ac, z, backend=backend)),
+        (ValueError, "contiguous", lambda: kernels.q_sample(torch.randn(10, 4).t(), z, 3, ac, backend=backend)),
+        (ValueError, "shape", lambda: kernels.ddpm_step(x, torch.randn(4, 11), 3, ac, z, backend=backend)),
+        (ValueError, "shape", lambda: kernels.ddim_step(x, e, 3, 2, ac, out=torch.empty(5, 10), backend=backend)),
+        (ValueError, r"\[0, 1000\)", lambda: kernels.q_sample(x, z, 1000, ac, backend=backend)),
+        (ValueError, r"\[0, 1000\)", lambda: kernels.q_sample(x, z, -1, ac, backend=backend)),
+        (ValueError, r"\[0, 1000\)", lambda: kernels.ddpm_step(x, e, torch.tensor([0, 1, 2, 1000]), ac, z, backend=backend)),
+        (ValueError, r"\[0, 1000\)", lambda: kernels.ddpm_step(x, e, torch.tensor([0, -3, 2, 9]), ac, z, backend=backend)),
+        (ValueError, "t_prev", lambda: kernels.ddim_step(x, e, 5, 1000, ac, backend=backend)),
+        (ValueError, "one timestep per sample", lambda: kernels.q_sample(x, z, torch.tensor([1, 2]), ac, backend=backend)),
+        (TypeError, "int64", lambda: kernels.q_sample(x, z, torch.tensor([1, 2, 3, 4], dtype=torch.int32), ac, backend=backend)),
+        (TypeError, "int", lambda: kernels.q_sample(x, z, 1.5, ac, backend=backend)),
+        (TypeError, "float64", lambda: kernels.q_sample(x, z, 3, ac.float(), backend=backend)),
+        (TypeError, "1-D", lambda: kernels.q_sample(x, z, 3, ac[None], backend=backend)),
+        (ValueError, r"\(0, 1\]", lambda: kernels.q_sample(x, z, 3, torch.cat([ac[:-1], ac.new_zeros(1)]), backend=backend)),
+        (ValueError, r"\(0, 1\]", lambda: kernels.q_sample(x, z, 3, ac + 0.5, backend=backend)),
+        (ValueError, "variance", lambda: kernels.ddpm_step(x, e, 3, ac, z, "medium", backend=backend)),
+        (ValueError, "eta", lambda: kernels.ddim_step(x, e, 3, 2, ac, -0.1, backend=backend)),
+        (TypeError, "Tensor", lambda: kernels.q_sample(x.numpy(), z, 3, ac, backend=backend)),
+        (ValueError, "batch dimension", lambda: kernels.q_sample(torch.tensor(1.0), torch.tensor(1.0), 3, ac, backend=backend)),
+    ]
+    for exc, msg, call in cases:
+        with pytest.raises(exc, match=msg):
+            call()
+
+
+def test_device_mismatch_and_backend_errors():
+    ac = schedule.make("linear", T)
+    x = torch.randn(2, 3)
+    with pytest.raises(ValueError, match="backend"):
+        kernels.q_sample(x, x, 1, ac, backend="fortran")
+    with pytest.raises((ValueError, RuntimeError), match="cuda"):
+        kernels.q_sample(x, x, 1, ac, backend="cuda")
+    if torch.cuda.is_available():
+        with pytest.raises(ValueError, match="alphas_cumprod is on"):
+            kernels.q_sample(x.cuda(), x.cuda(), 1, ac)
+        with pytest.raises(ValueError, match="noise is on"):
+            kernels.q_sample(x.cuda(), x, 1, ac.cuda())
+
+
+def test_auto_picks_compiled_kernel_on_cpu():
+    assert HAS_CPP
+    assert kernels._pick_backend("auto", torch.device("cpu")) == "cpp"
+
+
+def test_empty_batch_is_fine():
+    ac = schedule.make("linear", T)
+    x = torch.empty(0, 5)
+    assert kernels.q_sample(x, x, 3, ac).shape == (0, 5)
