@@ -71,6 +71,26 @@ void schedule_step_cpu_py(int op, const farray& a, const farray& b, const py::ob
   schedule_step_cpu(s, num_threads);
 }
 
+// Batched trace-sqrt: C1, C2 float64 (B, d, d) C-contiguous; returns float64 (B,).
+py::array_t<double> trace_sqrt_product_cpu_py(const py::array_t<double, py::array::c_style>& C1,
+                                              const py::array_t<double, py::array::c_style>& C2,
+                                              int num_threads) {
+  DDMINI_CHECK_ARG(C1.ndim() == 3 && C2.ndim() == 3, "covariances must be (B, d, d)");
+  DDMINI_CHECK_ARG(C1.shape(1) == C1.shape(2), "covariances must be square");
+  for (int i = 0; i < 3; ++i)
+    DDMINI_CHECK_ARG(C1.shape(i) == C2.shape(i), "cov1 and cov2 must have the same shape");
+  const int64_t B = C1.shape(0), d = C1.shape(1);
+  py::array_t<double> out(B);
+  const double* a = C1.data();
+  const double* b = C2.data();
+  double* o = out.mutable_data();
+  {
+    py::gil_scoped_release nogil;
+    trace_sqrt_product_cpu(a, b, B, d, o, num_threads);
+  }
+  return out;
+}
+
 void axpy_cpu_py(float a, const farray& x, farray& y, int num_threads) {
   DDMINI_CHECK_ARG(x.size() == y.size(), "axpy: x and y must have the same number of elements");
   const float* px = x.data();
@@ -101,6 +121,9 @@ PYBIND11_MODULE(_C, m) {
         py::arg("abar").noconvert(), py::arg("t"), py::arg("t_scalar"), py::arg("t_prev"),
         py::arg("t_prev_scalar"), py::arg("eta"), py::arg("num_threads") = 1,
         "Fused noise-schedule step on the CPU: out = ca*a + cb*b (+ cc*c).");
+  m.def("trace_sqrt_product_cpu", &trace_sqrt_product_cpu_py, py::arg("cov1").noconvert(),
+        py::arg("cov2").noconvert(), py::arg("num_threads") = 1,
+        "tr((C1 C2)^{1/2}) for a batch of symmetric PSD float64 matrices (B, d, d) -> (B,).");
   m.attr("OP_Q_SAMPLE") = int(kQSample);
   m.attr("OP_DDPM_SMALL") = int(kDDPMSmall);
   m.attr("OP_DDPM_LARGE") = int(kDDPMLarge);

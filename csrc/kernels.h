@@ -28,6 +28,10 @@ void schedule_step_cpu(const StepArgs& s, int num_threads);
 void schedule_step_cuda(const StepArgs& s, uintptr_t stream);
 #endif
 
+// out[b] = tr((C1[b] C2[b])^{1/2}) for B pairs of symmetric PSD d x d float64 matrices (row-major).
+void trace_sqrt_product_cpu(const double* C1, const double* C2, int64_t B, int64_t d, double* out,
+                            int num_threads);
+
 void axpy_cpu(float a, const float* x, float* y, int64_t n, int num_threads);
 #ifdef DDMINI_WITH_CUDA
 void axpy_cuda(float a, const float* x, float* y, int64_t n, uintptr_t stream);

@@ -1,0 +1,126 @@
+import numpy as np
+import pytest
+import torch
+
+from ddmini import metrics
+
+scipy_linalg = pytest.importorskip("scipy.linalg")
+BACKENDS = ["cpp", "torch"]
+
+
+def random_cov(d, n=None, gen=None, scale=1.0):
+    n = n or 3 * d
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64) @ (
+        torch.eye(d, dtype=torch.float64) + 0.3 * torch.randn(d, d, generator=gen, dtype=torch.float64))
+    return metrics.mean_cov(x * scale)
+
+
+def scipy_trace_sqrt(c1, c2):
+    return float(np.trace(scipy_linalg.sqrtm(c1.numpy() @ c2.numpy())).real)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("d", [1, 2, 16, 64, 128])
+def test_trace_sqrt_matches_scipy(backend, d):
+    g = torch.Generator().manual_seed(d)
+    pairs = [(random_cov(d, gen=g)[1], random_cov(d, gen=g)[1]) for _ in range(4)]
+    c1 = torch.stack([p[0] for p in pairs])
+    c2 = torch.stack([p[1] for p in pairs])
+    got = metrics.trace_sqrt_product(c1, c2, backend=backend)
+    ref = torch.tensor([scipy_trace_sqrt(a, b) for a, b in pairs], dtype=torch.float64)
+    assert got.dtype == torch.float64 and got.shape == (4,)
+    assert ((got - ref).abs() / ref.abs()).max() <= 1e-6
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_analytic_cases(backend):
+    d = 5
+    mu1 = torch.randn(d, dtype=torch.float64)
+    mu2 = torch.randn(d, dtype=torch.float64)
+    c = random_cov(d)[1]
+    # equal covariances: FD = |mu1 - mu2|^2
+    fd = metrics.frechet_distance(mu1, c, mu2, c, backend=backend)
+    assert fd.ndim == 0
+    torch.testing.assert_close(fd, ((mu1 - mu2) ** 2).sum(), rtol=1e-9, atol=1e-9)
+    # diagonal covariances: FD = sum (sqrt(a) - sqrt(b))^2
+    a, b = torch.rand(d, dtype=torch.float64) + 0.1, torch.rand(d, dtype=torch.float64) + 0.1
+    fd = metrics.frechet_distance(mu1, torch.diag(a), mu1, torch.diag(b), backend=backend)
+    torch.testing.assert_close(fd, ((a.sqrt() - b.sqrt()) ** 2).sum(), rtol=1e-9, atol=1e-12)
+    # a zero covariance: tr sqrt = 0
+    z = torch.zeros(d, d, dtype=torch.float64)
+    assert float(metrics.trace_sqrt_product(z, c, backend=backend)) == 0.0
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_rank_deficient_is_finite_and_nonnegative(backend):
+    g = torch.Generator().manual_seed(1)
+    d = 64
+    feats_a = torch.randn(20, d, generator=g)  # n < d: singular covariances
+    feats_b = torch.randn(30, d, generator=g) + 0.5
+    fd = metrics.frechet_from_features(feats_a, feats_b, backend=backend)
+    assert torch.isfinite(fd) and fd >= 0
+    mu_a, ca = metrics.mean_cov(feats_a)
+    mu_b, cb = metrics.mean_cov(feats_b)
+    ts = metrics.trace_sqrt_product(ca, cb, backend=backend)
+    ref = scipy_trace_sqrt(ca, cb)
+    assert abs(float(ts) - ref) / ref < 1e-5  # scipy's sqrtm is itself inexact here
+    # identical features: distance ~ 0
+    assert float(metrics.frechet_from_features(feats_a, feats_a, backend=backend)) < 1e-6
+
+
+def test_backends_agree_on_batches():
+    g = torch.Generator().manual_seed(2)
+    c1 = torch.stack([random_cov(32, gen=g)[1] for _ in range(10)])
+    c2 = torch.stack([random_cov(32, gen=g)[1] for _ in range(10)])
+    torch.testing.assert_close(metrics.trace_sqrt_product(c1, c2, backend="cpp"),
+                               metrics.trace_sqrt_product(c1, c2, backend="torch"), rtol=1e-9, atol=1e-9)
+
+
+def test_class_aware_frechet_distance():
+    g = torch.Generator().manual_seed(3)
+    K, d = 4, 6
+    centers = torch.randn(K, d, generator=g) * 3
+    labels_a = torch.arange(400) % K
+    labels_b = torch.arange(300) % K
+    fa = centers[labels_a] + torch.randn(400, d, generator=g)
+    fb = centers[labels_b] + torch.randn(300, d, generator=g)
+    mean, per_class = metrics.class_aware_frechet_distance(fa, labels_a, fb, labels_b)
+    assert per_class.shape == (K,) and torch.isclose(mean, per_class.mean())
+    # hard weights = per-class FD of the per-class samples (biased covariance: weights sum to 1)
+    for k in range(K):
+        xa, xb = fa[labels_a == k].double(), fb[labels_b == k].double()
+        mua, mub = xa.mean(0), xb.mean(0)
+        ca = (xa - mua).T @ (xa - mua) / len(xa)
+        cb = (xb - mub).T @ (xb - mub) / len(xb)
+        ref = metrics.frechet_distance(mua, ca, mub, cb, backend="torch")
+        torch.testing.assert_close(per_class[k], ref, rtol=1e-9, atol=1e-9)
+    # soft weights equal to one-hot give the same answer
+    soft = torch.nn.functional.one_hot(labels_a, K).float()
+    m2, _ = metrics.class_aware_frechet_distance(fa, soft, fb, labels_b)
+    torch.testing.assert_close(m2, mean)
+    # shifting one class's features raises only that class's distance
+    fb2 = fb.clone()
+    fb2[labels_b == 2] += 2.0
+    _, pc2 = metrics.class_aware_frechet_distance(fa, labels_a, fb2, labels_b)
+    assert pc2[2] > per_class[2] + 10 and torch.allclose(pc2[[0, 1, 3]], per_class[[0, 1, 3]])
+
+
+def test_metric_bad_inputs():
+    c = torch.eye(3, dtype=torch.float64)
+    with pytest.raises(ValueError, match="symmetric"):
+        metrics.trace_sqrt_product(torch.tensor([[1.0, 2.0], [0.0, 1.0]]), torch.eye(2))
+    with pytest.raises(ValueError, match="same shape"):
+        metrics.trace_sqrt_product(c, torch.eye(4))
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.trace_sqrt_product(c * float("nan"), c)
+    with pytest.raises(TypeError, match="floating"):
+        metrics.trace_sqrt_product(torch.eye(3, dtype=torch.int64), c)
+    with pytest.raises(ValueError, match="square"):
+        metrics.trace_sqrt_product(torch.ones(3, 4), torch.ones(3, 4))
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.mean_cov(torch.randn(1, 3))
+    with pytest.raises(ValueError, match="zero total weight"):
+        metrics.class_aware_frechet_distance(torch.randn(10, 3), torch.zeros(10, dtype=torch.long),
+                                             torch.randn(10, 3), torch.arange(10) % 2)
+    with pytest.raises(ValueError, match="non-negative"):
+        metrics.class_aware_frechet_distance(torch.randn(4, 3), -torch.ones(4, 2), torch.randn(4, 3), torch.ones(4, 2))
