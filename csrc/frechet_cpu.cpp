@@ -66,19 +66,22 @@ int64_t pivoted_cholesky(double* A, int64_t d, std::vector<int64_t>& piv) {
     for (int64_t i = j + 1; i < d; ++i)
       if (A[i * d + i] > A[q * d + q]) q = i;
     if (!(A[q * d + q] > tol)) break;
-    if (q != j) {  // symmetric swap of rows/columns j and q
-      for (int64_t k = 0; k < d; ++k) std::swap(A[j * d + k], A[q * d + k]);
-      for (int64_t k = 0; k < d; ++k) std::swap(A[k * d + j], A[k * d + q]);
+    if (q != j) {  // symmetric swap of rows/columns j < q, touching the lower triangle only
+      for (int64_t k = 0; k < j; ++k) std::swap(A[j * d + k], A[q * d + k]);   // L rows so far
+      std::swap(A[j * d + j], A[q * d + q]);
+      for (int64_t k = j + 1; k < q; ++k) std::swap(A[k * d + j], A[q * d + k]);
+      for (int64_t k = q + 1; k < d; ++k) std::swap(A[k * d + j], A[k * d + q]);
       std::swap(piv[j], piv[q]);
     }
     const double ljj = std::sqrt(A[j * d + j]);
     A[j * d + j] = ljj;
     for (int64_t i = j + 1; i < d; ++i) A[i * d + j] /= ljj;
-    // Schur complement update of the trailing block, row by row: A[i][k] -= L[i][j] L[k][j].
-    // Column j of L is copied to a contiguous scratch so the inner loop vectorises.
+    // Schur complement update of the trailing block's lower triangle, row by row:
+    // A[i][k] -= L[i][j] L[k][j] for j < k <= i. Column j of L is copied to a contiguous scratch so
+    // the inner loop vectorises; the upper triangle is never read again.
     for (int64_t k = j + 1; k < d; ++k) col[k] = A[k * d + j];
     for (int64_t i = j + 1; i < d; ++i)
-      if (col[i] != 0.0) daxpy(d - j - 1, -col[i], col.data() + j + 1, A + i * d + j + 1);
+      if (col[i] != 0.0) daxpy(i - j, -col[i], col.data() + j + 1, A + i * d + j + 1);
     ++r;
   }
   return r;
@@ -103,12 +106,20 @@ void tridiagonalize(double* A, int64_t m, double* diag, double* off, double* v, 
     const double vtv = ddot(n, x, x);
     if (vtv == 0.0) continue;
     const double beta = 2.0 / vtv;
-    // p = beta * B v, B = trailing block
-    for (int64_t i = 0; i < n; ++i) p[i] = beta * ddot(n, A + (k + 1 + i) * m + (k + 1), x);
+    // p = beta * B v with B the trailing block, stored in its lower triangle only: row i holds
+    // B[i][0..i], which contributes to p[i] (a dot) and, by symmetry, to p[0..i) (an axpy).
+    double* B0 = A + (k + 1) * m + (k + 1);
+    std::fill(p, p + n, 0.0);
+    for (int64_t i = 0; i < n; ++i) {
+      const double* row = B0 + i * m;
+      daxpy(i, x[i], row, p);
+      p[i] += ddot(i + 1, row, x);
+    }
+    for (int64_t i = 0; i < n; ++i) p[i] *= beta;
     const double K = 0.5 * beta * ddot(n, x, p);
     for (int64_t i = 0; i < n; ++i) p[i] -= K * x[i];  // w
-    // B -= v w^T + w v^T
-    for (int64_t i = 0; i < n; ++i) drank2(n, x[i], p, p[i], x, A + (k + 1 + i) * m + (k + 1));
+    // B -= v w^T + w v^T, lower triangle
+    for (int64_t i = 0; i < n; ++i) drank2(i + 1, x[i], p, p[i], x, B0 + i * m);
   }
   if (m >= 2) {
     diag[m - 2] = A[(m - 2) * m + (m - 2)];
