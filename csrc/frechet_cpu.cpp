@@ -128,6 +128,10 @@ void tridiagonalize(double* A, int64_t m, double* diag, double* off, double* v, 
   if (m >= 1) diag[m - 1] = A[(m - 1) * m + (m - 1)];
 }
 
+// sqrt(a^2 + b^2) without std::hypot's overflow-proof (and several times slower) path: the inputs
+// here are entries of a covariance product, far from the 1e154 where squaring would overflow.
+inline double fast_hypot(double a, double b) { return std::sqrt(a * a + b * b); }
+
 // Eigenvalues of the symmetric tridiagonal matrix (diag, off) by the implicit QL method with
 // Wilkinson shifts (values only). Returns false if an eigenvalue failed to converge.
 bool tridiagonal_eigenvalues(double* d, double* e, int64_t n) {
@@ -145,13 +149,13 @@ bool tridiagonal_eigenvalues(double* d, double* e, int64_t n) {
       if (m != l) {
         if (++iter > 100) return false;
         double g = (d[l + 1] - d[l]) / (2.0 * e[l]);
-        double r = std::hypot(g, 1.0);
+        double r = fast_hypot(g, 1.0);
         g = d[m] - d[l] + e[l] / (g + std::copysign(r, g));
         double s = 1.0, c = 1.0, p = 0.0;
         int64_t i;
         for (i = m - 1; i >= l; --i) {
           double f = s * e[i], b = c * e[i];
-          e[i + 1] = (r = std::hypot(f, g));
+          e[i + 1] = (r = fast_hypot(f, g));
           if (r == 0.0) {
             d[i + 1] -= p;
             e[m] = 0.0;
