@@ -25,12 +25,6 @@
 namespace ddmini {
 namespace {
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DDMINI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DDMINI_CLONES
-#endif
-
 // y[0:n] += a * x[0:n]
 DDMINI_CLONES void daxpy(int64_t n, double a, const double* x, double* y) {
 #pragma omp simd

@@ -16,14 +16,7 @@ namespace ddmini {
 
 namespace {
 
-// The contiguous run [i, stop) of one sample. Compiled for AVX-512, AVX2 and baseline x86-64 and
-// picked at load time (GCC/Clang function multi-versioning), so one wheel is fast everywhere.
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DDMINI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DDMINI_CLONES
-#endif
-
+// out[0:n] = ca*a + cb*b (+ cc*c): the contiguous run of one sample.
 DDMINI_CLONES void lincomb2(float ca, const float* a, float cb, const float* b, float* out, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) out[j] = ca * a[j] + cb * b[j];
