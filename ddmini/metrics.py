@@ -53,14 +53,19 @@ def trace_sqrt_product_reference(cov1: torch.Tensor, cov2: torch.Tensor) -> torc
     return ev.clamp(min=0).sqrt().sum(-1)
 
 
-def trace_sqrt_product(cov1: torch.Tensor, cov2: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
-    """tr((C1 C2)^{1/2}) for symmetric PSD C1, C2 of shape (B, d, d) or (d, d); float64 (B,) or 0-d."""
+def _checked_covs(cov1, cov2) -> tuple[torch.Tensor, torch.Tensor]:
+    """cov1, cov2 as float64 after checking shape, finiteness and symmetry."""
     c1 = _as_f64("cov1", cov1, (2, 3))
     c2 = _as_f64("cov2", cov2, (2, 3))
     if c1.shape != c2.shape:
         raise ValueError(f"cov1 and cov2 must have the same shape; got {tuple(c1.shape)} and {tuple(c2.shape)}")
     _check_cov("cov1", c1)
     _check_cov("cov2", c2)
+    return c1, c2
+
+
+def _trace_sqrt(c1: torch.Tensor, c2: torch.Tensor, backend: str) -> torch.Tensor:
+    """Backend dispatch for covariances already through :func:`_checked_covs`."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
@@ -80,6 +85,11 @@ def trace_sqrt_product(cov1: torch.Tensor, cov2: torch.Tensor, *, backend: str =
     return out[0] if single else out
 
 
+def trace_sqrt_product(cov1: torch.Tensor, cov2: torch.Tensor, *, backend: str = "auto") -> torch.Tensor:
+    """tr((C1 C2)^{1/2}) for symmetric PSD C1, C2 of shape (B, d, d) or (d, d); float64 (B,) or 0-d."""
+    return _trace_sqrt(*_checked_covs(cov1, cov2), backend)
+
+
 def frechet_distance(mu1, cov1, mu2, cov2, *, backend: str = "auto") -> torch.Tensor:
     """|mu1 - mu2|^2 + tr(C1) + tr(C2) - 2 tr((C1 C2)^{1/2}) in float64.
 
@@ -89,11 +99,10 @@ def frechet_distance(mu1, cov1, mu2, cov2, *, backend: str = "auto") -> torch.Te
     m2 = _as_f64("mu2", mu2, (1, 2))
     if m1.shape != m2.shape:
         raise ValueError(f"mu1 and mu2 must have the same shape; got {tuple(m1.shape)} and {tuple(m2.shape)}")
-    c1 = _as_f64("cov1", cov1, (2, 3))
+    c1, c2 = _checked_covs(cov1, cov2)
     if c1.shape[:-1] != m1.shape:
         raise ValueError(f"cov1 of shape {tuple(c1.shape)} does not match mu1 of shape {tuple(m1.shape)}")
-    ts = trace_sqrt_product(cov1, cov2, backend=backend)
-    c2 = _as_f64("cov2", cov2, (2, 3))
+    ts = _trace_sqrt(c1, c2, backend)
     diff = (m1 - m2).to(ts.device)
     fd = (diff * diff).sum(-1) + torch.diagonal(c1, dim1=-2, dim2=-1).sum(-1).to(ts.device) \
         + torch.diagonal(c2, dim1=-2, dim2=-1).sum(-1).to(ts.device) - 2 * ts
