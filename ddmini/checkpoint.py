@@ -50,3 +50,40 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> A
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises a zoo of types for truncated/corrupt files
         raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from None
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short, stable hash of JSON-able parts (configs, file digests): the cache key of an artefact."""
+    import hashlib
+    import json
+
+    blob = json.dumps(parts, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes (identifies the exact checkpoint an artefact was made from)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def load_kind(path: str | os.PathLike, kind: str, what: str) -> dict:
+    """Load a ddmini artefact dict whose "kind" is ``kind``; anything else raises ValueError."""
+    obj = load(path)
+    if not isinstance(obj, dict) or obj.get("kind") != kind:
+        raise ValueError(f"{path}: not a ddmini {what}")
+    return obj
+
+
+def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLike) -> torch.nn.Module:
+    """``model.load_state_dict`` with a mismatch reported as one ValueError line naming the file."""
+    try:
+        model.load_state_dict(state_dict)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"{path}: weights do not match the stored config ({str(e).splitlines()[0]})") from None
+    return model

@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import ClassifierConfig
+from .config import (ATTACK_NAMES, UNET_PRESETS, AttackConfig, ClassifierConfig, DiffusionTrainConfig,
+                     SampleConfig)
 from .runtime import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -133,6 +134,225 @@ def train_classifier(data_dir, run_dir, device, seed, epochs, batch_size, lr, wi
                     train_images=int(x.shape[0]))
     click.echo(f"test accuracy {100 * res.test_accuracy:.2f}% after {res.train_seconds:.0f} s "
                f"({cfg.epochs} epochs on {x.shape[0]} images, {dev}); saved {out}")
+
+
+def _float_list(text: str, name: str) -> list[float]:
+    try:
+        values = [float(v) for v in str(text).split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be a number or a comma-separated list of numbers; got {text!r}") from None
+    if not values:
+        raise ValueError(f"{name}: no values given")
+    return values
+
+
+def _load_classifier(path, run_dir, dev):
+    from . import classifier
+
+    path = Path(path) if path else Path(run_dir) / "classifier.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no classifier checkpoint (train one with `ddmini train-classifier`"
+                                " or pass --classifier)")
+    model, _, _ = classifier.load(path, dev)
+    return model, path
+
+
+@cli.command("attack", context_settings=CONTEXT)
+@data_dir_option
+@run_dir_option
+@device_option
+@seed_option
+@click.option("--attack", "name", type=click.Choice(ATTACK_NAMES), default=AttackConfig.attack, show_default=True)
+@click.option("--eps", default=str(AttackConfig.eps), show_default=True,
+              help="Attack radius; a comma-separated list (1.0,1.5,2.0) runs an eps sweep and prints a table.")
+@click.option("--alpha", type=float, default=None, help="Step size [default: 2.5 * eps / steps].")
+@click.option("--steps", type=int, default=AttackConfig.steps, show_default=True)
+@click.option("--random-start/--no-random-start", default=AttackConfig.random_start, show_default=True)
+@click.option("--c", "cw_c", type=float, default=AttackConfig.c, show_default=True, help="cw_l2: loss weight.")
+@click.option("--kappa", type=float, default=AttackConfig.kappa, show_default=True, help="cw_l2: confidence.")
+@click.option("--lr", type=float, default=AttackConfig.lr, show_default=True, help="cw_l2: Adam step.")
+@click.option("--batch-size", type=int, default=AttackConfig.batch_size, show_default=True)
+@click.option("--chunk-size", type=int, default=AttackConfig.chunk_size, show_default=True,
+              help="Images per resumable chunk.")
+@click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
+@click.option("--limit", type=int, default=None, help="Attack the first N images only (quick sweeps).")
+@click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), default=None,
+              help="Target classifier checkpoint [default: RUN_DIR/classifier.pt].")
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="Output directory [default: RUN_DIR/attacks/<attack>-eps<eps>-<key>].")
+def attack(data_dir, run_dir, device, seed, name, eps, alpha, steps, random_start, cw_c, kappa, lr,
+           batch_size, chunk_size, split, limit, classifier_path, out):
+    """Attack the training (or test) set with the target classifier; store float images, labels,
+    success mask and norms. Interrupted runs resume from their finished chunks."""
+    from . import checkpoint, data as ddata
+    from .attacks.stage import attack_dataset
+    from .config import to_dict
+    from .runtime import resolve_device
+
+    dev = resolve_device(device)
+    eps_list = _float_list(eps, "--eps")
+    if out and len(eps_list) > 1:
+        raise ValueError("--out names one directory; leave it out for an eps sweep")
+    model, cpath = _load_classifier(classifier_path, run_dir, dev)
+    x, y = ddata.load_mnist(data_dir, split)
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1; got {limit}")
+        x, y = x[:limit], y[:limit]
+    digest = checkpoint.file_digest(cpath)
+    rows = []
+    for e in eps_list:
+        cfg = AttackConfig(attack=name, eps=e, alpha=alpha, steps=steps, random_start=random_start, c=cw_c,
+                           kappa=kappa, lr=lr, batch_size=batch_size, chunk_size=chunk_size, seed=seed).validate()
+        key = checkpoint.fingerprint(to_dict(cfg), digest, split, int(x.shape[0]))
+        where = Path(out) if out else _writable_dir(run_dir) / "attacks" / f"{name}-eps{e:g}-{key}"
+        res = attack_dataset(model, x, y, cfg, where, key=key, device=dev, desc=f"{name} eps={e:g}")
+        s = res.summary()
+        rows.append((e, s))
+        click.echo(f"{name} eps={e:g} alpha={cfg.step_size:.4g} steps={cfg.steps} on {s['images']} {split} images: "
+                   f"success {100 * s['success_rate']:.2f}% (8-bit: {100 * s['success_rate_uint8']:.2f}%), "
+                   f"L2 mean {s['l2_mean']:.3f} max {s['l2_max']:.3f}, Linf mean {s['linf_mean']:.3f}, "
+                   f"{s['images_per_second']:.0f} img/s; saved {where / 'attacked.pt'}")
+    if len(rows) > 1:
+        click.echo("\n| eps | success % | 8-bit success % | mean L2 | mean Linf |\n|---|---|---|---|---|")
+        for e, s in rows:
+            click.echo(f"| {e:g} | {100 * s['success_rate']:.2f} | {100 * s['success_rate_uint8']:.2f} "
+                       f"| {s['l2_mean']:.3f} | {s['linf_mean']:.3f} |")
+
+
+def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
+    """(x, y) to train the diffusion model on: clean MNIST, or a poisoned mix with an attacked set."""
+    from . import data as ddata
+
+    x, y = ddata.load_mnist(data_dir, "train")
+    if attacked:
+        from .attacks.stage import AttackedSet
+
+        adv = AttackedSet.load(attacked)
+        if len(adv) != x.shape[0]:
+            x, y = x[:len(adv)], y[:len(adv)]
+        ps = ddata.poisoned_set((x, y), adv, 1.0 if poison is None else poison, seed=seed, only_successful=only_successful)
+        x, y = ps.x, ps.y
+    elif poison is not None:
+        raise ValueError("--poison needs --attacked (an attacked.pt from `ddmini attack`)")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1; got {limit}")
+        x, y = x[:limit], y[:limit]
+    return x, y
+
+
+@cli.command("train-diffusion", context_settings=CONTEXT)
+@data_dir_option
+@run_dir_option
+@device_option
+@seed_option
+@click.option("--unet", "unet_preset", type=click.Choice(list(UNET_PRESETS)), default="small", show_default=True,
+              help="U-Net size preset.")
+@click.option("--steps", type=int, default=DiffusionTrainConfig.steps, show_default=True)
+@click.option("--time-budget", type=float, default=DiffusionTrainConfig.time_budget, show_default=True,
+              help="Stop after this many minutes of training (0: no limit).")
+@click.option("--batch-size", type=int, default=DiffusionTrainConfig.batch_size, show_default=True)
+@click.option("--lr", type=float, default=DiffusionTrainConfig.lr, show_default=True)
+@click.option("--ema-decay", type=float, default=DiffusionTrainConfig.ema_decay, show_default=True)
+@click.option("--label-dropout", type=float, default=DiffusionTrainConfig.label_dropout, show_default=True)
+@click.option("--loss-weighting", type=click.Choice(["mse", "min_snr"]),
+              default=DiffusionTrainConfig.loss_weighting, show_default=True)
+@click.option("--schedule", type=click.Choice(["linear", "cosine"]), default=DiffusionTrainConfig.schedule,
+              show_default=True)
+@click.option("--checkpoint-every", type=int, default=DiffusionTrainConfig.checkpoint_every, show_default=True)
+@click.option("--compile/--no-compile", "use_compile", default=False, show_default=True)
+@click.option("--attacked", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="attacked.pt from `ddmini attack`: train on attacked images (original labels).")
+@click.option("--poison", type=float, default=None,
+              help="With --attacked: fraction of images replaced by their attacked versions [default: 1].")
+@click.option("--only-successful", is_flag=True, help="With --attacked: leave out images whose attack failed.")
+@click.option("--limit", type=int, default=None, help="Train on the first N images only.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None,
+              help="Checkpoint [default: RUN_DIR/diffusion.pt].")
+@click.option("--resume/--no-resume", default=True, show_default=True,
+              help="Continue from the checkpoint at --out if there is one.")
+def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_budget, batch_size, lr, ema_decay,
+                    label_dropout, loss_weighting, schedule, checkpoint_every, use_compile, attacked, poison,
+                    only_successful, limit, out, resume):
+    """Train the class-conditional diffusion model (EMA weights sample). Ctrl-C saves; --resume continues."""
+    from dataclasses import replace
+
+    from . import train, unet
+    from .runtime import resolve_device
+
+    dev = resolve_device(device)
+    cfg = DiffusionTrainConfig(steps=steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
+                               ema_decay=ema_decay, label_dropout=label_dropout, loss_weighting=loss_weighting,
+                               schedule=schedule, checkpoint_every=checkpoint_every, compile=use_compile,
+                               seed=seed).validate()
+    mcfg = replace(UNET_PRESETS[unet_preset]).validate()
+    out = Path(out) if out else _writable_dir(run_dir) / "diffusion.pt"
+    x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit)
+    click.echo(f"U-Net '{unet_preset}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
+               f"{x.shape[0]} training images; {dev}")
+    try:
+        st = train.train(mcfg, cfg, x, y, out, device=dev, resume=resume)
+    except KeyboardInterrupt:
+        click.echo(f"interrupted; checkpoint saved to {out} (run again to resume)", err=True)
+        sys.exit(130)
+    last = st.losses[-1][1] if st.losses else float("nan")
+    click.echo(f"trained {st.step} steps in {st.seconds:.0f} s ({st.step / max(st.seconds, 1e-9):.2f} steps/s), "
+               f"last loss {last:.4f}; saved {out}")
+
+
+@cli.command("sample", context_settings=CONTEXT)
+@device_option
+@click.option("--checkpoint", "ckpt", type=click.Path(dir_okay=False, exists=True), required=True)
+@click.option("-n", "--num", type=int, default=100, show_default=True, help="Number of images.")
+@click.option("--labels", default=None, help="Comma-separated labels (repeated to --num) [default: balanced].")
+@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default=SampleConfig.sampler, show_default=True)
+@click.option("--steps", type=int, default=SampleConfig.steps, show_default=True, help="DDIM steps.")
+@click.option("--eta", type=float, default=SampleConfig.eta, show_default=True)
+@click.option("--guidance", type=float, default=SampleConfig.guidance, show_default=True,
+              help="Classifier-free guidance scale (1: none).")
+@click.option("--batch-size", type=int, default=SampleConfig.batch_size, show_default=True)
+@seed_option
+@click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), default=None,
+              help="Also report the share the classifier labels as their conditioning class.")
+@click.option("--out", type=click.Path(dir_okay=False), default="samples.pt", show_default=True,
+              help="Tensor file (images in [0, 1], labels); a grid PNG is written beside it.")
+def sample(device, ckpt, num, labels, sampler, steps, eta, guidance, batch_size, seed, classifier_path, out):
+    """Sample images from a trained diffusion model; save a tensor file and an image grid."""
+    import torch
+
+    from . import checkpoint, images, train
+    from .diffusion import Diffusion, balanced_labels
+    from .runtime import resolve_device
+
+    dev = resolve_device(device)
+    scfg = SampleConfig(sampler=sampler, steps=steps, eta=eta, guidance=guidance, batch_size=batch_size,
+                        seed=seed).validate()
+    if num < 1:
+        raise ValueError(f"--num must be >= 1; got {num}")
+    model, tcfg, _ = train.load_ema(ckpt, dev)
+    if labels:
+        vals = [int(v) for v in labels.split(",") if v.strip()]
+        lab = torch.tensor(vals, dtype=torch.long).repeat((num + len(vals) - 1) // len(vals))[:num]
+    else:
+        lab = balanced_labels(num, model.cfg.num_classes)
+    diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
+    t0 = time.perf_counter()
+    x = diff.sample(model, lab, sampler=scfg.sampler, steps=scfg.steps, eta=scfg.eta, guidance=scfg.guidance,
+                    generator=torch.Generator().manual_seed(seed), batch_size=scfg.batch_size,
+                    image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size), device=dev)
+    secs = time.perf_counter() - t0
+    checkpoint.save({"kind": "samples", "images": x, "labels": lab, "config": scfg.__dict__}, out)
+    png = Path(out).with_suffix(".png")
+    images.save_grid(x, png, nrow=min(10, num))
+    msg = f"{num} images in {secs:.1f} s ({num / secs:.1f} img/s); saved {out} and {png}"
+    if classifier_path:
+        from . import classifier
+
+        clf, _, _ = classifier.load(classifier_path)
+        acc = classifier.accuracy(clf, x, lab)
+        msg += f"; classifier agrees with the conditioning label on {100 * acc:.2f}%"
+    click.echo(msg)
 
 
 # --------------------------------------------------------------------------------------------

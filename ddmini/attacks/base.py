@@ -1,0 +1,113 @@
+"""What every attack shares: input checks, the model frozen in eval mode, the input gradient, success.
+
+Attacks never touch the model's parameters: for the duration of an attack the model is in eval mode
+and its parameters do not require gradients (so no weight gradients are computed); both are restored in
+``finally``. Gradients are taken with respect to the input only.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def check_inputs(model, x, y, target=None) -> None:
+    """Raise ValueError/TypeError naming the argument if the attack inputs are unusable."""
+    if not callable(model):
+        raise TypeError(f"model must be callable (an nn.Module returning logits); got {type(model).__name__}")
+    if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+        raise TypeError(f"x must be a floating-point tensor; got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.ndim < 2:
+        raise ValueError(f"x must be (N, ...) with at least 2 dimensions; got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinity")
+    if x.numel() and (float(x.min()) < 0.0 or float(x.max()) > 1.0):
+        raise ValueError(f"x must lie in [0, 1]; got values in [{float(x.min()):.4g}, {float(x.max()):.4g}]")
+    for name, lab in (("y", y), ("target", target)):
+        if lab is None and name == "target":
+            continue
+        if not isinstance(lab, torch.Tensor) or lab.dtype != torch.int64:
+            raise TypeError(f"{name} must be an int64 tensor of labels; got {getattr(lab, 'dtype', type(lab).__name__)}")
+        if lab.shape != (x.shape[0],):
+            raise ValueError(f"{name} must have shape ({x.shape[0]},) to match x; got {tuple(lab.shape)}")
+        if lab.numel() and int(lab.min()) < 0:
+            raise ValueError(f"{name} contains a negative label")
+
+
+def check_positive(name: str, value, *, allow_zero: bool = True, integer: bool = False) -> None:
+    if integer:
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
+        return
+    if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise ValueError(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}; got {value!r}")
+
+
+@contextlib.contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """Eval mode and no parameter gradients for the duration; both restored afterwards."""
+    if not isinstance(model, nn.Module):
+        yield model
+        return
+    was_training = model.training
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    model.eval()
+    for p, _ in flags:
+        p.requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        model.train(was_training)
+
+
+def input_grad(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Gradient w.r.t. ``x`` of the loss an attack ascends: CE(model(x), y) (untargeted) or
+    -CE(model(x), target) (targeted). Summed over the batch, so each row is its sample's own gradient."""
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        if target is None:
+            loss = F.cross_entropy(logits, y, reduction="sum")
+        else:
+            loss = -F.cross_entropy(logits, target, reduction="sum")
+        (g,) = torch.autograd.grad(loss, x)
+    return g
+
+
+def batches(n: int, batch_size: int) -> Iterator[slice]:
+    for i in range(0, n, batch_size):
+        yield slice(i, min(i + batch_size, n))
+
+
+@torch.no_grad()
+def predict_labels(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Predicted labels for ``x`` in batches, on ``x``'s device."""
+    with frozen(model):
+        out = [model(x[s]).argmax(1) for s in batches(x.shape[0], batch_size)]
+    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64, device=x.device)
+
+
+def success(model, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None,
+            batch_size: int = 1000) -> torch.Tensor:
+    """Per-sample bool mask: the attack worked (prediction != y, or == target when targeted)."""
+    check_inputs(model, x_adv, y, target)
+    pred = predict_labels(model, x_adv, batch_size)
+    return pred == target if target is not None else pred != y
+
+
+def norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample (L2, L-inf) norms of the perturbation x_adv - x, in float32."""
+    d = (x_adv - x).flatten(1).float()
+    return d.norm(dim=1), d.abs().amax(dim=1)
+
+
+def generator(seed: int | None, device) -> torch.Generator | None:
+    if seed is None:
+        return None
+    return torch.Generator(device=device).manual_seed(seed)

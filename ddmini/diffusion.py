@@ -1,0 +1,135 @@
+"""The diffusion process: forward noising, the training loss, and the DDPM / DDIM samplers.
+
+A plain class holding the schedule (the float64 ``alphas_cumprod`` table); the network is passed into
+each call (``model(x_t, t, y) -> eps``). Every update of x goes through ``ddmini.kernels`` (one fused
+pass per step). Images live in model space [-1, 1]; ``to_model``/``from_model`` convert from/to [0, 1].
+
+Classifier-free guidance (Ho & Salimans 2022, arXiv 2207.12598): eps = eps_null + w (eps_y - eps_null);
+w = 1 is the plain conditional model (one network pass per step), w > 1 pushes toward the class.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from . import kernels, schedule
+from .runtime import progress
+
+LOSS_WEIGHTINGS = ("mse", "min_snr")
+
+
+def to_model(x01: torch.Tensor) -> torch.Tensor:
+    return x01 * 2 - 1
+
+
+def from_model(x: torch.Tensor) -> torch.Tensor:
+    return ((x + 1) / 2).clamp_(0, 1)
+
+
+def ddim_timesteps(T: int, steps: int) -> list[int]:
+    """S evenly spaced timesteps from T-1 down to 0 ("trailing" spacing, which starts at pure noise)."""
+    if not 1 <= steps <= T:
+        raise ValueError(f"sampling steps must be in [1, {T}]; got {steps}")
+    ts = torch.linspace(T - 1, 0, steps).round().long().tolist()
+    return sorted(set(ts), reverse=True)
+
+
+class Diffusion:
+    def __init__(self, alphas_cumprod: torch.Tensor | None = None, *, schedule_name: str = "linear", T: int = 1000):
+        if alphas_cumprod is None:
+            alphas_cumprod = schedule.make(schedule_name, T)
+        if alphas_cumprod.dtype != torch.float64 or alphas_cumprod.ndim != 1:
+            raise ValueError("alphas_cumprod must be a 1-D float64 tensor")
+        self.alphas_cumprod = alphas_cumprod
+        self._tables: dict[torch.device, torch.Tensor] = {}
+
+    @property
+    def T(self) -> int:
+        return self.alphas_cumprod.numel()
+
+    def table(self, device: torch.device) -> torch.Tensor:
+        device = torch.device(device)
+        if device not in self._tables:
+            self._tables[device] = self.alphas_cumprod.to(device)
+        return self._tables[device]
+
+    # ---- training -------------------------------------------------------------------------
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return kernels.q_sample(x0.contiguous(), noise.contiguous(), t, self.table(x0.device))
+
+    def loss(self, model, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
+             weighting: str = "mse", snr_gamma: float = 5.0) -> torch.Tensor:
+        """eps-prediction MSE at timesteps t; "min_snr" weights each sample by min(SNR_t, gamma)/SNR_t
+        (Hang et al. 2023, arXiv 2303.09556), which trains faster at the same final quality."""
+        x_t = self.q_sample(x0, t, noise)
+        eps = model(x_t, t, y)
+        per = F.mse_loss(eps.float(), noise, reduction="none").flatten(1).mean(1)
+        if weighting == "min_snr":
+            ab = self.table(x0.device)[t]
+            snr = ab / (1 - ab)
+            per = per * (snr.clamp(max=snr_gamma) / snr).float()
+        elif weighting != "mse":
+            raise ValueError(f"loss weighting must be one of {', '.join(LOSS_WEIGHTINGS)}; got {weighting!r}")
+        return per.mean()
+
+    # ---- sampling -------------------------------------------------------------------------
+    def _eps(self, model, x: torch.Tensor, t: int, y: torch.Tensor, guidance: float, null: int) -> torch.Tensor:
+        tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
+        if guidance == 1.0:
+            return model(x, tt, y).float().contiguous()
+        both = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)])).float()
+        cond, uncond = both.chunk(2)
+        return (uncond + guidance * (cond - uncond)).contiguous()
+
+    @torch.inference_mode()
+    def sample(self, model, labels: torch.Tensor, *, sampler: str = "ddim", steps: int = 100, eta: float = 0.0,
+               guidance: float = 1.0, generator: torch.Generator | None = None, batch_size: int = 256,
+               image_shape=(1, 28, 28), device=None, desc: str = "sample", noises=None) -> torch.Tensor:
+        """Images in [0, 1], (N, *image_shape), one per label, by ancestral DDPM (all T steps) or DDIM
+        with ``steps`` steps and ``eta``. Noise comes from ``generator`` (CPU), so a seed fixes the
+        output on any device. ``noises`` (for tests): a callable (step index, shape) -> noise tensor."""
+        if sampler not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler must be 'ddpm' or 'ddim'; got {sampler!r}")
+        if not guidance >= 0:
+            raise ValueError(f"guidance scale must be >= 0; got {guidance}")
+        if labels.ndim != 1 or labels.dtype != torch.long:
+            raise ValueError("labels must be a 1-D int64 tensor")
+        null = getattr(model, "null_label", None)
+        if guidance != 1.0 and null is None:
+            raise ValueError("guidance != 1 needs a model with a null label (classifier-free guidance)")
+        if null is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= null):
+            raise ValueError(f"labels must be in [0, {null}); got [{int(labels.min())}, {int(labels.max())}]")
+        device = torch.device(device) if device else next(model.parameters()).device
+        gen = generator or torch.Generator().manual_seed(0)
+        table = self.table(device)
+        ts = list(range(self.T - 1, -1, -1)) if sampler == "ddpm" else ddim_timesteps(self.T, steps)
+        was_training = getattr(model, "training", False)
+        model.eval()
+        out = []
+        bar = progress(total=labels.numel() * len(ts), desc=desc, unit="img-step")
+        try:
+            for s in range(0, labels.numel(), batch_size):
+                y = labels[s:s + batch_size].to(device)
+                shape = (y.shape[0], *image_shape)
+                draw = (lambda i: noises(i, shape).to(device, copy=True)) if noises else \
+                    (lambda i: torch.randn(shape, generator=gen).to(device))
+                x = draw(-1)
+                for i, t in enumerate(ts):
+                    eps = self._eps(model, x, t, y, guidance, null)
+                    if sampler == "ddpm":
+                        x = kernels.ddpm_step(x, eps, t, table, draw(i) if t > 0 else torch.zeros_like(x), out=x)
+                    else:
+                        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+                        noise = draw(i) if eta > 0 else None
+                        x = kernels.ddim_step(x, eps, t, t_prev, table, eta, noise, out=x)
+                    bar.update(y.shape[0])
+                out.append(from_model(x).cpu())
+        finally:
+            bar.close()
+            model.train(was_training)
+        return torch.cat(out) if out else torch.empty(0, *image_shape)
+
+
+def balanced_labels(n: int, num_classes: int = 10) -> torch.Tensor:
+    """0, 1, ..., 9, 0, 1, ... (n labels, as balanced as n allows)."""
+    return torch.arange(n) % num_classes

@@ -1,0 +1,204 @@
+"""Training the class-conditional diffusion model: eps-prediction loss, AdamW, gradient clipping,
+EMA weights (what samples), label dropout for classifier-free guidance, bf16 autocast on CUDA.
+
+Exact resume: every random draw of training (batch indices, timesteps, noise, label dropout) comes
+from one CPU ``torch.Generator`` whose state is checkpointed with the model, EMA, optimiser and step,
+so a run interrupted and resumed gives the same weights as an uninterrupted one (on the same device).
+Checkpoints are written atomically every ``checkpoint_every`` steps, at the end, and on Ctrl-C.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from . import checkpoint
+from .config import DiffusionTrainConfig, UNetConfig, from_dict, to_dict
+from .diffusion import Diffusion, to_model
+from .runtime import progress
+from .unet import UNet
+
+
+@dataclass
+class TrainState:
+    model: UNet
+    ema: UNet
+    opt: torch.optim.Optimizer
+    gen: torch.Generator
+    step: int = 0
+    seconds: float = 0.0
+    losses: list = field(default_factory=list)   # (step, mean loss over the last interval)
+    done: bool = False                           # stopped by steps or time budget (not interrupted)
+
+
+def _new_state(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, device: torch.device) -> TrainState:
+    torch.manual_seed(cfg.seed)
+    model = UNet(model_cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return TrainState(model, ema, opt, torch.Generator().manual_seed(cfg.seed))
+
+
+def save_state(state: TrainState, model_cfg: UNetConfig, cfg: DiffusionTrainConfig, path: str | Path,
+               extra: dict | None = None) -> None:
+    checkpoint.save({
+        "kind": "diffusion", "unet": to_dict(model_cfg), "train": to_dict(cfg), "step": state.step,
+        "seconds": state.seconds, "losses": state.losses, "done": state.done,
+        "model": state.model.state_dict(), "ema": state.ema.state_dict(), "opt": state.opt.state_dict(),
+        "gen": state.gen.get_state(), "extra": extra or {},
+    }, path)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    return checkpoint.load_kind(path, "diffusion", "diffusion checkpoint")
+
+
+def load_ema(path: str | Path, device="cpu") -> tuple[UNet, DiffusionTrainConfig, dict]:
+    """The EMA model (eval mode) and the training config of a diffusion checkpoint."""
+    ckpt = load_checkpoint(path)
+    mcfg = from_dict(UNetConfig, ckpt["unet"])
+    model = checkpoint.load_weights(UNet(mcfg), ckpt["ema"], path)
+    return model.to(device).eval(), from_dict(DiffusionTrainConfig, ckpt["train"]), ckpt
+
+
+def _restore(ckpt: dict, model_cfg: UNetConfig, cfg: DiffusionTrainConfig, device, path) -> TrainState:
+    if from_dict(UNetConfig, ckpt["unet"]) != model_cfg:
+        raise ValueError(f"{path}: checkpoint was made with a different U-Net config; cannot resume")
+    state = _new_state(model_cfg, cfg, device)
+    try:
+        state.model.load_state_dict(ckpt["model"])
+        state.ema.load_state_dict(ckpt["ema"])
+        state.opt.load_state_dict(ckpt["opt"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise ValueError(f"{path}: cannot resume from this checkpoint ({e})") from None
+    state.gen.set_state(ckpt["gen"])
+    state.step, state.seconds = int(ckpt["step"]), float(ckpt["seconds"])
+    state.losses = list(ckpt.get("losses", []))
+    return state
+
+
+@torch.no_grad()
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    ep, mp = list(ema.parameters()), list(model.parameters())
+    torch._foreach_lerp_(ep, mp, 1.0 - decay)
+    for eb, mb in zip(ema.buffers(), model.buffers()):
+        eb.copy_(mb)
+
+
+@contextlib.contextmanager
+def _deferred_interrupt():
+    """Turn the first Ctrl-C into a flag the loop checks between steps, so the checkpoint written on
+    interrupt is always consistent (never mid-update); a second Ctrl-C interrupts at once."""
+    flag = {"stop": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum, frame):
+        flag["stop"] = True
+        signal.signal(signal.SIGINT, previous)
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: torch.Tensor,
+          ckpt_path: str | Path, *, device: torch.device | str = "cpu", resume: bool = True,
+          extra: dict | None = None, desc: str = "train diffusion") -> TrainState:
+    """Train on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) int64 until ``cfg.steps``
+    (or ``cfg.time_budget`` minutes of training). With ``resume=True`` an existing checkpoint at
+    ``ckpt_path`` is continued exactly. Ctrl-C writes a checkpoint, then re-raises KeyboardInterrupt."""
+    cfg.validate()
+    model_cfg.validate()
+    if x.ndim != 4 or x.shape[1:] != (model_cfg.in_channels, model_cfg.image_size, model_cfg.image_size):
+        raise ValueError(f"images must be (N, {model_cfg.in_channels}, {model_cfg.image_size}, "
+                         f"{model_cfg.image_size}); got {tuple(x.shape)}")
+    if y.shape != (x.shape[0],) or y.dtype != torch.long:
+        raise ValueError("labels must be int64 of shape (N,)")
+    if x.shape[0] == 0:
+        raise ValueError("no training images")
+    if int(y.min()) < 0 or int(y.max()) >= model_cfg.num_classes:
+        raise ValueError(f"labels must be in [0, {model_cfg.num_classes})")
+    device = torch.device(device)
+    ckpt_path = Path(ckpt_path)
+    if resume and ckpt_path.exists():
+        state = _restore(load_checkpoint(ckpt_path), model_cfg, cfg, device, ckpt_path)
+    else:
+        state = _new_state(model_cfg, cfg, device)
+    diff = Diffusion(schedule_name=cfg.schedule, T=cfg.T)
+    data = to_model(x.float())
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    state.model.to(memory_format=fmt)
+    net = torch.compile(state.model) if cfg.compile else state.model
+    amp = cfg.amp and device.type == "cuda"
+    null = model_cfg.num_classes
+    budget = cfg.time_budget * 60.0
+    bar = progress(total=cfg.steps, desc=desc, unit="step")
+    bar.update(state.step)
+    state.model.train()
+    try:
+        with _deferred_interrupt() as flag:
+            _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag)
+    except KeyboardInterrupt:
+        bar.close()
+        save_state(state, model_cfg, cfg, ckpt_path, extra)
+        raise
+    bar.close()
+    state.done = True
+    save_state(state, model_cfg, cfg, ckpt_path, extra)
+    return state
+
+
+def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag):
+    run_loss, run_n = 0.0, 0
+    t_last = time.perf_counter()
+    while state.step < cfg.steps and not (budget and state.seconds >= budget):
+        if flag["stop"]:
+            raise KeyboardInterrupt
+        g = state.gen
+        idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g)
+        t = torch.randint(0, cfg.T, (cfg.batch_size,), generator=g)
+        noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=g)
+        drop = torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout
+        x0 = data[idx].to(device, non_blocking=True)
+        yb = torch.where(drop, torch.full_like(y[idx], null), y[idx]).to(device)
+        t, noise = t.to(device), noise.to(device)
+        lr = cfg.lr * min(1.0, (state.step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+        for group in state.opt.param_groups:
+            group["lr"] = lr
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            loss = diff.loss(net, x0, yb, t, noise, cfg.loss_weighting)
+        if not torch.isfinite(loss):
+            raise RuntimeError(f"training diverged at step {state.step} (loss {loss.item()}); "
+                               "lower the learning rate")
+        state.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip)
+        state.opt.step()
+        _ema_update(state.ema, state.model, cfg.ema_decay if state.step >= cfg.warmup else 0.0)
+        state.step += 1
+        now = time.perf_counter()
+        state.seconds += now - t_last
+        t_last = now
+        run_loss += loss.item()
+        run_n += 1
+        bar.update(1)
+        if state.step % 50 == 0 or state.step == cfg.steps:
+            state.losses.append((state.step, run_loss / run_n))
+            bar.set_postfix(loss=f"{run_loss / run_n:.4f}", lr=f"{lr:.1e}")
+            run_loss, run_n = 0.0, 0
+        if state.step % cfg.checkpoint_every == 0:
+            save_state(state, model_cfg, cfg, ckpt_path, extra)
+            t_last = time.perf_counter()  # checkpoint I/O is not training time

@@ -1,0 +1,155 @@
+import os
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+
+from ddmini import diffusion, kernels, schedule, train, unet
+from ddmini.config import UNET_PRESETS, DiffusionTrainConfig, UNetConfig
+
+
+@pytest.mark.parametrize("cfg", [
+    UNET_PRESETS["tiny"],
+    UNetConfig(base_channels=8, channel_mult=(1, 2, 2), groups=4, attention=True, image_size=28),
+    UNetConfig(base_channels=8, channel_mult=(1,), groups=4, in_channels=3, image_size=10),
+    UNetConfig(base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=2, groups=4, image_size=32, dropout=0.1),
+])
+def test_unet_shapes(cfg):
+    m = unet.UNet(cfg)
+    x = torch.randn(3, cfg.in_channels, cfg.image_size, cfg.image_size)
+    out = m(x, torch.tensor([0, 5, 999]), torch.tensor([0, 1, cfg.num_classes]))
+    assert out.shape == x.shape
+
+
+def test_presets_sizes():
+    assert 400_000 <= unet.num_parameters(unet.build("small")) <= 1_000_000
+    assert unet.num_parameters(unet.build("paper")) > 5_000_000
+
+
+@pytest.mark.parametrize("bad", [dict(image_size=29), dict(channel_mult=()), dict(dropout=1.0), dict(base_channels=0)])
+def test_unet_config_errors(bad):
+    with pytest.raises(ValueError):
+        unet.UNet(replace(UNET_PRESETS["tiny"], **bad))
+
+
+def test_one_training_step_reduces_loss_on_fixed_batch():
+    torch.manual_seed(0)
+    m = unet.build("tiny")
+    d = diffusion.Diffusion(T=100)
+    x0 = torch.rand(16, 1, 28, 28) * 2 - 1
+    y = torch.arange(16) % 10
+    t = torch.randint(0, 100, (16,))
+    noise = torch.randn_like(x0)
+    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    first = d.loss(m, x0, y, t, noise)
+    for _ in range(5):
+        opt.zero_grad()
+        d.loss(m, x0, y, t, noise).backward()
+        opt.step()
+    assert d.loss(m, x0, y, t, noise) < first
+
+
+def _tiny_train_cfg(**kw):
+    return DiffusionTrainConfig(**{**dict(steps=8, batch_size=8, warmup=2, checkpoint_every=3, T=50), **kw})
+
+
+def test_exact_resume(tmp_path, monkeypatch):
+    x = torch.rand(40, 1, 28, 28)
+    y = torch.arange(40) % 10
+    mcfg = UNET_PRESETS["tiny"]
+    full = train.train(mcfg, _tiny_train_cfg(), x, y, tmp_path / "full.pt", resume=False)
+    calls = {"n": 0}
+    real = train._ema_update
+
+    def interrupt_at_5(ema, model, decay):  # Ctrl-C arrives in the middle of step 5
+        calls["n"] += 1
+        if calls["n"] == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(ema, model, decay)
+
+    monkeypatch.setattr(train, "_ema_update", interrupt_at_5)
+    with pytest.raises(KeyboardInterrupt):
+        train.train(mcfg, _tiny_train_cfg(), x, y, tmp_path / "part.pt")
+    monkeypatch.setattr(train, "_ema_update", real)
+    assert train.load_checkpoint(tmp_path / "part.pt")["step"] == 5  # step 5 finished, then saved
+    resumed = train.train(mcfg, _tiny_train_cfg(), x, y, tmp_path / "part.pt")
+    assert resumed.step == full.step == 8
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        assert torch.equal(a, b)
+    for a, b in zip(full.ema.state_dict().values(), resumed.ema.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_train_rejects_bad_input(tmp_path):
+    mcfg = UNET_PRESETS["tiny"]
+    with pytest.raises(ValueError, match="images must be"):
+        train.train(mcfg, _tiny_train_cfg(), torch.rand(4, 1, 20, 20), torch.zeros(4, dtype=torch.long), tmp_path / "a.pt")
+    with pytest.raises(ValueError, match="labels must be in"):
+        train.train(mcfg, _tiny_train_cfg(), torch.rand(4, 1, 28, 28), torch.full((4,), 10), tmp_path / "a.pt")
+    (tmp_path / "bad.pt").write_bytes(b"junk")
+    with pytest.raises(ValueError, match="corrupt"):
+        train.train(mcfg, _tiny_train_cfg(), torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), tmp_path / "bad.pt")
+
+
+def test_ddim_full_eta1_matches_ancestral():
+    """DDIM with S = T and eta = 1 is the ancestral sampler (variance "small"), step for step."""
+    ac = schedule.make("linear", 50)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 1, 5, 5, generator=g)
+    a, b = x.clone(), x.clone()
+    for t in range(49, -1, -1):
+        eps = torch.randn(x.shape, generator=g)
+        noise = torch.randn(x.shape, generator=g)
+        a = kernels.ddpm_step(a, eps, t, ac, noise)
+        b = kernels.ddim_step(b, eps, t, t - 1, ac, eta=1.0, noise=noise)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+def test_samplers_agree_and_stay_in_range():
+    torch.manual_seed(0)
+    m = unet.build("tiny").eval()
+    d = diffusion.Diffusion(T=20)
+    labels = diffusion.balanced_labels(6)
+    fixed = {}
+
+    def noises(i, shape):
+        if i not in fixed:
+            fixed[i] = torch.randn(shape, generator=torch.Generator().manual_seed(100 + i))
+        return fixed[i]
+
+    a = d.sample(m, labels, sampler="ddpm", noises=noises)
+    b = d.sample(m, labels, sampler="ddim", steps=20, eta=1.0, noises=noises)
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    for kw in (dict(sampler="ddim", steps=5, guidance=3.0), dict(sampler="ddpm")):
+        out = d.sample(m, labels, generator=torch.Generator().manual_seed(1), **kw)
+        assert out.shape == (6, 1, 28, 28) and float(out.min()) >= 0 and float(out.max()) <= 1
+        again = d.sample(m, labels, generator=torch.Generator().manual_seed(1), **kw)
+        assert torch.equal(out, again)  # seeded
+
+
+def test_sampler_errors():
+    m = unet.build("tiny")
+    d = diffusion.Diffusion(T=20)
+    for kw, msg in ((dict(sampler="euler"), "sampler"), (dict(steps=21), "steps"), (dict(guidance=-1.0), "guidance")):
+        with pytest.raises(ValueError, match=msg):
+            d.sample(m, diffusion.balanced_labels(2), **kw)
+    with pytest.raises(ValueError, match="labels"):
+        d.sample(m, torch.tensor([10]))
+
+
+def test_every_sampler_update_goes_through_the_kernels(monkeypatch):
+    m = unet.build("tiny")
+    d = diffusion.Diffusion(T=10)
+    calls = {"ddpm": 0, "ddim": 0}
+    for name in calls:
+        real = getattr(kernels, f"{name}_step")
+
+        def spy(*a, _real=real, _name=name, **k):
+            calls[_name] += 1
+            return _real(*a, **k)
+
+        monkeypatch.setattr(kernels, f"{name}_step", spy)
+    d.sample(m, diffusion.balanced_labels(2), sampler="ddpm")
+    d.sample(m, diffusion.balanced_labels(2), sampler="ddim", steps=4)
+    assert calls == {"ddpm": 10, "ddim": 4}
