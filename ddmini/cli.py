@@ -356,6 +356,152 @@ def sample(device, ckpt, num, labels, sampler, steps, eta, guidance, batch_size,
 
 
 # --------------------------------------------------------------------------------------------
+# the whole experiment
+# --------------------------------------------------------------------------------------------
+def _stage_options(f):
+    """One option per field of every stage's config (--attack-eps, --train-steps, ...); unset options
+    keep the preset's value. Generated from the dataclasses, so no default is written twice."""
+    from dataclasses import fields
+
+    from .config import RunConfig
+
+    base = RunConfig()
+    for section in reversed(RunConfig.SECTIONS):
+        for fld in reversed(fields(getattr(base, section))):
+            default = getattr(getattr(base, section), fld.name)
+            flag = f"--{section}-{fld.name.replace('_', '-')}"
+            dest = f"{section}__{fld.name}"
+            help_ = f"{section} {fld.name} [preset]"
+            if isinstance(default, bool):
+                f = click.option(f"{flag}/--no-{section}-{fld.name.replace('_', '-')}", dest, default=None,
+                                 help=help_)(f)
+            elif isinstance(default, tuple):
+                f = click.option(flag, dest, type=str, default=None, metavar="A,B,..", help=help_)(f)
+            else:
+                typ = float if default is None else type(default)
+                f = click.option(flag, dest, type=typ, default=None, help=help_)(f)
+    return f
+
+
+def _run_options(f):
+    for opt in reversed([
+        click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default=None,
+                     help="smoke (seconds), cpu (<= 60 min on 2 cores), paper (GPU). [default: cpu, or paper on a GPU]"),
+        click.option("--only-successful/--all-attacked", default=None,
+                     help="Leave out training images whose attack failed (the paper's set). [preset]"),
+        click.option("--data-limit", type=int, default=None, help="Use the first N training images. [preset]"),
+        click.option("--test-limit", type=int, default=None, help="Evaluate on the first N test images. [preset]"),
+        click.option("--num-samples", type=int, default=None, help="Generated images per guidance scale. [preset]"),
+        click.option("--guidance-scales", default=None, metavar="A,B,..",
+                     help="Guidance scales to sample and report (1: none). [preset]"),
+        data_dir_option, run_dir_option, device_option, seed_option, _stage_options,
+    ]):
+        f = opt(f)
+    return f
+
+
+def _build_run_config(poison, preset_name, dev, seed, kw):
+    from .config import RunConfig, preset
+
+    name = preset_name or ("paper" if dev.type == "cuda" else "cpu")
+    cfg = preset(name).with_seed(seed)
+    cfg.poison = poison
+    for key in ("only_successful", "data_limit", "test_limit", "num_samples"):
+        if kw.get(key) is not None:
+            setattr(cfg, key, kw[key])
+    if kw.get("guidance_scales"):
+        cfg.guidance_scales = tuple(_float_list(kw["guidance_scales"], "--guidance-scales"))
+    for k, v in kw.items():
+        if "__" not in k or v is None:
+            continue
+        section, name_ = k.split("__", 1)
+        sub = getattr(cfg, section)
+        if isinstance(getattr(sub, name_), tuple):
+            v = tuple(int(a) for a in _float_list(v, f"--{section}-{name_}".replace("_", "-")))
+        setattr(sub, name_, v)
+    return cfg.validate(), name
+
+
+@cli.command("run", context_settings=CONTEXT)
+@click.option("--poison", type=float, default=0.3, show_default=True,
+              help="Fraction p of training images replaced by their attacked versions.")
+@_run_options
+def run(poison, data_dir, run_dir, device, seed, preset, **kw):
+    """The whole experiment: classifier, attack, poisoned set, diffusion model, samples, evaluation,
+    report. Stages are cached in RUN_DIR/cache; the report goes to RUN_DIR/p<POISON>/."""
+    from .pipeline import Pipeline
+    from .report import summary_lines
+    from .runtime import resolve_device, seed_everything
+
+    dev = resolve_device(device)
+    cfg, name = _build_run_config(poison, preset, dev, seed, kw)
+    root = _writable_dir(run_dir)
+    seed_everything(seed)
+    click.echo(f"ddmini run: preset {name}, p = {cfg.poison:g}, seed {seed}, {dev}, run dir {root}")
+    r = Pipeline(cfg, root, data_dir, dev, log=click.echo).run()
+    click.echo("\n" + "\n".join(summary_lines(r)))
+    click.echo(f"report: {root / f'p{cfg.poison:g}' / 'report.md'}")
+
+
+@cli.command("sweep", context_settings=CONTEXT)
+@click.option("--poison", default="0,0.25,0.5,0.75,1", show_default=True, help="Comma-separated fractions p.")
+@_run_options
+def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
+    """Run the experiment for each p (sharing cached stages) and fit misclassification and CAFD
+    against p by least squares: table, plot and fit in RUN_DIR/sweep/."""
+    from .pipeline import Pipeline
+    from .report import write_sweep
+    from .runtime import resolve_device, seed_everything
+
+    dev = resolve_device(device)
+    ps = _float_list(poison, "--poison")
+    root = _writable_dir(run_dir)
+    rows = []
+    for p in ps:
+        cfg, name = _build_run_config(p, preset, dev, seed, kw)
+        seed_everything(seed)
+        click.echo(f"--- p = {p:g} (preset {name}) ---")
+        rows.append(Pipeline(cfg, root, data_dir, dev, log=click.echo).run())
+    g = f"{rows[0]['headline_guidance']:g}"
+    out = write_sweep(rows, root / "sweep", g)
+    fm = out["fits"]["misclassification"]
+    click.echo("\n| p | misclassified | CAFD |\n|---|---|---|")
+    for p, m, c in zip(out["poison"], out["misclassification"], out["cafd_clean_test_soft"]):
+        click.echo(f"| {p:g} | {100 * m:.2f}% | {c:.2f} |")
+    click.echo(f"misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f} (R^2 = {fm['r2']:.4f}); "
+               f"see {root / 'sweep' / 'sweep.md'}")
+
+
+@cli.command("evaluate", context_settings=CONTEXT)
+@data_dir_option
+@click.option("--samples", "samples_path", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="A samples file from `ddmini sample`.")
+@click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False, exists=True), required=True)
+@click.option("--attacked", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="attacked.pt: also compare with the attacked set.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
+def evaluate(data_dir, samples_path, classifier_path, attacked, out):
+    """Misclassification (overall, per class, confusion) and CAFD of generated images."""
+    from . import checkpoint, classifier, data as ddata, report
+    from .attacks.stage import AttackedSet
+    from .pipeline import Evaluator
+
+    s = checkpoint.load_kind(samples_path, "samples", "samples file")
+    clf, _, _ = classifier.load(classifier_path)
+    xt, yt = ddata.load_mnist(data_dir, "test")
+    ev = Evaluator(clf, xt, yt, AttackedSet.load(attacked) if attacked else None)
+    r = ev.generated(s["images"], s["labels"], "samples")
+    m = r["misclassification"]
+    click.echo(f"{m['n']} generated images: misclassified {100 * m['rate']:.2f}% "
+               f"(clean test images: {100 * ev.clean_test['rate']:.2f}%)")
+    click.echo("per class: " + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in enumerate(m["per_class"])))
+    for name, v in r["cafd"].items():
+        click.echo(f"CAFD {name}: {v['mean']:.3f}")
+    if out:
+        report.write_json({"generated": r, "clean_test": ev.clean_test}, Path(out))
+
+
+# --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
 def main(argv=None) -> None:

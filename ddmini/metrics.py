@@ -182,3 +182,26 @@ def class_aware_frechet_distance(feats_a, weights_a, feats_b, weights_b, *, back
     mu_b, cov_b = weighted_mean_cov(feats_b, wb)
     per_class = frechet_distance(mu_a, cov_a, mu_b, cov_b, backend=backend)
     return per_class.mean(), per_class
+
+
+# ---------------------------------------------------------------------------------------------
+# Label agreement (how often the classifier is fooled)
+# ---------------------------------------------------------------------------------------------
+def confusion_matrix(labels: torch.Tensor, pred: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
+    """(K, K) int64 counts: rows are the true / conditioning label, columns the prediction."""
+    if labels.shape != pred.shape or labels.ndim != 1:
+        raise ValueError(f"labels and pred must be 1-D of equal length; got {tuple(labels.shape)} and {tuple(pred.shape)}")
+    idx = labels.long().cpu() * num_classes + pred.long().cpu()
+    return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def misclassification(labels: torch.Tensor, pred: torch.Tensor, num_classes: int = 10) -> dict:
+    """Share of ``pred != labels`` overall and per class (NaN for a class with no example), and the
+    confusion matrix, as plain Python lists (JSON-ready)."""
+    cm = confusion_matrix(labels, pred, num_classes)
+    total = cm.sum(1)
+    wrong = total - cm.diagonal()
+    per_class = [float(w) / float(n) if n else float("nan") for w, n in zip(wrong.tolist(), total.tolist())]
+    n = int(total.sum())
+    return {"rate": float(wrong.sum()) / n if n else float("nan"), "n": n, "per_class": per_class,
+            "confusion": cm.tolist()}

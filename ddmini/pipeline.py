@@ -1,0 +1,249 @@
+"""The end-to-end experiment behind ``ddmini run``: classifier -> attack -> poisoned set -> diffusion
+model -> samples -> evaluation -> report.
+
+Every stage's output is cached under ``RUN_DIR/cache`` with a key derived from its config and the keys
+(or file digests) of its inputs, so a second run with another poison fraction reuses the classifier
+and the attacked set, and an interrupted run continues where it stopped: the attack resumes from its
+finished chunks, training from its last checkpoint. Artefacts are written atomically; one that cannot
+be read back is recomputed, never trusted. Reports go to ``RUN_DIR/p<p>/``.
+"""
+from __future__ import annotations
+
+import hashlib
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from . import __version__, checkpoint, classifier, metrics, train
+from . import data as ddata
+from .attacks.stage import AttackedSet, attack_dataset
+from .config import RunConfig, to_dict
+from .diffusion import Diffusion, balanced_labels
+
+
+@dataclass
+class Stages:
+    """What the run computed or found cached, for the report."""
+
+    timings: dict = field(default_factory=dict)
+    cached: dict = field(default_factory=dict)
+
+
+class Pipeline:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, data_dir=None, device="cpu",
+                 log: Callable[[str], None] = print):
+        self.cfg = cfg.validate()
+        self.run_dir = Path(run_dir)
+        self.cache = self.run_dir / "cache"
+        self.data_dir = data_dir
+        self.device = torch.device(device)
+        self.log = log
+        self.stages = Stages()
+        self._data = None
+
+    # ---- helpers ------------------------------------------------------------------------------
+    def _stage(self, n: int, name: str, msg: str) -> None:
+        self.log(f"[{n}/7] {name}: {msg}")
+
+    def _try_load(self, path: Path, load):
+        """load(path), or None when the file is missing or corrupt (then it is removed)."""
+        if not path.exists():
+            return None
+        try:
+            return load(path)
+        except (ValueError, KeyError, TypeError) as e:
+            self.log(f"  {path.name}: unreadable ({str(e).splitlines()[0][:120]}); recomputing")
+            path.unlink(missing_ok=True)
+            return None
+
+    # ---- 0. data --------------------------------------------------------------------------
+    def data(self):
+        if self._data is None:
+            x, y = ddata.load_mnist(self.data_dir, "train")
+            xt, yt = ddata.load_mnist(self.data_dir, "test")
+            if self.cfg.data_limit:
+                x, y = x[:self.cfg.data_limit], y[:self.cfg.data_limit]
+            if self.cfg.test_limit:
+                xt, yt = xt[:self.cfg.test_limit], yt[:self.cfg.test_limit]
+            h = hashlib.sha256()
+            for t in (x, y, xt, yt):
+                h.update(t.contiguous().numpy().tobytes())
+            self._data = (x, y, xt, yt, h.hexdigest()[:16])
+        return self._data
+
+    # ---- 1. classifier ----------------------------------------------------------------------
+    def classifier(self):
+        x, y, xt, yt, dkey = self.data()
+        key = checkpoint.fingerprint(to_dict(self.cfg.classifier), dkey)
+        path = self.cache / f"classifier-{key}.pt"
+        got = self._try_load(path, lambda p: classifier.load(p, self.device))
+        if got is not None:
+            model, _, m = got
+            self.stages.cached["classifier"] = True
+            self._stage(1, "classifier", f"cached ({path.name}, test accuracy {100 * m['test_accuracy']:.2f}%)")
+        else:
+            t0 = time.perf_counter()
+            res = classifier.train(self.cfg.classifier, x, y, xt, yt, device=self.device)
+            classifier.save(res.model, self.cfg.classifier, path, test_accuracy=res.test_accuracy,
+                            train_seconds=res.train_seconds)
+            model, m = res.model.eval(), {"test_accuracy": res.test_accuracy}
+            self.stages.timings["classifier"] = time.perf_counter() - t0
+            self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")
+        return model, checkpoint.file_digest(path)[:16], m
+
+    # ---- 2. attack ------------------------------------------------------------------------
+    def attacked(self, model, ckey: str) -> tuple[AttackedSet, str]:
+        x, y, _, _, _ = self.data()
+        key = checkpoint.fingerprint(to_dict(self.cfg.attack), ckey, int(x.shape[0]))
+        out = self.cache / f"attack-{key}"
+        done = out / "attacked.pt"
+        cached = self._try_load(done, AttackedSet.load) is not None
+        t0 = time.perf_counter()
+        res = attack_dataset(model, x, y, self.cfg.attack, out, key=key, device=self.device,
+                             desc=f"attack {self.cfg.attack.attack}")
+        self.stages.cached["attack"] = cached
+        if not cached:
+            self.stages.timings["attack"] = time.perf_counter() - t0
+        s = res.summary()
+        self._stage(2, "attack", f"{'cached' if cached else 'done'}: {self.cfg.attack.attack} eps={self.cfg.attack.eps:g}"
+                    f" succeeded on {100 * s['success_rate']:.2f}% of {s['images']} training images"
+                    f" (mean L2 {s['l2_mean']:.3f})")
+        return res, key
+
+    # ---- 3 + 4. poisoned set and diffusion model ------------------------------------------------
+    def diffusion(self, adv: AttackedSet, akey: str):
+        x, y, _, _, dkey = self.data()
+        cfg = self.cfg
+        ps = ddata.poisoned_set((x, y), adv, cfg.poison, seed=cfg.train.seed, only_successful=cfg.only_successful)
+        self._stage(3, "poisoned set", f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
+                    f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})")
+        inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
+        key = checkpoint.fingerprint(to_dict(cfg.unet), to_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
+        path = self.cache / f"diffusion-{key}.pt"
+        prev = self._try_load(path, train.load_checkpoint)
+        if prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps:
+            self.stages.cached["diffusion"] = True
+            self._stage(4, "diffusion model", f"cached ({path.name}, {prev['step']} steps)")
+        else:
+            start = int(prev["step"]) if prev else 0
+            self._stage(4, "diffusion model", f"training {cfg.train.steps} steps"
+                        + (f", resuming at step {start}" if start else ""))
+            t0 = time.perf_counter()
+            train.train(cfg.unet, cfg.train, ps.x, ps.y, path, device=self.device, resume=True,
+                        extra={"poison": cfg.poison})
+            self.stages.timings["diffusion"] = time.perf_counter() - t0
+        model, tcfg, ckpt = train.load_ema(path, self.device)
+        return model, tcfg, ckpt, ps, checkpoint.file_digest(path)[:16]
+
+    # ---- 5. samples ---------------------------------------------------------------------------
+    def samples(self, model, tcfg, dkey: str, guidance: float):
+        s = self.cfg.sample
+        key = checkpoint.fingerprint(to_dict(s), guidance, self.cfg.num_samples, dkey)
+        path = self.cache / f"samples-{key}.pt"
+        got = self._try_load(path, lambda p: checkpoint.load_kind(p, "samples", "samples file"))
+        if got is not None:
+            self.stages.cached[f"samples_w{guidance:g}"] = True
+            return got["images"], got["labels"], float(got["seconds"])
+        labels = balanced_labels(self.cfg.num_samples, model.cfg.num_classes)
+        diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
+        t0 = time.perf_counter()
+        x = diff.sample(model, labels, sampler=s.sampler, steps=s.steps, eta=s.eta, guidance=guidance,
+                        generator=torch.Generator().manual_seed(s.seed), batch_size=s.batch_size,
+                        device=self.device, desc=f"sample w={guidance:g}",
+                        image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size))
+        secs = time.perf_counter() - t0
+        checkpoint.save({"kind": "samples", "images": x, "labels": labels, "seconds": secs}, path)
+        return x, labels, secs
+
+    # ---- the whole run ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        from . import report
+
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        where = self.run_dir / f"p{cfg.poison:g}"
+        where.mkdir(parents=True, exist_ok=True)
+        report.write_json(to_dict(cfg), where / "config.json")
+        clf, ckey, cmetrics = self.classifier()
+        adv, akey = self.attacked(clf, ckey)
+        model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey)
+        _, _, xt, yt, _ = self.data()
+        ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or 10000)
+        results = {}
+        for g in cfg.guidance_scales:
+            x, labels, secs = self.samples(model, tcfg, dkey, g)
+            r = ev.generated(x, labels, f"{g:g}")
+            r["sample_seconds"] = secs
+            r["seconds_per_image"] = secs / max(len(labels), 1)
+            wrong = r["misclassification"]["rate"] * len(labels)
+            r["seconds_per_misleading_image"] = secs / wrong if wrong else float("inf")
+            results[f"{g:g}"] = r
+            self._stage(5, "samples", f"guidance {g:g}: {len(labels)} images in {secs:.0f} s, "
+                        f"misclassified {100 * r['misclassification']['rate']:.2f}%")
+        self._stage(6, "evaluation", "done")
+        att = adv.summary()
+        out = {
+            "poison": cfg.poison,
+            "config": to_dict(cfg),
+            "versions": {"ddmini": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                         "platform": platform.platform(), "device": str(self.device)},
+            "classifier": {"test_accuracy": cmetrics.get("test_accuracy")},
+            "attack": {**att, "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"]},
+            "clean_test": ev.clean_test,
+            "training_set": {"images": len(ps), "attacked": int(ps.attacked.sum()),
+                             "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"])},
+            "generated": results,
+            "headline_guidance": cfg.sample.guidance,
+            "cost": {
+                "attack_seconds_per_adversarial_example": att["seconds"] / max(att["successful"], 1),
+                "sampling_seconds_per_misleading_image": {k: v["seconds_per_misleading_image"]
+                                                          for k, v in results.items()},
+                "diffusion_training_seconds": float(ckpt["seconds"]),
+            },
+            "timings": {**self.stages.timings, "total": time.perf_counter() - t_start},
+            "cached": self.stages.cached,
+        }
+        report.write(out, where, ev, adv, self.data()[0])
+        self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
+        return out
+
+
+class Evaluator:
+    """Classifier predictions and features of the reference sets, computed once per run."""
+
+    def __init__(self, clf, xt, yt, adv: AttackedSet | None, ref_limit: int = 10000):
+        self.clf = clf
+        logits, self.test_feats = classifier.predict(clf, xt, features=True)
+        self.test_probs = logits.softmax(1)
+        self.yt = yt
+        self.clean_test = metrics.misclassification(yt, logits.argmax(1))
+        self.adv_feats = None
+        if adv is not None:
+            n = min(ref_limit, len(adv))
+            alog, self.adv_feats = classifier.predict(clf, adv.x_adv[:n], features=True)
+            self.adv_probs, self.adv_y = alog.softmax(1), adv.y[:n]
+        self.samples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+
+    def generated(self, x: torch.Tensor, labels: torch.Tensor, name: str) -> dict:
+        logits, feats = classifier.predict(self.clf, x, features=True)
+        probs, pred = logits.softmax(1), logits.argmax(1)
+        self.samples[name] = (x, labels, pred)
+        out = {"misclassification": metrics.misclassification(labels, pred), "cafd": {}}
+        k = probs.shape[1]
+        refs = [("clean_test", self.test_feats, self.test_probs, self.yt)]
+        if self.adv_feats is not None:
+            refs.append(("attacked", self.adv_feats, self.adv_probs, self.adv_y))
+        for ref, rf, rp, ry in refs:
+            for mode in ("soft", "hard"):
+                wa, wb = (probs, rp) if mode == "soft" else (labels, ry)
+                try:
+                    mean, per = metrics.class_aware_frechet_distance(feats, wa, rf, wb)
+                    out["cafd"][f"{ref}_{mode}"] = {"mean": float(mean), "per_class": per.tolist()}
+                except ValueError as e:  # a class with no samples at all (tiny runs)
+                    out["cafd"][f"{ref}_{mode}"] = {"mean": float("nan"), "error": str(e)}
+        out["num_classes"] = k
+        return out

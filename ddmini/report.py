@@ -1,0 +1,225 @@
+"""Reports of a run and of a sweep: report.json (everything), report.md (a summary table) and PNGs
+(generated images per class with the classifier's verdict, clean vs attacked vs generated, the
+confusion matrix, and the sweep plot). Pictures are drawn with Pillow; no plotting library needed."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from . import images
+from .checkpoint import atomic_open
+
+W_COLOR = {True: images.RED, False: images.GREEN}
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+
+def _num(v, fmt=".2f") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))) else format(v, fmt)
+
+
+def write_json(obj, path: Path) -> None:
+    with atomic_open(path, "w") as f:
+        json.dump(obj, f, indent=1, default=str)
+
+
+def write_text(text: str, path: Path) -> None:
+    with atomic_open(path, "w") as f:
+        f.write(text)
+
+
+def summary_lines(r: dict) -> list[str]:
+    """The one-screen summary (also the top of report.md)."""
+    hg = f"{r['headline_guidance']:g}"
+    g = r["generated"].get(hg) or next(iter(r["generated"].values()))
+    lines = [
+        f"poison p = {r['poison']:g}: diffusion model trained on {r['training_set']['images']} images, "
+        f"{r['training_set']['attacked']} of them attacked",
+        f"classifier test accuracy {_pct(r['classifier']['test_accuracy'])}; "
+        f"attack success on the training set {_pct(r['attack']['success_rate'])}",
+        f"generated images misclassified (guidance {hg}): {_pct(g['misclassification']['rate'])} "
+        f"of {g['misclassification']['n']}; clean test images: {_pct(r['clean_test']['rate'])}",
+        f"CAFD (soft) generated vs clean test: {_num(g['cafd']['clean_test_soft']['mean'])}, "
+        f"vs attacked set: {_num(g['cafd']['attacked_soft']['mean'])}",
+    ]
+    return lines
+
+
+def markdown(r: dict) -> str:
+    out = ["# ddmini run report", "", *[f"- {line}" for line in summary_lines(r)], "",
+           "## Generated images by guidance scale", "",
+           "| guidance | misclassified | CAFD soft vs test | CAFD hard vs test | CAFD soft vs attacked "
+           "| CAFD hard vs attacked | s / image | s / misleading image |",
+           "|---|---|---|---|---|---|---|---|"]
+    for g, v in r["generated"].items():
+        c = v["cafd"]
+        out.append(f"| {g} | {_pct(v['misclassification']['rate'])} | {_num(c['clean_test_soft']['mean'])} "
+                   f"| {_num(c['clean_test_hard']['mean'])} | {_num(c['attacked_soft']['mean'])} "
+                   f"| {_num(c['attacked_hard']['mean'])} | {_num(v['seconds_per_image'], '.4f')} "
+                   f"| {_num(v['seconds_per_misleading_image'], '.4f')} |")
+    out += ["", "## Misclassification per class", "",
+            "| class | attacked training set | clean test | " + " | ".join(f"generated (w={g})" for g in r["generated"]) + " |",
+            "|---" * (3 + len(r["generated"])) + "|"]
+    for k in range(len(r["clean_test"]["per_class"])):
+        row = [_pct(r["attack"]["per_class_success"][k]), _pct(r["clean_test"]["per_class"][k])]
+        row += [_pct(v["misclassification"]["per_class"][k]) for v in r["generated"].values()]
+        out.append(f"| {k} | " + " | ".join(row) + " |")
+    c = r["cost"]
+    out += ["", "## Cost", "",
+            f"- attack: {_num(c['attack_seconds_per_adversarial_example'], '.4f')} s per successful adversarial example",
+            *[f"- deceptive sampling (w={g}): {_num(v, '.4f')} s per misclassified generated image"
+              for g, v in c["sampling_seconds_per_misleading_image"].items()],
+            f"- plus a one-off {c['diffusion_training_seconds']:.0f} s of diffusion training",
+            "", "## Timings (s)", "", *[f"- {k}: {v:.1f}" for k, v in r["timings"].items()],
+            "", "Pictures: `samples.png` (rows = conditioning class; red frame = classifier disagrees), "
+            "`comparison.png` (clean / attacked / generated), `confusion.png`.", ""]
+    return "\n".join(out)
+
+
+def samples_png(x, labels, pred, path: Path, per_class: int = 10, num_classes: int = 10) -> None:
+    """Rows = conditioning class, up to ``per_class`` images each; red frame where the classifier
+    disagrees with the conditioning label, green where it agrees."""
+    rows, frames = [], []
+    for k in range(num_classes):
+        idx = (labels == k).nonzero().flatten()[:per_class]
+        for i in range(per_class):
+            if i < len(idx):
+                rows.append(x[idx[i]])
+                frames.append(W_COLOR[bool(pred[idx[i]] != k)])
+            else:
+                rows.append(torch.ones_like(x[0]))
+                frames.append(None)
+    images.save_grid(torch.stack(rows), path, nrow=per_class, frames=frames)
+
+
+def confusion_png(cm: list[list[int]], path: Path, cell: int = 34) -> None:
+    k = len(cm)
+    m = max(max(r) for r in cm) or 1
+    pad = 40
+    img = Image.new("RGB", (pad + k * cell + 10, pad + k * cell + 10), "white")
+    d = ImageDraw.Draw(img)
+    d.text((pad, 4), "rows: label, cols: prediction", fill="black")
+    for i in range(k):
+        d.text((pad - 14, pad + i * cell + cell // 2 - 5), str(i), fill="black")
+        d.text((pad + i * cell + cell // 2 - 3, pad - 14), str(i), fill="black")
+        for j in range(k):
+            v = cm[i][j] / m
+            shade = int(255 * (1 - v))
+            color = (255, shade, shade) if i != j else (shade, 255, shade)
+            x0, y0 = pad + j * cell, pad + i * cell
+            d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=color, outline=(200, 200, 200))
+            d.text((x0 + 3, y0 + cell // 2 - 5), str(cm[i][j]), fill="black")
+    images.save_png(img, path)
+
+
+def write(r: dict, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
+    where.mkdir(parents=True, exist_ok=True)
+    write_json(r, where / "report.json")
+    write_text(markdown(r), where / "report.md")
+    hg = f"{r['headline_guidance']:g}"
+    name = hg if hg in ev.samples else next(iter(ev.samples))
+    x, lab, pred = ev.samples[name]
+    samples_png(x, lab, pred, where / "samples.png")
+    confusion_png(r["generated"][name]["misclassification"]["confusion"], where / "confusion.png")
+    # clean / attacked / generated, one column per class
+    cols, frames = [[], [], []], [[], [], []]
+    for k in range(len(r["clean_test"]["per_class"])):
+        members = (adv.y == k).nonzero().flatten()
+        gen = (lab == k).nonzero().flatten()
+        if not len(members) or not len(gen):
+            continue
+        i = int(members[0])
+        cols[0].append(x_clean[i])
+        frames[0].append(None)
+        cols[1].append(adv.x_adv[i])
+        frames[1].append(W_COLOR[bool(adv.success[i])])
+        cols[2].append(x[gen[0]])
+        frames[2].append(W_COLOR[bool(pred[gen[0]] != k)])
+    if cols[0]:
+        n = len(cols[0])
+        images.save_grid(torch.stack(cols[0] + cols[1] + cols[2]), where / "comparison.png", nrow=n,
+                         frames=frames[0] + frames[1] + frames[2])
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------------------------
+def linear_fit(xs: list[float], ys: list[float]) -> dict:
+    """Least-squares line y = slope x + intercept and its R^2."""
+    n = len(xs)
+    if n < 2:
+        return {"slope": float("nan"), "intercept": float("nan"), "r2": float("nan")}
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((a - mx) ** 2 for a in xs)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(xs, ys))
+    slope = sxy / sxx if sxx else float("nan")
+    intercept = my - slope * mx
+    ss_tot = sum((b - my) ** 2 for b in ys)
+    ss_res = sum((b - (slope * a + intercept)) ** 2 for a, b in zip(xs, ys))
+    return {"slope": slope, "intercept": intercept, "r2": 1 - ss_res / ss_tot if ss_tot else float("nan")}
+
+
+def plot_png(panels: list[dict], path: Path, size=(420, 320)) -> None:
+    """Side-by-side scatter plots with a fitted line: panels = [{title, xs, ys, fit, ylabel}]."""
+    w, h = size
+    img = Image.new("RGB", (w * len(panels), h), "white")
+    d = ImageDraw.Draw(img)
+    for pi, p in enumerate(panels):
+        ox, left, top, right, bottom = pi * w, 55, 30, 15, 40
+        x0, y0, x1, y1 = ox + left, top, ox + w - right, h - bottom
+        ys = [v for v in p["ys"] if not math.isnan(v)] or [0.0]
+        lo, hi = min(0.0, min(ys)), max(ys) * 1.1 or 1.0
+        xm = max(p["xs"]) or 1.0
+
+        def px(a, b):
+            return x0 + (x1 - x0) * a / xm, y1 - (y1 - y0) * (b - lo) / (hi - lo)
+
+        d.rectangle([x0, y0, x1, y1], outline="black")
+        d.text((x0, 8), p["title"], fill="black")
+        for t in range(5):
+            v = lo + (hi - lo) * t / 4
+            _, yy = px(0, v)
+            d.line([x0 - 4, yy, x0, yy], fill="black")
+            d.text((ox + 4, yy - 5), f"{v:.3g}", fill="black")
+        for a in p["xs"]:
+            xx, _ = px(a, lo)
+            d.line([xx, y1, xx, y1 + 4], fill="black")
+            d.text((xx - 8, y1 + 8), f"{a:g}", fill="black")
+        d.text(((x0 + x1) / 2 - 30, h - 16), "poison fraction p", fill="black")
+        f = p["fit"]
+        if not math.isnan(f["slope"]):
+            d.line([px(0, f["intercept"]), px(xm, f["intercept"] + f["slope"] * xm)], fill=(40, 90, 200), width=2)
+            d.text((x0 + 6, y0 + 6), f"slope {f['slope']:.3g}  R2 {f['r2']:.3f}", fill=(40, 90, 200))
+        for a, b in zip(p["xs"], p["ys"]):
+            if not math.isnan(b):
+                cx, cy = px(a, b)
+                d.ellipse([cx - 4, cy - 4, cx + 4, cy + 4], fill=images.RED)
+    images.save_png(img, path)
+
+
+def write_sweep(rows: list[dict], where: Path, guidance: str) -> dict:
+    where.mkdir(parents=True, exist_ok=True)
+    ps = [r["poison"] for r in rows]
+    mis = [r["generated"][guidance]["misclassification"]["rate"] for r in rows]
+    cafd = [r["generated"][guidance]["cafd"]["clean_test_soft"]["mean"] for r in rows]
+    fits = {"misclassification": linear_fit(ps, mis), "cafd_clean_test_soft": linear_fit(ps, cafd)}
+    table = ["| p | misclassified | CAFD soft vs clean test | attacked images in training set |", "|---|---|---|---|"]
+    for r, m, c in zip(rows, mis, cafd):
+        table.append(f"| {r['poison']:g} | {_pct(m)} | {_num(c)} | {r['training_set']['attacked']} |")
+    fm, fc = fits["misclassification"], fits["cafd_clean_test_soft"]
+    text = "\n".join([f"# ddmini sweep (guidance {guidance})", "", *table, "",
+                      f"- misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f}, R² = {_num(fm['r2'], '.4f')}",
+                      f"- CAFD = {fc['slope']:.4f} p + {fc['intercept']:.4f}, R² = {_num(fc['r2'], '.4f')}",
+                      "", "Plot: `sweep.png`.", ""])
+    write_text(text, where / "sweep.md")
+    out = {"guidance": guidance, "poison": ps, "misclassification": mis, "cafd_clean_test_soft": cafd, "fits": fits}
+    write_json(out, where / "sweep.json")
+    plot_png([{"title": "misclassified share of generated images", "xs": ps, "ys": mis, "fit": fm},
+              {"title": "CAFD (soft) vs clean test", "xs": ps, "ys": cafd, "fit": fc}], where / "sweep.png")
+    return out

@@ -1,0 +1,100 @@
+import json
+import math
+
+import pytest
+
+from ddmini.cli import main
+from ddmini.config import RunConfig, from_dict, preset, to_dict
+from ddmini.report import linear_fit
+
+
+def _run(args, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("runs")
+
+
+def test_smoke_run_reports_and_caches(data_dir, smoke_dir, capsys):
+    base = ["run", "--preset", "smoke", "--data-dir", str(data_dir), "--run-dir", str(smoke_dir), "--device", "cpu"]
+    code, out, err = _run(base + ["--poison", "0.5"], capsys)
+    assert code == 0, err
+    where = smoke_dir / "p0.5"
+    for name in ("report.json", "report.md", "config.json", "samples.png", "comparison.png", "confusion.png"):
+        assert (where / name).is_file(), name
+    r = json.loads((where / "report.json").read_text())
+    assert r["poison"] == 0.5 and set(r["generated"]) == {"1", "3"}
+    assert r["training_set"]["attacked"] == sum(round(0.5 * n) for n in _class_counts(data_dir, 600))
+    g = r["generated"]["1"]
+    assert 0 <= g["misclassification"]["rate"] <= 1 and len(g["misclassification"]["confusion"]) == 10
+    assert g["cafd"]["clean_test_soft"]["mean"] >= 0
+    assert "misclassified" in out and "report:" in out
+    # a second p reuses the classifier and the attacked set
+    code, out, _ = _run(base + ["--poison", "1"], capsys)
+    assert code == 0
+    r1 = json.loads((smoke_dir / "p1" / "report.json").read_text())
+    assert r1["cached"]["classifier"] and r1["cached"]["attack"] and "diffusion" not in r1["cached"]
+    assert r1["training_set"]["attacked"] == 600
+    # an identical run is all cache; a corrupt cached artefact is recomputed, not trusted
+    for f in (smoke_dir / "cache").glob("diffusion-*.pt"):
+        f.write_bytes(b"garbage")
+    code, out, _ = _run(base + ["--poison", "0.5"], capsys)
+    assert code == 0 and "unreadable" in out
+    again = json.loads((where / "report.json").read_text())
+    assert again["generated"]["1"]["misclassification"] == g["misclassification"]  # same seed, same result
+
+
+def _class_counts(data_dir, n):
+    from ddmini import data
+
+    _, y = data.load_mnist(data_dir, "train")
+    return [int((y[:n] == k).sum()) for k in range(10)]
+
+
+def test_smoke_sweep(data_dir, smoke_dir, capsys):
+    code, out, err = _run(["sweep", "--preset", "smoke", "--poison", "0,0.5,1", "--data-dir", str(data_dir),
+                           "--run-dir", str(smoke_dir), "--device", "cpu"], capsys)
+    assert code == 0, err
+    s = json.loads((smoke_dir / "sweep" / "sweep.json").read_text())
+    assert s["poison"] == [0, 0.5, 1] and "r2" in s["fits"]["misclassification"]
+    assert (smoke_dir / "sweep" / "sweep.png").is_file() and "R^2" in out
+
+
+@pytest.mark.parametrize("args, msg", [
+    (["--poison", "1.5"], "p must be in [0, 1]"),
+    (["--poison", "-0.1"], "p must be in [0, 1]"),
+    (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+    (["--run-dir", "/proc/ddmini-cannot-write"], "run directory"),
+    (["--attack-eps", "-1"], "eps must be >= 0"),
+    (["--unet-channel-mult", "1,x"], "unet-channel-mult"),
+])
+def test_run_errors_are_one_line(data_dir, tmp_path, capsys, args, msg):
+    base = ["run", "--preset", "smoke", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--device", "cpu"]
+    code, _, err = _run(base + args, capsys)
+    assert code == 1 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_every_stage_knob_is_an_option(capsys):
+    code, out, _ = _run(["run", "--help"], capsys)
+    assert code == 0
+    for flag in ("--classifier-epochs", "--attack-eps", "--attack-random-start", "--unet-channel-mult",
+                 "--train-steps", "--train-ema-decay", "--sample-guidance", "--sample-steps"):
+        assert flag in out
+
+
+def test_config_roundtrip_and_presets():
+    for name in ("smoke", "cpu", "paper"):
+        cfg = preset(name).validate()
+        assert from_dict(RunConfig, json.loads(json.dumps(to_dict(cfg)))) == cfg
+    with pytest.raises(ValueError, match="preset"):
+        preset("huge")
+
+
+def test_linear_fit_exact_line():
+    f = linear_fit([0, 0.25, 0.5, 1], [0.1, 0.3, 0.5, 0.9])
+    assert math.isclose(f["slope"], 0.8) and math.isclose(f["intercept"], 0.1) and math.isclose(f["r2"], 1.0)
