@@ -31,7 +31,8 @@ py::array_t<T, py::array::c_style> as_array(const py::handle& o, const char* nam
 void schedule_step_cpu_py(int op, const farray& a, const farray& b, const py::object& c, farray& out,
                           int64_t batch, const py::array_t<double, py::array::c_style>& abar,
                           const py::object& t, int64_t t_scalar, const py::object& t_prev,
-                          int64_t t_prev_scalar, double eta, int num_threads) {
+                          int64_t t_prev_scalar, double eta, int num_threads, bool philox, uint64_t seed,
+                          uint64_t offset) {
   DDMINI_CHECK_ARG(op >= kQSample && op <= kDDIM, "unknown step op");
   const int64_t total = a.size();
   DDMINI_CHECK_ARG(b.size() == total && out.size() == total, "step: tensors must have the same number of elements");
@@ -49,6 +50,10 @@ void schedule_step_cpu_py(int op, const farray& a, const farray& b, const py::ob
   s.t_scalar = t_scalar;
   s.t_prev_scalar = t_prev_scalar;
   s.eta = eta;
+  s.philox = philox;
+  s.seed = seed;
+  s.offset = offset;
+  DDMINI_CHECK_ARG(!(philox && !c.is_none()), "give either a noise array or in-kernel noise, not both");
   py::array_t<float, py::array::c_style> ca;
   py::array_t<int64_t, py::array::c_style> ta, tpa;
   if (!c.is_none()) {
@@ -91,6 +96,13 @@ py::array_t<double> trace_sqrt_product_cpu_py(const py::array_t<double, py::arra
   return out;
 }
 
+void philox_normal_cpu_py(farray& out, uint64_t seed, uint64_t offset, int num_threads) {
+  float* o = mutable_data(out, "out");
+  const int64_t n = out.size();
+  py::gil_scoped_release nogil;
+  philox_normal_cpu(o, 0, n, seed, offset, num_threads);
+}
+
 void axpy_cpu_py(float a, const farray& x, farray& y, int num_threads) {
   DDMINI_CHECK_ARG(x.size() == y.size(), "axpy: x and y must have the same number of elements");
   const float* px = x.data();
@@ -119,8 +131,11 @@ PYBIND11_MODULE(_C, m) {
   m.def("schedule_step_cpu", &schedule_step_cpu_py, py::arg("op"), py::arg("a").noconvert(),
         py::arg("b").noconvert(), py::arg("c"), py::arg("out").noconvert(), py::arg("batch"),
         py::arg("abar").noconvert(), py::arg("t"), py::arg("t_scalar"), py::arg("t_prev"),
-        py::arg("t_prev_scalar"), py::arg("eta"), py::arg("num_threads") = 1,
-        "Fused noise-schedule step on the CPU: out = ca*a + cb*b (+ cc*c).");
+        py::arg("t_prev_scalar"), py::arg("eta"), py::arg("num_threads") = 1, py::arg("philox") = false,
+        py::arg("seed") = 0, py::arg("offset") = 0,
+        "Fused noise-schedule step on the CPU: out = ca*a + cb*b (+ cc*c, c an array or in-kernel Philox noise).");
+  m.def("philox_normal_cpu", &philox_normal_cpu_py, py::arg("out").noconvert(), py::arg("seed"), py::arg("offset"),
+        py::arg("num_threads") = 1, "Fill out with N(0, 1) noise of the Philox stream (seed, offset).");
   m.def("trace_sqrt_product_cpu", &trace_sqrt_product_cpu_py, py::arg("cov1").noconvert(),
         py::arg("cov2").noconvert(), py::arg("num_threads") = 1,
         "tr((C1 C2)^{1/2}) for a batch of symmetric PSD float64 matrices (B, d, d) -> (B,).");
@@ -131,7 +146,8 @@ PYBIND11_MODULE(_C, m) {
 #ifdef DDMINI_WITH_CUDA
   m.def("schedule_step_cuda", [](int op, uintptr_t a, uintptr_t b, uintptr_t c, uintptr_t out, int64_t batch,
                                  int64_t inner, uintptr_t abar, int64_t T, uintptr_t t, int64_t t_scalar,
-                                 uintptr_t t_prev, int64_t t_prev_scalar, double eta, uintptr_t stream) {
+                                 uintptr_t t_prev, int64_t t_prev_scalar, double eta, uintptr_t stream,
+                                 bool philox, uint64_t seed, uint64_t offset) {
     DDMINI_CHECK_ARG(op >= kQSample && op <= kDDIM, "unknown step op");
     StepArgs s;
     s.op = op;
@@ -148,9 +164,17 @@ PYBIND11_MODULE(_C, m) {
     s.t_prev = reinterpret_cast<const int64_t*>(t_prev);
     s.t_prev_scalar = t_prev_scalar;
     s.eta = eta;
+    s.philox = philox;
+    s.seed = seed;
+    s.offset = offset;
+    DDMINI_CHECK_ARG(!(philox && c != 0), "give either a noise array or in-kernel noise, not both");
     py::gil_scoped_release nogil;
     schedule_step_cuda(s, stream);
   }, "Fused noise-schedule step on the GPU (device pointers; 0 for an absent one).");
+  m.def("philox_normal_cuda", [](uintptr_t out, int64_t n, uint64_t seed, uint64_t offset, uintptr_t stream) {
+    py::gil_scoped_release nogil;
+    philox_normal_cuda(reinterpret_cast<float*>(out), n, seed, offset, stream);
+  }, "Fill a device float32 buffer with N(0, 1) noise of the Philox stream (seed, offset).");
   m.def("axpy_cuda", [](float a, uintptr_t x, uintptr_t y, int64_t n, uintptr_t stream) {
     py::gil_scoped_release nogil;
     axpy_cuda(a, reinterpret_cast<const float*>(x), reinterpret_cast<float*>(y), n, stream);

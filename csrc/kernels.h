@@ -20,9 +20,16 @@ struct StepArgs {
   const int64_t* t_prev = nullptr;  // DDIM only
   int64_t t_prev_scalar = -1;
   double eta = 0.0;                 // DDIM only
+  bool philox = false;              // noise generated in the kernel (c must be null): philox.h stream
+  uint64_t seed = 0, offset = 0;    //   (seed, offset), element i of the flat range
 };
 
 void check_schedule_table(const double* abar, int64_t T);
+// out[0:n] = normals of the Philox stream (seed, offset), elements start .. start + n - 1.
+void philox_normal_cpu(float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset, int num_threads);
+#ifdef DDMINI_WITH_CUDA
+void philox_normal_cuda(float* out, int64_t n, uint64_t seed, uint64_t offset, uintptr_t stream);
+#endif
 void schedule_step_cpu(const StepArgs& s, int num_threads);
 #ifdef DDMINI_WITH_CUDA
 void schedule_step_cuda(const StepArgs& s, uintptr_t stream);

@@ -10,6 +10,7 @@
 
 #include "common.h"
 #include "kernels.h"
+#include "philox.h"
 #include "schedule_coefs.h"
 
 namespace ddmini {
@@ -28,7 +29,35 @@ DDMINI_CLONES void lincomb3(float ca, const float* a, float cb, const float* b, 
   for (int64_t j = 0; j < n; ++j) out[j] = ca * a[j] + cb * b[j] + cc * c[j];
 }
 
+constexpr int64_t kTile = 1024;  // in-kernel noise is made per L1-sized tile, then used at once
+
+// out[0:n] = normals of elements start .. start + n - 1 of the stream (seed, offset).
+DDMINI_CLONES void philox_fill(float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset) {
+  constexpr int kQ = 256;
+  float buf[4][kQ];
+  const int64_t q_begin = start >> 2, q_end = (start + n + 3) >> 2;
+  for (int64_t q0 = q_begin; q0 < q_end; q0 += kQ) {
+    const int m = (int)std::min<int64_t>(kQ, q_end - q0);
+#pragma omp simd
+    for (int k = 0; k < m; ++k)
+      philox_normal4((uint64_t)(q0 + k), seed, offset, buf[0][k], buf[1][k], buf[2][k], buf[3][k]);
+    const int64_t lo = std::max(start, q0 * 4), hi = std::min(start + n, (q0 + m) * 4);
+    for (int64_t i = lo; i < hi; ++i) out[i - start] = buf[i & 3][(i >> 2) - q0];
+  }
+}
+
 }  // namespace
+
+void philox_normal_cpu(float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset, int num_threads) {
+  if (n <= 0) return;
+  const int nt = n >= kParallelGrain ? std::max(1, num_threads) : 1;
+#pragma omp parallel num_threads(nt)
+  {
+    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int64_t begin = n * tid / nth, end = n * (tid + 1) / nth;
+    philox_fill(out + begin, start + begin, end - begin, seed, offset);
+  }
+}
 
 void check_schedule_table(const double* abar, int64_t T) {
   DDMINI_CHECK_ARG(T >= 1, "alphas_cumprod must have at least one entry");
@@ -64,7 +93,14 @@ void schedule_step_cpu(const StepArgs& s, int num_threads) {
     for (int64_t i = begin; i < end;) {
       const int64_t b = i / n, stop = std::min(end, (b + 1) * n);
       const float ca = k[b].ca, cb = k[b].cb, cc = k[b].cc;
-      if (c && cc != 0.f)
+      if (s.philox && cc != 0.f) {
+        float tile[kTile];
+        for (int64_t j = i; j < stop; j += kTile) {
+          const int64_t len = std::min(kTile, stop - j);
+          philox_fill(tile, j, len, s.seed, s.offset);
+          lincomb3(ca, a + j, cb, bb + j, cc, tile, out + j, len);
+        }
+      } else if (c && cc != 0.f)
         lincomb3(ca, a + i, cb, bb + i, cc, c + i, out + i, stop - i);
       else
         lincomb2(ca, a + i, cb, bb + i, out + i, stop - i);

@@ -86,8 +86,8 @@ class Diffusion:
                guidance: float = 1.0, generator: torch.Generator | None = None, batch_size: int = 256,
                image_shape=(1, 28, 28), device=None, desc: str = "sample", noises=None) -> torch.Tensor:
         """Images in [0, 1], (N, *image_shape), one per label, by ancestral DDPM (all T steps) or DDIM
-        with ``steps`` steps and ``eta``. Noise comes from ``generator`` (CPU), so a seed fixes the
-        output on any device. ``noises`` (for tests): a callable (step index, shape) -> noise tensor."""
+        with ``steps`` steps and ``eta``. Noise is a Philox stream seeded from ``generator`` (CPU) and made
+        inside the fused step, so a seed fixes the output on any device and thread count. ``noises`` (for tests): a callable (step index, shape) -> noise tensor."""
         if sampler not in ("ddpm", "ddim"):
             raise ValueError(f"sampler must be 'ddpm' or 'ddim'; got {sampler!r}")
         if not guidance >= 0:
@@ -111,13 +111,16 @@ class Diffusion:
             for s in range(0, labels.numel(), batch_size):
                 y = labels[s:s + batch_size].to(device)
                 shape = (y.shape[0], *image_shape)
+                # Noise is a counter-based stream made inside the step kernel (kernels.PhiloxNoise):
+                # one seed per batch from the generator, one offset per step.
+                seed = int(torch.randint(0, 2**62, (1,), generator=gen))
                 draw = (lambda i: noises(i, shape).to(device, copy=True)) if noises else \
-                    (lambda i: torch.randn(shape, generator=gen).to(device))
-                x = draw(-1)
+                    (lambda i, _s=seed: kernels.PhiloxNoise(_s, i + 1))
+                x = draw(-1) if noises else kernels.philox_normal(torch.empty(shape, device=device), seed, 0)
                 for i, t in enumerate(ts):
                     eps = self._eps(model, x, t, y, guidance, null)
                     if sampler == "ddpm":
-                        x = kernels.ddpm_step(x, eps, t, table, draw(i) if t > 0 else torch.zeros_like(x), out=x)
+                        x = kernels.ddpm_step(x, eps, t, table, draw(i), out=x)
                     else:
                         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
                         noise = draw(i) if eta > 0 else None

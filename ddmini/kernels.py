@@ -5,12 +5,31 @@ Backends: "auto" (the compiled kernel for the tensor's device when present, else
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 
 from . import reference
 from ._ext import HAS_CPP, HAS_CUDA, _C
 
 BACKENDS = ("auto", "cpp", "cuda", "torch")
+
+
+class PhiloxNoise(NamedTuple):
+    """Gaussian noise made inside the step kernel from a counter-based stream (Philox4x32-10 +
+    Box-Muller, csrc/philox.h): element i of the flat (B, ...) range is the i-th value of stream
+    (seed, offset). Pass as ``noise=`` to ddpm_step / ddim_step: no noise tensor is drawn or read, and
+    the values are the same on every device and thread count. Use a new offset for every step."""
+
+    seed: int
+    offset: int
+
+
+def _check_philox(p: PhiloxNoise) -> None:
+    for name in ("seed", "offset"):
+        v = getattr(p, name)
+        if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**64:
+            raise ValueError(f"PhiloxNoise {name} must be an int in [0, 2^64); got {v!r}")
 
 
 def _check_float32(name: str, t) -> None:
@@ -143,18 +162,52 @@ def _launch(op: int, be: str, a, b, c, out, t, t_scalar, t_prev, t_prev_scalar, 
     B = a.shape[0]
     if a.numel() == 0:
         return out
+    philox = isinstance(c, PhiloxNoise)
+    seed, offset = (c.seed, c.offset) if philox else (0, 0)
+    arr = None if philox else c
     if be == "cpp":
         _C.schedule_step_cpu(op, a.detach().numpy(), b.detach().numpy(),
-                             None if c is None else c.detach().numpy(), out.detach().numpy(), B,
+                             None if arr is None else arr.detach().numpy(), out.detach().numpy(), B,
                              table.numpy(), None if t is None else t.numpy(), t_scalar,
                              None if t_prev is None else t_prev.numpy(), t_prev_scalar, float(eta),
-                             torch.get_num_threads())
+                             torch.get_num_threads(), philox, seed, offset)
     else:
-        _C.schedule_step_cuda(op, a.data_ptr(), b.data_ptr(), 0 if c is None else c.data_ptr(), out.data_ptr(),
+        _C.schedule_step_cuda(op, a.data_ptr(), b.data_ptr(), 0 if arr is None else arr.data_ptr(), out.data_ptr(),
                               B, a.numel() // B, table.data_ptr(), table.numel(),
                               0 if t is None else t.data_ptr(), t_scalar,
-                              0 if t_prev is None else t_prev.data_ptr(), t_prev_scalar, float(eta), _stream(a))
+                              0 if t_prev is None else t_prev.data_ptr(), t_prev_scalar, float(eta), _stream(a),
+                              philox, seed, offset)
     return out
+
+
+def philox_normal(like: torch.Tensor, seed: int, offset: int, *, out: torch.Tensor | None = None,
+                  backend: str = "auto") -> torch.Tensor:
+    """A tensor shaped like ``like`` (float32) holding the stream (seed, offset) of :class:`PhiloxNoise`:
+    exactly the noise a step with ``noise=PhiloxNoise(seed, offset)`` adds (up to float rounding)."""
+    _check_philox(PhiloxNoise(seed, offset))
+    _check_float32("like", like)
+    out = _prepare_out(out, like)
+    be = _pick_backend(backend, like.device)
+    if out.numel() == 0:
+        return out
+    if be == "torch":
+        return out.copy_(reference.philox_normal(out.numel(), seed, offset, out.device).view_as(out))
+    if be == "cpp":
+        _C.philox_normal_cpu(out.detach().numpy().reshape(-1), seed, offset, torch.get_num_threads())
+    else:
+        _C.philox_normal_cuda(out.data_ptr(), out.numel(), seed, offset, _stream(out))
+    return out
+
+
+def _resolve_noise(noise, x: torch.Tensor, be: str):
+    """A tensor or PhiloxNoise after checks; the torch backend turns PhiloxNoise into its tensor."""
+    if isinstance(noise, PhiloxNoise):
+        _check_philox(noise)
+        if be == "torch":
+            return reference.philox_normal(x.numel(), noise.seed, noise.offset, x.device).view_as(x)
+        return noise
+    _check_like("noise", noise, x)
+    return noise
 
 
 def _validate_x(name: str, x) -> None:
@@ -189,17 +242,15 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t, alphas_cumprod: torch.Ten
 
     ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t noise`` with
     sigma_t^2 = beta_t (1 - abar_{t-1}) / (1 - abar_t) for variance="small", beta_t for "large";
-    no noise where t = 0. ``noise=None`` draws it with ``torch.randn_like`` (global generator).
+    no noise where t = 0. ``noise=None`` draws it with ``torch.randn_like`` (global generator);
+    ``noise=PhiloxNoise(seed, offset)`` makes it inside the kernel (no extra pass over memory).
     """
     _validate_x("x_t", x_t)
     _check_like("eps", eps, x_t)
     if variance not in ("small", "large"):
         raise ValueError(f"variance must be 'small' or 'large'; got {variance!r}")
-    if noise is None:
-        noise = torch.randn_like(x_t)
-    else:
-        _check_like("noise", noise, x_t)
     be = _pick_backend(backend, x_t.device)
+    noise = torch.randn_like(x_t) if noise is None else _resolve_noise(noise, x_t, be)
     _check_table(alphas_cumprod, x_t.device, be)
     tt, ts = _check_timesteps("t", t, x_t.shape[0], alphas_cumprod.numel(), x_t.device, be)
     out = _prepare_out(out, x_t)
@@ -225,13 +276,13 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t, t_prev, alphas_cumprod: t
     eta = float(eta)
     if not eta >= 0:
         raise ValueError(f"eta must be >= 0; got {eta}")
+    be = _pick_backend(backend, x_t.device)
     if eta == 0:
         noise = None
     elif noise is None:
         noise = torch.randn_like(x_t)
     else:
-        _check_like("noise", noise, x_t)
-    be = _pick_backend(backend, x_t.device)
+        noise = _resolve_noise(noise, x_t, be)
     _check_table(alphas_cumprod, x_t.device, be)
     T, B = alphas_cumprod.numel(), x_t.shape[0]
     tt, ts = _check_timesteps("t", t, B, T, x_t.device, be)

@@ -70,3 +70,46 @@ def ddim_step(x_t, eps, t, t_prev, alphas_cumprod, eta=0.0, noise=None, out=None
     if noise is not None and eta != 0:
         result = result + sigma.float() * noise
     return _finish(result, out)
+
+
+_M0, _M1, _W0, _W1 = 0xD2511F53, 0xCD9E8D57, 0x9E3779B9, 0xBB67AE85
+_MASK = 0xFFFFFFFF
+
+
+def _mulhilo(m: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(hi, lo) 32-bit halves of the 64-bit product m * c (c: int64 tensor of 32-bit values), without
+    overflowing int64: c is split into 16-bit halves."""
+    p_lo = m * (c & 0xFFFF)                      # < 2^48
+    p_hi = m * (c >> 16)                         # < 2^48
+    low = p_lo + ((p_hi & 0xFFFF) << 16)         # < 2^49
+    return (p_hi >> 16) + (low >> 32), low & _MASK
+
+
+def philox4x32_10(q: torch.Tensor, seed: int, offset: int) -> list[torch.Tensor]:
+    """The four 32-bit words of Philox4x32-10 for counters (q_lo, q_hi, offset_lo, offset_hi) and key
+    (seed_lo, seed_hi); q an int64 tensor. Written from Salmon et al. 2011, in int64 arithmetic."""
+    c0, c1 = q & _MASK, (q >> 32) & _MASK
+    c2 = torch.full_like(q, offset & _MASK)
+    c3 = torch.full_like(q, (offset >> 32) & _MASK)
+    k0, k1 = seed & _MASK, (seed >> 32) & _MASK
+    for _ in range(10):
+        hi0, lo0 = _mulhilo(_M0, c0)
+        hi1, lo1 = _mulhilo(_M1, c2)
+        c0, c1, c2, c3 = hi1 ^ c1 ^ k0, lo1, hi0 ^ c3 ^ k1, lo0
+        k0, k1 = (k0 + _W0) & _MASK, (k1 + _W1) & _MASK
+    return [c0, c1, c2, c3]
+
+
+def philox_normal(n: int, seed: int, offset: int, device="cpu") -> torch.Tensor:
+    """n float32 N(0, 1) values of the stream (seed, offset): Box-Muller on Philox words, exact
+    transcendental functions in float64 (the kernels use float32 polynomials: |difference| < 1e-5)."""
+    blocks = (n + 3) // 4
+    x = philox4x32_10(torch.arange(blocks, dtype=torch.int64, device=device), seed, offset)
+    out = []
+    for h in range(2):
+        u1 = ((x[2 * h] >> 8) + 1).double() / 2**24
+        u2 = (x[2 * h + 1] >> 8).double() / 2**24
+        r = torch.sqrt(-2 * torch.log(u1))
+        th = 2 * torch.pi * (u2 - 0.5)
+        out += [r * torch.cos(th), r * torch.sin(th)]
+    return torch.stack(out, 1).reshape(-1)[:n].float()

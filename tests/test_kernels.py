@@ -203,3 +203,59 @@ def test_empty_batch_is_fine():
     ac = schedule.make("linear", T)
     x = torch.empty(0, 5)
     assert kernels.q_sample(x, x, 3, ac).shape == (0, 5)
+
+
+# ---- in-kernel Philox noise -------------------------------------------------------------------
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("seed, offset", [(0, 0), (7, 3), (2**40 + 5, 2**33 + 1)])
+def test_philox_normal_matches_reference(backend, size, seed, offset):
+    like = torch.empty(size, device=device_of(backend))
+    got = kernels.philox_normal(like, seed, offset, backend=backend).cpu()
+    want = reference.philox_normal(size, seed, offset)
+    assert (got - want).abs().max().item() < 2e-5  # float32 polynomials vs float64 log/cos/sin
+
+
+def test_philox_reference_words_known_answer():
+    """Philox4x32-10 known-answer vector (Random123 kat_vectors: counter 0, key 0)."""
+    x = reference.philox4x32_10(torch.zeros(1, dtype=torch.int64), 0, 0)
+    assert [int(v) for v in x] == [0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8]
+
+
+def test_philox_statistics_and_thread_independence():
+    big = torch.empty(2_000_000)
+    n1 = kernels.philox_normal(big, 3, 9).clone()
+    assert abs(n1.mean().item()) < 5e-3 and abs(n1.std().item() - 1) < 5e-3
+    assert abs((n1 > 1.96).float().mean().item() - 0.025) < 1e-3
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        n2 = kernels.philox_normal(big, 3, 9)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(n1, n2)
+    assert not torch.equal(n1[:1000], kernels.philox_normal(big, 3, 10)[:1000])
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["torch"])
+@pytest.mark.parametrize("size", [7, 4096, 1_000_003])
+def test_steps_with_philox_noise_equal_steps_with_the_same_noise_tensor(backend, size, table):
+    dev = device_of(backend)
+    x, eps = torch.randn(size, device=dev), torch.randn(size, device=dev)
+    ac = table.to(dev)
+    p = kernels.PhiloxNoise(11, 4)
+    noise = kernels.philox_normal(torch.empty(size, device=dev), 11, 4, backend="torch")
+    for t in (0, 1, 500, T - 1):
+        a = kernels.ddpm_step(x, eps, t, ac, p, backend=backend)
+        b = kernels.ddpm_step(x, eps, t, ac, noise, backend=backend)
+        torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-5)
+    a = kernels.ddim_step(x, eps, 500, 400, ac, eta=0.7, noise=p, backend=backend)
+    b = kernels.ddim_step(x, eps, 500, 400, ac, eta=0.7, noise=noise, backend=backend)
+    torch.testing.assert_close(a, b, atol=5e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [(-1, 0), (0, 2**64), (1.5, 0), (True, 0)])
+def test_philox_bad_seed(bad, table):
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match="PhiloxNoise"):
+        kernels.ddpm_step(x, x, 5, table, kernels.PhiloxNoise(*bad))
