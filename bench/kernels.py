@@ -129,16 +129,25 @@ def bench_sampler_steps(device):
     di = ddim.step(e, t, x, eta=0.0).prev_sample
     torch.testing.assert_close(kernels.ddim_step(x, e, t, t_prev, ac), di, rtol=1e-4, atol=1e-4)
     rows = [
-        ("DDPM step", lambda: ddpm.step(e, t, x, generator=g), lambda: kernels.ddpm_step(x, e, t, ac, None, out=out)),  # both draw the noise
+        ("DDPM step, torch.randn noise", lambda: ddpm.step(e, t, x, generator=g),
+         lambda: kernels.ddpm_step(x, e, t, ac, None, out=out)),  # both draw the noise with torch
+        ("DDPM step, in-kernel Philox noise", lambda: ddpm.step(e, t, x, generator=g),
+         lambda: kernels.ddpm_step(x, e, t, ac, kernels.PhiloxNoise(1, 2), out=out)),
         ("DDIM step", lambda: ddim.step(e, t, x, eta=0.0), lambda: kernels.ddim_step(x, e, t, t_prev, ac, out=out)),
     ]
     print(f"\n## Sampler-size step (256x1x28x28) on {device}: diffusers scheduler.step vs ddmini\n")
     print("| step | diffusers us | ddmini us | ddmini / diffusers |")
     print("|---|---|---|---|")
+    # the noise alone: torch.randn vs the Philox stream
+    gdev = torch.Generator(device=device).manual_seed(0)
+    t_r = timeit(lambda: torch.randn(x.shape, generator=gdev, device=device, out=z), sync=sync, min_time=0.5)
+    t_p = timeit(lambda: kernels.philox_normal(x, 1, 2, out=z), sync=sync, min_time=0.5)
     for name, theirs, ours in rows:
         t_d = timeit(theirs, sync=sync, min_time=0.5)
         t_o = timeit(ours, sync=sync, min_time=0.5)
         print(f"| {name} | {t_d * 1e6:.1f} | {t_o * 1e6:.1f} | {t_o / t_d:.2f} |", flush=True)
+    print(f"\nnoise alone (200,704 normals): torch.randn {t_r * 1e6:.1f} us, ddmini philox_normal {t_p * 1e6:.1f} us "
+          f"({t_r / t_p:.2f}x)")
 
 
 def bench_frechet(dims, B=10, slow_limit=512):

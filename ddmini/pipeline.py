@@ -9,6 +9,7 @@ be read back is recomputed, never trusted. Reports go to ``RUN_DIR/p<p>/``.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import platform
 import time
@@ -168,8 +169,9 @@ class Pipeline:
         where = self.run_dir / f"p{cfg.poison:g}"
         where.mkdir(parents=True, exist_ok=True)
         report.write_json(to_dict(cfg), where / "config.json")
-        clf, ckey, cmetrics = self.classifier()
-        adv, akey = self.attacked(clf, ckey)
+        with _exclusive(self.cache / ".shared-stages.lock"):  # concurrent runs share these two stages
+            clf, ckey, cmetrics = self.classifier()
+            adv, akey = self.attacked(clf, ckey)
         model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey)
         _, _, xt, yt, _ = self.data()
         ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or 10000)
@@ -210,6 +212,21 @@ class Pipeline:
         report.write(out, where, ev, adv, self.data()[0])
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
         return out
+
+
+@contextlib.contextmanager
+def _exclusive(path: Path):
+    """An advisory lock: a second run on the same run directory waits here until the first has
+    cached the stages they share, then finds them cached instead of computing them again."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock (e.g. Windows): run unlocked
+            pass
+        yield
 
 
 class Evaluator:

@@ -41,13 +41,11 @@ def test_one_training_step_reduces_loss_on_fixed_batch():
     y = torch.arange(16) % 10
     t = torch.randint(0, 100, (16,))
     noise = torch.randn_like(x0)
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
+    opt = torch.optim.SGD(m.parameters(), lr=0.05)
     first = d.loss(m, x0, y, t, noise)
-    for _ in range(5):
-        opt.zero_grad()
-        d.loss(m, x0, y, t, noise).backward()
-        opt.step()
-    assert d.loss(m, x0, y, t, noise) < first
+    first.backward()
+    opt.step()  # one small gradient step
+    assert d.loss(m, x0, y, t, noise) < first.detach()
 
 
 def _tiny_train_cfg(**kw):
