@@ -31,9 +31,9 @@ def diffusers_unet(params_target: int):
     from diffusers import UNet2DModel
 
     best = None
-    for ch in (16, 20, 24, 28, 32):
+    for ch in (16, 24, 32, 40):  # multiples of 8: GroupNorm(8) must divide every width
         m = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
-                        block_out_channels=(ch, 2 * ch, 4 * ch), norm_num_groups=min(8, ch),
+                        block_out_channels=(ch, 2 * ch, 4 * ch), norm_num_groups=8,
                         down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
                         up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), num_class_embeds=11)
         n = sum(p.numel() for p in m.parameters())
