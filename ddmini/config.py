@@ -244,7 +244,7 @@ def preset(name: str) -> RunConfig:
             train=DiffusionTrainConfig(steps=6, batch_size=16, warmup=2, checkpoint_every=3, T=100),
             sample=SampleConfig(steps=4, batch_size=64))
     if name == "cpu":
-        # 6,500 steps ~ 45 min of training at the 2.4 steps/s measured on 2 cores (bench/diffusion.py)
+        # 6,500 steps: 45-55 min of training at the 2.0-2.4 steps/s measured on 2 cores (bench/diffusion.py)
         return RunConfig(unet=replace(UNET_PRESETS["small"]), train=DiffusionTrainConfig(steps=6500),
                          sample=SampleConfig(steps=50))
     if name == "paper":

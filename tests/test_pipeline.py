@@ -49,6 +49,44 @@ def test_smoke_run_reports_and_caches(data_dir, smoke_dir, capsys):
     assert again["generated"]["1"]["misclassification"] == g["misclassification"]  # same seed, same result
 
 
+def test_interrupted_smoke_run_resumes(data_dir, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during diffusion training: exit 130 with a checkpoint; the same command again reuses the
+    finished stages, resumes training where it stopped and gives the uninterrupted run's result."""
+    import os
+    import signal
+
+    from ddmini import train
+
+    base = ["run", "--preset", "smoke", "--poison", "0.5", "--data-dir", str(data_dir), "--device", "cpu"]
+    code, _, err = _run(base + ["--run-dir", str(tmp_path / "whole")], capsys)
+    assert code == 0, err
+    real, calls = train._ema_update, {"n": 0}
+
+    def interrupt_at_4(ema, model, decay):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+        real(ema, model, decay)
+
+    monkeypatch.setattr(train, "_ema_update", interrupt_at_4)
+    part = tmp_path / "part"
+    code, _, err = _run(base + ["--run-dir", str(part)], capsys)
+    assert code == 130 and "interrupted" in err
+    assert not (part / "p0.5" / "report.json").exists()
+    (ckpt,) = (part / "cache").glob("diffusion-*.pt")
+    state = train.load_checkpoint(ckpt)
+    assert state["step"] == 4 and not state["done"]
+    monkeypatch.setattr(train, "_ema_update", real)
+    code, out, err = _run(base + ["--run-dir", str(part)], capsys)
+    assert code == 0, err
+    assert "classifier: cached" in out and "attack: cached" in out and "resuming at step 4" in out
+    whole = json.loads((tmp_path / "whole" / "p0.5" / "report.json").read_text())
+    resumed = json.loads((part / "p0.5" / "report.json").read_text())
+    for g in whole["generated"]:
+        assert resumed["generated"][g]["misclassification"] == whole["generated"][g]["misclassification"]
+        assert resumed["generated"][g]["cafd"] == whole["generated"][g]["cafd"]
+
+
 def _class_counts(data_dir, n):
     from ddmini import data
 
