@@ -114,7 +114,9 @@ class SampleConfig:
     steps: int = 100             # DDIM steps
     eta: float = 0.0
     guidance: float = 1.0        # classifier-free guidance scale; 1 = plain conditional model
-    batch_size: int = 500
+    # 128: on a CPU the U-Net's activations at larger batches spill out of cache (small U-Net, 2 cores:
+    # 1.37 ms/image at 128, 2.14 at 500, 2.80 at 1000; guidance doubles the batch); GPUs want more
+    batch_size: int = 128
     seed: int = 0
 
     def validate(self) -> "SampleConfig":
@@ -250,7 +252,7 @@ def preset(name: str) -> RunConfig:
     if name == "paper":
         return RunConfig(num_samples=10000, unet=replace(UNET_PRESETS["paper"]),
                          train=DiffusionTrainConfig(steps=40000, lr=2e-4, warmup=1000, ema_decay=0.9999),
-                         sample=SampleConfig(steps=100))
+                         sample=SampleConfig(steps=100, batch_size=500))
     raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}")
 
 
