@@ -182,7 +182,7 @@ class Pipeline:
             r["sample_seconds"] = secs
             r["seconds_per_image"] = secs / max(len(labels), 1)
             wrong = r["misclassification"]["rate"] * len(labels)
-            r["seconds_per_misleading_image"] = secs / wrong if wrong else float("inf")
+            r["seconds_per_misleading_image"] = secs / wrong if wrong else None  # none misled
             results[f"{g:g}"] = r
             self._stage(5, "samples", f"guidance {g:g}: {len(labels)} images in {secs:.0f} s, "
                         f"misclassified {100 * r['misclassification']['rate']:.2f}%")

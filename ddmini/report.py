@@ -24,9 +24,20 @@ def _num(v, fmt=".2f") -> str:
     return "n/a" if v is None or (isinstance(v, float) and (math.isnan(v) or math.isinf(v))) else format(v, fmt)
 
 
+def _strict(obj):
+    """NaN and infinities as null: strict JSON readers (jq, browsers, other languages) reject them."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: _strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_strict(v) for v in obj]
+    return obj
+
+
 def write_json(obj, path: Path) -> None:
     with atomic_open(path, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
+        json.dump(_strict(obj), f, indent=1, default=str, allow_nan=False)
 
 
 def write_text(text: str, path: Path) -> None:

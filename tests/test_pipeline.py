@@ -5,7 +5,7 @@ import pytest
 
 from ddmini.cli import main
 from ddmini.config import RunConfig, from_dict, preset, to_dict
-from ddmini.report import linear_fit
+from ddmini.report import linear_fit, write_json
 
 
 def _run(args, capsys):
@@ -20,6 +20,19 @@ def smoke_dir(tmp_path_factory):
     return tmp_path_factory.mktemp("runs")
 
 
+def _reject(name):
+    raise ValueError(f"not strict JSON: {name}")
+
+
+def _strict_json(path):
+    return json.loads(path.read_text(), parse_constant=_reject)
+
+
+def test_report_json_is_strict(tmp_path):
+    write_json({"rate": 0.5, "s_per_wrong": {"1": math.inf, "2": 3.0}, "cafd": [math.nan, 1.0]}, tmp_path / "r.json")
+    assert _strict_json(tmp_path / "r.json") == {"rate": 0.5, "s_per_wrong": {"1": None, "2": 3.0}, "cafd": [None, 1.0]}
+
+
 def test_smoke_run_reports_and_caches(data_dir, smoke_dir, capsys):
     base = ["run", "--preset", "smoke", "--data-dir", str(data_dir), "--run-dir", str(smoke_dir), "--device", "cpu"]
     code, out, err = _run(base + ["--poison", "0.5"], capsys)
@@ -27,7 +40,7 @@ def test_smoke_run_reports_and_caches(data_dir, smoke_dir, capsys):
     where = smoke_dir / "p0.5"
     for name in ("report.json", "report.md", "config.json", "samples.png", "comparison.png", "confusion.png"):
         assert (where / name).is_file(), name
-    r = json.loads((where / "report.json").read_text())
+    r = _strict_json(where / "report.json")
     assert r["poison"] == 0.5 and set(r["generated"]) == {"1", "3"}
     assert r["training_set"]["attacked"] == sum(round(0.5 * n) for n in _class_counts(data_dir, 600))
     g = r["generated"]["1"]
