@@ -224,12 +224,22 @@ def write_sweep(rows: list[dict], where: Path, guidance: str) -> dict:
     for r, m, c in zip(rows, mis, cafd):
         table.append(f"| {r['poison']:g} | {_pct(m)} | {_num(c)} | {r['training_set']['attacked']} |")
     fm, fc = fits["misclassification"], fits["cafd_clean_test_soft"]
+    # the same fit at every guidance scale the runs sampled (guidance pulls samples to clean prototypes)
+    scales = [g for g in rows[0]["generated"] if all(g in r["generated"] for r in rows)]
+    by_g = {g: [r["generated"][g]["misclassification"]["rate"] for r in rows] for g in scales}
+    fits_g = {g: linear_fit(ps, v) for g, v in by_g.items()}
+    gtable = ["| p | " + " | ".join(f"guidance {g}" for g in scales) + " |", "|---" * (len(scales) + 1) + "|"]
+    gtable += [f"| {p:g} | " + " | ".join(_pct(by_g[g][i]) for g in scales) + " |" for i, p in enumerate(ps)]
+    gtable.append("| slope, R² | " + " | ".join(f"{fits_g[g]['slope']:.4f}, {_num(fits_g[g]['r2'], '.4f')}"
+                                                for g in scales) + " |")
     text = "\n".join([f"# ddmini sweep (guidance {guidance})", "", *table, "",
                       f"- misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f}, R² = {_num(fm['r2'], '.4f')}",
                       f"- CAFD = {fc['slope']:.4f} p + {fc['intercept']:.4f}, R² = {_num(fc['r2'], '.4f')}",
+                      "", "## Misclassified share at every guidance scale", "", *gtable,
                       "", "Plot: `sweep.png`.", ""])
     write_text(text, where / "sweep.md")
-    out = {"guidance": guidance, "poison": ps, "misclassification": mis, "cafd_clean_test_soft": cafd, "fits": fits}
+    out = {"guidance": guidance, "poison": ps, "misclassification": mis, "cafd_clean_test_soft": cafd, "fits": fits,
+           "misclassification_by_guidance": by_g, "fits_by_guidance": fits_g}
     write_json(out, where / "sweep.json")
     plot_png([{"title": "misclassified share of generated images", "xs": ps, "ys": mis, "fit": fm},
               {"title": "CAFD (soft) vs clean test", "xs": ps, "ys": cafd, "fit": fc}], where / "sweep.png")

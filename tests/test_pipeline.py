@@ -113,6 +113,9 @@ def test_smoke_sweep(data_dir, smoke_dir, capsys):
     assert code == 0, err
     s = json.loads((smoke_dir / "sweep" / "sweep.json").read_text())
     assert s["poison"] == [0, 0.5, 1] and "r2" in s["fits"]["misclassification"]
+    assert set(s["fits_by_guidance"]) == {"1", "3"} and len(s["misclassification_by_guidance"]["3"]) == 3
+    assert s["fits_by_guidance"]["1"] == s["fits"]["misclassification"]  # the smoke preset's headline is 1
+    assert "guidance 3" in (smoke_dir / "sweep" / "sweep.md").read_text()
     assert (smoke_dir / "sweep" / "sweep.png").is_file() and "R^2" in out
 
 
