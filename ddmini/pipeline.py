@@ -32,6 +32,7 @@ class Stages:
 
     timings: dict = field(default_factory=dict)
     cached: dict = field(default_factory=dict)
+    artefacts: dict = field(default_factory=dict)   # stage -> path of its cached output
 
 
 class Pipeline:
@@ -81,6 +82,7 @@ class Pipeline:
         x, y, xt, yt, dkey = self.data()
         key = checkpoint.fingerprint(to_dict(self.cfg.classifier), dkey)
         path = self.cache / f"classifier-{key}.pt"
+        self.stages.artefacts["classifier"] = str(path)
         got = self._try_load(path, lambda p: classifier.load(p, self.device))
         if got is not None:
             model, _, m = got
@@ -102,6 +104,7 @@ class Pipeline:
         key = checkpoint.fingerprint(to_dict(self.cfg.attack), ckey, int(x.shape[0]))
         out = self.cache / f"attack-{key}"
         done = out / "attacked.pt"
+        self.stages.artefacts["attack"] = str(done)
         cached = self._try_load(done, AttackedSet.load) is not None
         t0 = time.perf_counter()
         res = attack_dataset(model, x, y, self.cfg.attack, out, key=key, device=self.device,
@@ -125,6 +128,7 @@ class Pipeline:
         inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
         key = checkpoint.fingerprint(to_dict(cfg.unet), to_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
         path = self.cache / f"diffusion-{key}.pt"
+        self.stages.artefacts["diffusion"] = str(path)
         prev = self._try_load(path, train.load_checkpoint)
         if prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps:
             self.stages.cached["diffusion"] = True
@@ -208,6 +212,7 @@ class Pipeline:
             },
             "timings": {**self.stages.timings, "total": time.perf_counter() - t_start},
             "cached": self.stages.cached,
+            "artefacts": self.stages.artefacts,
         }
         report.write(out, where, ev, adv, self.data()[0])
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")

@@ -1,5 +1,6 @@
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -42,6 +43,7 @@ def test_smoke_run_reports_and_caches(data_dir, smoke_dir, capsys):
         assert (where / name).is_file(), name
     r = _strict_json(where / "report.json")
     assert r["poison"] == 0.5 and set(r["generated"]) == {"1", "3"}
+    assert all(Path(p).exists() for p in r["artefacts"].values())  # the cached checkpoints, by name
     assert r["training_set"]["attacked"] == sum(round(0.5 * n) for n in _class_counts(data_dir, 600))
     g = r["generated"]["1"]
     assert 0 <= g["misclassification"]["rate"] <= 1 and len(g["misclassification"]["confusion"]) == 10
