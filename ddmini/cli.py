@@ -260,6 +260,9 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
               default=DiffusionTrainConfig.loss_weighting, show_default=True)
 @click.option("--schedule", type=click.Choice(["linear", "cosine"]), default=DiffusionTrainConfig.schedule,
               show_default=True)
+@click.option("--low-t-share", type=float, default=DiffusionTrainConfig.low_t_share, show_default=True,
+              help="Share of each batch with timesteps drawn from [0, --low-t-max) instead of [0, T).")
+@click.option("--low-t-max", type=int, default=DiffusionTrainConfig.low_t_max, show_default=True)
 @click.option("--checkpoint-every", type=int, default=DiffusionTrainConfig.checkpoint_every, show_default=True)
 @click.option("--compile/--no-compile", "use_compile", default=False, show_default=True)
 @click.option("--attacked", type=click.Path(dir_okay=False, exists=True), default=None,
@@ -273,8 +276,8 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the checkpoint at --out if there is one.")
 def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_budget, batch_size, lr, ema_decay,
-                    label_dropout, loss_weighting, schedule, checkpoint_every, use_compile, attacked, poison,
-                    only_successful, limit, out, resume):
+                    label_dropout, loss_weighting, schedule, low_t_share, low_t_max, checkpoint_every, use_compile,
+                    attacked, poison, only_successful, limit, out, resume):
     """Train the class-conditional diffusion model (EMA weights sample). Ctrl-C saves; --resume continues."""
     from dataclasses import replace
 
@@ -284,7 +287,8 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
     dev = resolve_device(device)
     cfg = DiffusionTrainConfig(steps=steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
                                ema_decay=ema_decay, label_dropout=label_dropout, loss_weighting=loss_weighting,
-                               schedule=schedule, checkpoint_every=checkpoint_every, compile=use_compile,
+                               schedule=schedule, low_t_share=low_t_share, low_t_max=low_t_max,
+                               checkpoint_every=checkpoint_every, compile=use_compile,
                                seed=seed).validate()
     mcfg = replace(UNET_PRESETS[unet_preset]).validate()
     out = Path(out) if out else _writable_dir(run_dir) / "diffusion.pt"

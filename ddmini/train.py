@@ -160,6 +160,16 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
     return state
 
 
+def _timesteps(cfg: DiffusionTrainConfig, g: torch.Generator) -> torch.Tensor:
+    """Training timesteps: uniform on [0, T), except a share ``low_t_share`` drawn from [0, low_t_max).
+    With low_t_share = 0 the generator is used exactly as by plain uniform sampling."""
+    t = torch.randint(0, cfg.T, (cfg.batch_size,), generator=g)
+    if cfg.low_t_share > 0:
+        low = torch.rand(cfg.batch_size, generator=g) < cfg.low_t_share
+        t = torch.where(low, torch.randint(0, cfg.low_t_max, (cfg.batch_size,), generator=g), t)
+    return t
+
+
 def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag):
     run_loss, run_n = 0.0, 0
     t_last = time.perf_counter()
@@ -168,7 +178,7 @@ def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, 
             raise KeyboardInterrupt
         g = state.gen
         idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g)
-        t = torch.randint(0, cfg.T, (cfg.batch_size,), generator=g)
+        t = _timesteps(cfg, g)
         noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=g)
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout
         x0 = data[idx].to(device, non_blocking=True)

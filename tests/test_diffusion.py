@@ -48,6 +48,26 @@ def test_one_training_step_reduces_loss_on_fixed_batch():
     assert d.loss(m, x0, y, t, noise) < first.detach()
 
 
+def test_training_timesteps_low_t_share():
+    g = lambda: torch.Generator().manual_seed(3)
+    plain = train._timesteps(_tiny_train_cfg(batch_size=4000, T=1000), g())
+    # share 0 draws exactly what uniform sampling draws (old runs and their resume stay reproducible)
+    assert torch.equal(plain, torch.randint(0, 1000, (4000,), generator=g()))
+    assert 0.07 < (plain < 100).float().mean() < 0.13
+    all_low = train._timesteps(_tiny_train_cfg(batch_size=4000, T=1000, low_t_share=1.0, low_t_max=40), g())
+    assert int(all_low.max()) < 40 and int(all_low.min()) >= 0
+    half = train._timesteps(_tiny_train_cfg(batch_size=4000, T=1000, low_t_share=0.5, low_t_max=100), g())
+    assert 0.5 < (half < 100).float().mean() < 0.6   # 0.5 + 0.5 * 0.1 expected
+    assert int(half.max()) >= 900                      # the rest still covers [0, T)
+
+
+@pytest.mark.parametrize("bad", [dict(low_t_share=-0.1), dict(low_t_share=1.5), dict(low_t_max=0),
+                                 dict(low_t_share=0.5, low_t_max=51)])
+def test_training_timestep_config_errors(bad):
+    with pytest.raises(ValueError, match="low_t"):
+        _tiny_train_cfg(**bad).validate()
+
+
 def _tiny_train_cfg(**kw):
     return DiffusionTrainConfig(**{**dict(steps=8, batch_size=8, warmup=2, checkpoint_every=3, T=50), **kw})
 
