@@ -265,6 +265,8 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
 @click.option("--low-t-max", type=int, default=DiffusionTrainConfig.low_t_max, show_default=True)
 @click.option("--checkpoint-every", type=int, default=DiffusionTrainConfig.checkpoint_every, show_default=True)
 @click.option("--compile/--no-compile", "use_compile", default=False, show_default=True)
+@click.option("--cpu-bf16/--no-cpu-bf16", default=DiffusionTrainConfig.cpu_bf16, show_default=True,
+              help="bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX); float32 elsewhere.")
 @click.option("--attacked", type=click.Path(dir_okay=False, exists=True), default=None,
               help="attacked.pt from `ddmini attack`: train on attacked images (original labels).")
 @click.option("--poison", type=float, default=None,
@@ -277,7 +279,7 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
               help="Continue from the checkpoint at --out if there is one.")
 def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_budget, batch_size, lr, ema_decay,
                     label_dropout, loss_weighting, schedule, low_t_share, low_t_max, checkpoint_every, use_compile,
-                    attacked, poison, only_successful, limit, out, resume):
+                    cpu_bf16, attacked, poison, only_successful, limit, out, resume):
     """Train the class-conditional diffusion model (EMA weights sample). Ctrl-C saves; --resume continues."""
     from dataclasses import replace
 
@@ -288,7 +290,7 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
     cfg = DiffusionTrainConfig(steps=steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
                                ema_decay=ema_decay, label_dropout=label_dropout, loss_weighting=loss_weighting,
                                schedule=schedule, low_t_share=low_t_share, low_t_max=low_t_max,
-                               checkpoint_every=checkpoint_every, compile=use_compile,
+                               checkpoint_every=checkpoint_every, compile=use_compile, cpu_bf16=cpu_bf16,
                                seed=seed).validate()
     mcfg = replace(UNET_PRESETS[unet_preset]).validate()
     out = Path(out) if out else _writable_dir(run_dir) / "diffusion.pt"

@@ -92,6 +92,10 @@ class DiffusionTrainConfig:
     T: int = 1000
     checkpoint_every: int = 500
     amp: bool = True             # bfloat16 autocast on CUDA (ignored on a CPU)
+    # bfloat16 autocast when training on a CPU that computes bf16 natively (AVX512-BF16 / AMX; see
+    # runtime.cpu_has_native_bf16), float32 elsewhere; weights, optimiser and EMA stay float32 and
+    # sampling runs in float32. channels_last is not applied under it (slower with bf16 there).
+    cpu_bf16: bool = True
     compile: bool = False        # torch.compile the model
     channels_last: bool = True
     seed: int = 0

@@ -27,6 +27,20 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16), where oneDNN runs
+    bf16 convolutions fast; elsewhere bf16 on a CPU is emulated and slower than float32."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return "avx512_bf16" in flags or "amx_bf16" in flags
+    except OSError:
+        pass
+    return False
+
+
 def seed_everything(seed: int) -> torch.Generator:
     """Seed Python, NumPy and torch (all devices); returns a CPU generator seeded the same way."""
     random.seed(seed)

@@ -99,6 +99,25 @@ def test_exact_resume(tmp_path, monkeypatch):
         assert torch.equal(a, b)
 
 
+@pytest.mark.parametrize("flag,native,want", [(True, True, True), (True, False, False), (False, True, False)])
+def test_cpu_bf16_autocast_only_where_native(tmp_path, monkeypatch, flag, native, want):
+    seen = []
+    real_loss = diffusion.Diffusion.loss
+
+    def spy(self, *a, **kw):
+        seen.append(torch.is_autocast_enabled("cpu") and torch.get_autocast_dtype("cpu") == torch.bfloat16)
+        return real_loss(self, *a, **kw)
+
+    monkeypatch.setattr(diffusion.Diffusion, "loss", spy)
+    monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
+    x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
+    st = train.train(UNET_PRESETS["tiny"], _tiny_train_cfg(steps=2, cpu_bf16=flag), x, y, tmp_path / "a.pt",
+                     resume=False)
+    assert seen == [want, want]
+    assert all(p.dtype == torch.float32 for p in st.model.parameters())  # weights stay float32
+    assert all(torch.isfinite(p).all() for p in st.ema.parameters())
+
+
 def test_train_rejects_bad_input(tmp_path):
     mcfg = UNET_PRESETS["tiny"]
     with pytest.raises(ValueError, match="images must be"):
