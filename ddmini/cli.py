@@ -264,7 +264,7 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
               help="Share of each batch with timesteps drawn from [0, --low-t-max) instead of [0, T).")
 @click.option("--low-t-max", type=int, default=DiffusionTrainConfig.low_t_max, show_default=True)
 @click.option("--checkpoint-every", type=int, default=DiffusionTrainConfig.checkpoint_every, show_default=True)
-@click.option("--compile/--no-compile", "use_compile", default=False, show_default=True)
+@click.option("--compile/--no-compile", "use_compile", default=DiffusionTrainConfig.compile, show_default=True)
 @click.option("--cpu-bf16/--no-cpu-bf16", default=DiffusionTrainConfig.cpu_bf16, show_default=True,
               help="bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX); float32 elsewhere.")
 @click.option("--attacked", type=click.Path(dir_okay=False, exists=True), default=None,

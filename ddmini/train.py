@@ -138,8 +138,9 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
         state = _new_state(model_cfg, cfg, device)
     diff = Diffusion(schedule_name=cfg.schedule, T=cfg.T)
     data = to_model(x.float())
-    amp = (cfg.amp and device.type == "cuda") or (cfg.cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16())
-    fmt = torch.channels_last if cfg.channels_last and not (amp and device.type == "cpu") else torch.contiguous_format
+    cpu_amp = cfg.cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16()
+    amp = cpu_amp or (cfg.amp and device.type == "cuda")
+    fmt = torch.channels_last if cfg.channels_last and not cpu_amp else torch.contiguous_format
     state.model.to(memory_format=fmt)
     net = torch.compile(state.model) if cfg.compile else state.model
     null = model_cfg.num_classes
