@@ -7,7 +7,8 @@
    (class-conditional through num_class_embeds, attention at the lowest resolution).
 2. Sampling throughput at batch 256, DDIM: ddmini's sampler with its U-Net vs diffusers' UNet2DModel
    driven by DDIMScheduler.
-3. Sampler loop overhead: time per step with a trivial model (eps = 0.1 x), ddmini's DDIM / DDPM
+3. Guided sampling (classifier-free guidance 2): one model call on the doubled batch vs two calls.
+4. Sampler loop overhead: time per step with a trivial model (eps = 0.1 x), ddmini's DDIM / DDPM
    loops vs diffusers' DDIMScheduler / DDPMScheduler loops. The target: ddmini <= 1/2 of diffusers.
 diffusers is a bench-only dependency (pip install diffusers).
 """
@@ -133,6 +134,34 @@ def bench_sample(batch: int, steps: int) -> None:
 
 
 @torch.inference_mode()
+def bench_guided(batches: list[int], steps: int) -> None:
+    """Classifier-free guidance needs two predictions per step: one call on the doubled batch (what
+    diffusers' pipelines do) vs two calls (ddmini's choice on a CPU), same model, same seed."""
+    model = unet.build("small").eval()
+    torch.manual_seed(0)
+    for w in model.parameters():  # a fresh U-Net outputs zeros (zero-initialised last layer)
+        w.add_(0.02 * torch.randn_like(w))
+    d = diffusion.Diffusion()
+    rows = []
+    for batch in batches:
+        labels = torch.arange(batch) % 10
+        times = {}
+        for split in (False, True, False, True):  # interleaved, the second of each counts
+            d.guided_split = split
+            t0 = time.perf_counter()
+            x = d.sample(model, labels, steps=steps, guidance=2.0, batch_size=batch,
+                         generator=torch.Generator().manual_seed(0))
+            times[split] = (time.perf_counter() - t0, x)
+        (tj, xj), (ts, xs) = times[False], times[True]
+        rows.append((batch, batch * steps / tj, batch * steps / ts, tj / ts, (xj - xs).abs().max().item()))
+    print(f"\n## Guided sampling (guidance 2), DDIM {steps} steps, {torch.get_num_threads()} threads")
+    print("| batch | one call on 2 x batch: img-steps / s | two calls: img-steps / s | speed-up | max |diff| |")
+    print("|---|---|---|---|---|")
+    for batch, a, b, r, diff in rows:
+        print(f"| {batch} | {a:.0f} | {b:.0f} | {r:.2f}x | {diff:.1e} |")
+
+
+@torch.inference_mode()
 def bench_overhead(batch: int) -> None:
     from diffusers import DDIMScheduler, DDPMScheduler
 
@@ -178,13 +207,16 @@ def main():
     p.add_argument("--sample-batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps for the sampling throughput")
-    p.add_argument("--only", choices=["train", "sample", "overhead"], default=None)
+    p.add_argument("--guided-batches", default="128,256", help="batch sizes for the guided-sampling rows")
+    p.add_argument("--only", choices=["train", "sample", "guided", "overhead"], default=None)
     a = p.parse_args()
     print(f"machine: {machine()}")
     if a.only in (None, "train"):
         bench_train(a.batch, a.steps)
     if a.only in (None, "sample"):
         bench_sample(a.sample_batch, a.sample_steps)
+    if a.only in (None, "guided"):
+        bench_guided([int(b) for b in a.guided_batches.split(",")], a.sample_steps)
     if a.only in (None, "overhead"):
         bench_overhead(a.sample_batch)
 

@@ -35,6 +35,11 @@ def ddim_timesteps(T: int, steps: int) -> list[int]:
 
 
 class Diffusion:
+    # Classifier-free guidance needs a conditional and an unconditional prediction. None: two model
+    # calls on a CPU (the doubled batch's activations fall out of cache, which costs more than a
+    # second call: bench/diffusion.py --only guided), one call on the doubled batch elsewhere.
+    guided_split: bool | None = None
+
     def __init__(self, alphas_cumprod: torch.Tensor | None = None, *, schedule_name: str = "linear", T: int = 1000):
         if alphas_cumprod is None:
             alphas_cumprod = schedule.make(schedule_name, T)
@@ -77,8 +82,12 @@ class Diffusion:
         tt = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
         if guidance == 1.0:
             return model(x, tt, y).float().contiguous()
-        both = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)])).float()
-        cond, uncond = both.chunk(2)
+        ynull = torch.full_like(y, null)
+        split = self.guided_split if self.guided_split is not None else x.device.type == "cpu"
+        if split:
+            cond, uncond = model(x, tt, y).float(), model(x, tt, ynull).float()
+        else:
+            cond, uncond = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, ynull])).float().chunk(2)
         return (uncond + guidance * (cond - uncond)).contiguous()
 
     @torch.inference_mode()

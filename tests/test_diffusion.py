@@ -165,6 +165,24 @@ def test_samplers_agree_and_stay_in_range():
         assert torch.equal(out, again)  # seeded
 
 
+@pytest.mark.parametrize("split", [True, False])
+def test_guided_prediction_one_call_or_two(split):
+    torch.manual_seed(0)
+    m = unet.build("tiny").eval()
+    with torch.no_grad():  # the output layer starts at zero: move every weight off its initial value
+        for w in m.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    d = diffusion.Diffusion(T=50)
+    d.guided_split = split
+    x, y = torch.randn(5, 1, 28, 28), torch.tensor([0, 3, 9, 1, 1])
+    with torch.no_grad():
+        tt = torch.full((5,), 17)
+        cond, uncond = m(x, tt, y), m(x, tt, torch.full_like(y, m.null_label))
+        got = d._eps(m, x, 17, y, 2.5, m.null_label)
+    assert not torch.allclose(cond, uncond)
+    torch.testing.assert_close(got, uncond + 2.5 * (cond - uncond), atol=1e-5, rtol=1e-5)
+
+
 def test_sampler_errors():
     m = unet.build("tiny")
     d = diffusion.Diffusion(T=20)
