@@ -128,8 +128,8 @@ class SampleConfig:
     eta: float = 0.0
     guidance: float = 1.0        # classifier-free guidance scale; 1 = plain conditional model
     # 128: on a CPU the U-Net's activations at larger batches spill out of cache (small U-Net, 2 cores:
-    # 1.37 ms/image at 128, 2.14 at 500, 2.80 at 1000; so guidance there makes two calls rather than
-    # one on a doubled batch, see Diffusion.guided_split); GPUs want more
+    # 1.37 ms/image at 128, 2.14 at 500, 2.80 at 1000), which is also why guidance there makes two calls
+    # of this size rather than one on the doubled batch (Diffusion.guided_split); GPUs want more
     batch_size: int = 128
     seed: int = 0
 
