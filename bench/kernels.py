@@ -4,6 +4,7 @@
     python bench/kernels.py --only steps --no-compile
     python bench/kernels.py --only inplace          # the steps as samplers call them (out = x_t)
     python bench/kernels.py --only frechet --dims 16,64,128,512,2048
+    python bench/kernels.py --device cuda --no-compile   # on a GPU (Fréchet: eigvals / eigh on the device)
 
 Step ops: torch eager reference (allocates), the best in-place chain into a preallocated out,
 torch.compile of the reference (steady state), ddmini with out=; ms, effective GB/s (bytes read +
@@ -208,6 +209,18 @@ def bench_sampler_steps(device):
           f"({t_r / t_p:.2f}x)")
 
 
+def frechet_pairs(d, B, g):
+    """B pairs of d x d covariances of 2d + 10 correlated samples (CPU, float64) and the float64
+    symmetric-eigh reference of their trace sqrt."""
+    n = 2 * d + 10
+    feats = [torch.randn(n, d, generator=g, dtype=torch.float64) @ (
+        torch.eye(d, dtype=torch.float64) + 0.2 * torch.randn(d, d, generator=g, dtype=torch.float64))
+        for _ in range(2 * B)]
+    covs = torch.stack([metrics.mean_cov(f)[1] for f in feats])
+    c1, c2 = covs[:B].contiguous(), covs[B:].contiguous()
+    return c1, c2, metrics.trace_sqrt_product_reference(c1, c2)
+
+
 def bench_frechet(dims, B=10, slow_limit=512):
     import numpy as np
 
@@ -221,13 +234,7 @@ def bench_frechet(dims, B=10, slow_limit=512):
     print("|---|---|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for d in dims:
-        n = 2 * d + 10
-        feats = [torch.randn(n, d, generator=g, dtype=torch.float64) @ (
-            torch.eye(d, dtype=torch.float64) + 0.2 * torch.randn(d, d, generator=g, dtype=torch.float64))
-            for _ in range(2 * B)]
-        covs = torch.stack([metrics.mean_cov(f)[1] for f in feats])
-        c1, c2 = covs[:B].contiguous(), covs[B:].contiguous()
-        ref = metrics.trace_sqrt_product_reference(c1, c2)  # float64 symmetric eigh reference
+        c1, c2, ref = frechet_pairs(d, B, g)
 
         def rel(v):
             return float(((torch.as_tensor(v, dtype=torch.float64) - ref).abs() / ref.abs()).max())
@@ -247,6 +254,33 @@ def bench_frechet(dims, B=10, slow_limit=512):
               f"| {err_s:.1e} | {err_e:.1e} | {rel(ours()):.1e} |", flush=True)
 
 
+def bench_frechet_cuda(dims, B=10):
+    """The trace sqrt part on a GPU: torchmetrics' eigvals(C1 @ C2) on the device, the two-eigh reference
+    on the device, and ddmini's linalg backend (Cholesky + one eigvalsh); the C++ kernel on the CPU for scale."""
+    sync = torch.cuda.synchronize
+    print(f"\n## Trace sqrt part of the Fréchet distance on the GPU, B = {B} pairs, float64\n")
+    print("| d | eigvals(C1@C2) GPU ms | reference (2x eigh) GPU ms | ddmini linalg GPU ms | ddmini cpp CPU ms "
+          "| vs eigvals | vs reference | err eigvals | err linalg |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    g = torch.Generator().manual_seed(0)
+    for d in dims:
+        c1, c2, ref = frechet_pairs(d, B, g)
+        g1, g2 = c1.cuda(), c2.cuda()
+
+        def rel(v):
+            return float(((v.cpu().to(torch.float64) - ref).abs() / ref.abs()).max())
+
+        eig = lambda: torch.linalg.eigvals(g1 @ g2).sqrt().real.sum(-1)  # noqa: E731
+        two = lambda: metrics.trace_sqrt_product(g1, g2, backend="torch")  # noqa: E731
+        ours = lambda: metrics.trace_sqrt_product(g1, g2, backend="linalg")  # noqa: E731
+        cpp = lambda: metrics.trace_sqrt_product(c1, c2, backend="cpp")  # noqa: E731
+        reps = dict(warmup=2, min_time=0.3, max_reps=20, sync=sync)
+        t_e, t_r, t_o = timeit(eig, **reps), timeit(two, **reps), timeit(ours, **reps)
+        t_c = timeit(cpp, warmup=1, min_time=0.2, max_reps=5)
+        print(f"| {d} | {t_e * 1e3:.1f} | {t_r * 1e3:.1f} | {t_o * 1e3:.1f} | {t_c * 1e3:.1f} | {t_e / t_o:.1f}x "
+              f"| {t_r / t_o:.1f}x | {rel(eig()):.1e} | {rel(ours()):.1e} |", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--only", choices=["steps", "inplace", "sampler", "frechet"], default=None)
@@ -263,7 +297,8 @@ def main():
     if a.only in (None, "sampler"):
         bench_sampler_steps(a.device)
     if a.only in (None, "frechet"):
-        bench_frechet([int(s) for s in a.dims.split(",")])
+        dims = [int(s) for s in a.dims.split(",")]
+        bench_frechet_cuda(dims) if a.device == "cuda" else bench_frechet(dims)
 
 
 if __name__ == "__main__":

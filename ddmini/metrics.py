@@ -10,6 +10,11 @@ real symmetric algorithms, so singular or ill-conditioned covariances (fewer sam
 give a real, finite answer — unlike ``scipy.linalg.sqrtm`` (pytorch-fid), which can return complex
 parts, or ``eigvals(C1 @ C2)`` (torchmetrics), a nonsymmetric eigenproblem.
 
+On a GPU the same method runs on the device through ``torch.linalg`` (backend ``"linalg"``, the
+``"auto"`` choice for CUDA tensors): batched Cholesky, two batched products and a batched symmetric
+eigenvalue solve, all cuSOLVER/cuBLAS calls in float64. It is not a hand-written kernel: dense
+factorisations are what those libraries are built for, and the C++ code's blocking is tuned for a CPU.
+
 The class-aware variant (CAFD, Liu et al. 2018, arXiv 1803.07474) fits one weighted Gaussian per class
 k with weights w_nk = p(k|x_n) / sum_n p(k|x_n) (soft: classifier probabilities) or one-hot labels
 (hard), and averages FD_k over classes.
@@ -20,7 +25,7 @@ import torch
 
 from ._ext import HAS_CPP, _C
 
-BACKENDS = ("auto", "cpp", "torch")
+BACKENDS = ("auto", "cpp", "linalg", "torch")
 
 
 def _as_f64(name: str, t, ndim: tuple[int, ...]) -> torch.Tensor:
@@ -53,6 +58,24 @@ def trace_sqrt_product_reference(cov1: torch.Tensor, cov2: torch.Tensor) -> torc
     return ev.clamp(min=0).sqrt().sum(-1)
 
 
+def trace_sqrt_product_linalg(cov1: torch.Tensor, cov2: torch.Tensor) -> torch.Tensor:
+    """tr((C1 C2)^{1/2}) by the C++ kernel's method in batched ``torch.linalg`` calls, on the inputs'
+    device: a factor C1 = F F^T, then sum sqrt(eigvalsh(F^T C2 F)) with round-off below 0 clamped.
+    F is the Cholesky factor where C1 is positive definite (backward stable, so F F^T = C1 up to
+    rounding even when C1 is ill-conditioned); where Cholesky breaks down (a singular C1, e.g. the
+    covariance of fewer samples than dimensions) F = V diag(sqrt(max(w, 0))) from eigh(C1) instead.
+    One symmetric eigenvalue solve per pair where C1 is positive definite, against the reference's two."""
+    L, info = torch.linalg.cholesky_ex(cov1)
+    bad = info != 0
+    if bool(bad.any()):
+        w, V = torch.linalg.eigh(cov1[bad])
+        L = L.clone()
+        L[bad] = V * w.clamp(min=0).sqrt().unsqueeze(-2)
+    M = L.transpose(-1, -2) @ cov2 @ L
+    ev = torch.linalg.eigvalsh(0.5 * (M + M.transpose(-1, -2)))
+    return ev.clamp(min=0).sqrt().sum(-1)
+
+
 def _checked_covs(cov1, cov2) -> tuple[torch.Tensor, torch.Tensor]:
     """cov1, cov2 as float64 after checking shape, finiteness and symmetry."""
     c1 = _as_f64("cov1", cov1, (2, 3))
@@ -69,7 +92,7 @@ def _trace_sqrt(c1: torch.Tensor, c2: torch.Tensor, backend: str) -> torch.Tenso
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if backend == "auto":
-        backend = "cpp" if HAS_CPP and c1.device.type == "cpu" else "torch"
+        backend = "cpp" if HAS_CPP and c1.device.type == "cpu" else "linalg"
     if backend == "cpp" and not HAS_CPP:
         raise RuntimeError("backend 'cpp' requested but ddmini._C is not built")
     single = c1.ndim == 2
@@ -77,6 +100,8 @@ def _trace_sqrt(c1: torch.Tensor, c2: torch.Tensor, backend: str) -> torch.Tenso
         c1, c2 = c1[None], c2[None]
     if backend == "torch":
         out = trace_sqrt_product_reference(c1, c2)
+    elif backend == "linalg":
+        out = trace_sqrt_product_linalg(c1, c2)
     else:
         out = torch.from_numpy(_C.trace_sqrt_product_cpu(
             c1.cpu().contiguous().numpy(), c2.cpu().contiguous().numpy(), torch.get_num_threads()))

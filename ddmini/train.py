@@ -138,6 +138,8 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
         state = _new_state(model_cfg, cfg, device)
     diff = Diffusion(schedule_name=cfg.schedule, T=cfg.T)
     data = to_model(x.float())
+    if device.type == "cuda":  # the whole set on the GPU once, rather than a host-to-device copy per step
+        data, y = data.to(device), y.to(device)
     cpu_amp = cfg.cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16()
     amp = cpu_amp or (cfg.amp and device.type == "cuda")
     fmt = torch.channels_last if cfg.channels_last and not cpu_amp else torch.contiguous_format
@@ -182,8 +184,10 @@ def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, 
         t = _timesteps(cfg, g)
         noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=g)
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout
+        idx = idx.to(data.device)
         x0 = data[idx].to(device, non_blocking=True)
-        yb = torch.where(drop, torch.full_like(y[idx], null), y[idx]).to(device)
+        yb = y[idx]
+        yb = torch.where(drop.to(yb.device), torch.full_like(yb, null), yb).to(device)
         t, noise = t.to(device), noise.to(device)
         lr = cfg.lr * min(1.0, (state.step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
         for group in state.opt.param_groups:

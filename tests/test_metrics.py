@@ -5,7 +5,8 @@ import torch
 from ddmini import metrics
 
 scipy_linalg = pytest.importorskip("scipy.linalg")
-BACKENDS = ["cpp", "torch"]
+BACKENDS = ["cpp", "linalg", "torch"]
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
 def random_cov(d, n=None, gen=None, scale=1.0):
@@ -74,6 +75,25 @@ def test_backends_agree_on_batches():
     c2 = torch.stack([random_cov(32, gen=g)[1] for _ in range(10)])
     torch.testing.assert_close(metrics.trace_sqrt_product(c1, c2, backend="cpp"),
                                metrics.trace_sqrt_product(c1, c2, backend="torch"), rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_linalg_backend_on_device_matches_reference(device):
+    # well-conditioned pairs take the Cholesky path; rank-deficient ones (n < d) the eigh fallback,
+    # mixed in one batch so that both paths are filled in the same call
+    g = torch.Generator().manual_seed(5)
+    full = [random_cov(48, gen=g)[1] for _ in range(4)]
+    low = [random_cov(48, n=20, gen=g)[1] for _ in range(3)]
+    c1 = torch.stack([full[0], low[0], full[1], low[1]])
+    c2 = torch.stack([full[2], full[3], low[2], low[2]])
+    ref = metrics.trace_sqrt_product(c1, c2, backend="torch")
+    got = metrics.trace_sqrt_product(c1.to(device), c2.to(device))  # auto: cpp on CPU, linalg on CUDA
+    lin = metrics.trace_sqrt_product(c1.to(device), c2.to(device), backend="linalg")
+    for out in (got, lin):
+        assert out.device.type == device and torch.isfinite(out).all() and (out >= 0).all()
+        assert ((out.cpu() - ref).abs() / ref.abs()).max() <= 1e-6
+    # the Cholesky of a rank-deficient C1 breaks down: that entry must come from the fallback
+    assert (torch.linalg.cholesky_ex(c1[1])[1] != 0) or (torch.linalg.cholesky_ex(c1[3])[1] != 0)
 
 
 @pytest.mark.parametrize("d,n", [(37, 111), (100, 300), (203, 609), (100, 45), (203, 70)])

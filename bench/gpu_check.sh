@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Everything that needs a GPU, in one command sized for a short lease on one card:
+#   1. install ddmini (a prebuilt wheel from .whl/ if it has the CUDA kernels, else build here for sm_90);
+#   2. the GPU kernel benchmarks (step ops at 2^20..2^26 elements; Fréchet trace sqrt vs eigvals);
+#   3. two paper-U-Net runs, p = 1 and p = 0, trained side by side under a time budget, while the
+#      CUDA tests run;
+#   4. logs, reports and pictures under $OUT (runs.tgz).
+#
+#   OUT=gpu-out DDMINI_DATA=/path/to/mnist bash bench/gpu_check.sh [train-minutes] [deadline-seconds]
+#
+# The runs use the paper preset's U-Net (15 M parameters) with a shortened recipe that fits the
+# budget; every override is on the command lines below and lands in each run's config.json.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+T0=$SECONDS
+OUT=${OUT:-gpu-out}
+MIN=${1:-5}
+DEADLINE=${2:-560}
+PY=${PYTHON:-python3}
+RUN=${RUN_DIR:-runs_gpu}
+export PYTHONUNBUFFERED=1 DDMINI_PROGRESS=0
+mkdir -p "$OUT"
+log() { echo "== +$((SECONDS - T0))s $*"; }
+left() { echo $((DEADLINE - (SECONDS - T0))); }
+
+log machine
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv
+$PY -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+
+log install
+if ls .whl/ddmini-*.whl >/dev/null 2>&1 \
+   && $PY -m pip install -q --no-deps --no-index --force-reinstall .whl/ddmini-*.whl \
+   && $PY -c "import sys, ddmini._C as C; sys.exit(0 if C.has_cuda() else 1)"; then
+  echo "installed the prebuilt wheel"
+else
+  $PY -m pip install -q --no-deps --no-build-isolation -C cmake.define.CMAKE_CUDA_ARCHITECTURES=90 . || exit 1
+fi
+$PY -c "import ddmini._C as C; print('ddmini._C CUDA kernels compiled:', C.has_cuda())"
+
+log "bench: step kernels"
+timeout 150 $PY bench/kernels.py --device cuda --no-compile --only steps --sizes 20,22,24,26
+log "bench: Fréchet"
+timeout 90 $PY bench/kernels.py --device cuda --only frechet --dims 16,64,128,512
+
+log "runs: p = 1 and p = 0 side by side, $MIN min of training each"
+COMMON=(--preset paper --device cuda --run-dir "$RUN" --attack-batch-size 2048
+        --train-steps 200000 --train-time-budget "$MIN" --train-batch-size 256 --train-lr 5e-4
+        --train-warmup 500 --train-checkpoint-every 2000
+        --num-samples 2000 --sample-steps 50 --sample-batch-size 1000)
+export OMP_NUM_THREADS=6
+timeout "$(left)" $PY -c 'from ddmini.cli import main; main()' run --poison 1 "${COMMON[@]}" > "$OUT/p1.log" 2>&1 &
+P1=$!
+sleep 3  # p = 1 takes the shared-stages lock first; p = 0 waits for its classifier and attack
+timeout "$(left)" $PY -c 'from ddmini.cli import main; main()' run --poison 0 "${COMMON[@]}" > "$OUT/p0.log" 2>&1 &
+P0=$!
+
+log "CUDA tests (beside the runs)"
+OMP_NUM_THREADS=4 timeout 240 $PY -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_ext.py \
+  tests/test_metrics.py tests/test_diffusion.py 2>&1 | tail -25
+
+wait $P1; echo "p = 1 exit $?"
+wait $P0; echo "p = 0 exit $?"
+log "runs done"
+tail -30 "$OUT/p1.log"
+tail -30 "$OUT/p0.log"
+tar czf "$OUT/runs.tgz" --exclude='*.pt' "$RUN" 2>/dev/null
+log end
