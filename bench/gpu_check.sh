@@ -18,7 +18,7 @@ MIN=${1:-5}
 DEADLINE=${2:-560}
 PY=${PYTHON:-python3}
 RUN=${RUN_DIR:-runs_gpu}
-export PYTHONUNBUFFERED=1 DDMINI_PROGRESS=0
+export PYTHONUNBUFFERED=1 DDMINI_PROGRESS=0 PYTHONPATH="$PWD"  # the source tree first (ddmini._C still resolves to the install)
 mkdir -p "$OUT"
 log() { echo "== +$((SECONDS - T0))s $*"; }
 left() { echo $((DEADLINE - (SECONDS - T0))); }
