@@ -107,7 +107,10 @@ def _check_table(alphas_cumprod, device: torch.device, backend: str) -> None:
         raise ValueError("alphas_cumprod must be contiguous")
     if backend == "cpp":
         return  # the C++ binding checks the values without a Python round trip
-    key = (alphas_cumprod.data_ptr(), alphas_cumprod._version, alphas_cumprod.numel(), str(device))
+    # Inference tensors (a table made under torch.inference_mode, as in sampling) keep no version
+    # counter; they cannot be changed in place outside inference mode, so their address identifies them.
+    version = None if alphas_cumprod.is_inference() else alphas_cumprod._version
+    key = (alphas_cumprod.data_ptr(), version, alphas_cumprod.numel(), str(device))
     if key in _VALID_TABLES:
         return
     if not bool(((alphas_cumprod > 0) & (alphas_cumprod <= 1)).all()):
@@ -144,10 +147,12 @@ def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend
         raise ValueError(f"{name} must have shape ({B},), one timestep per sample; got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but x is on {device}")
-    if backend != "cpp":  # the C++ binding checks the range itself
-        bad = (t >= T) if allow_negative else ((t < 0) | (t >= T))
-        if bool(bad.any()):
-            raise ValueError(f"{name} must lie in [{lo}, {T}); got values from {int(t.min())} to {int(t.max())}")
+    if backend != "cpp" and t.numel():  # the C++ binding checks the range itself
+        # one reduction and one device-to-host read (a CUDA sync); the kernels also clamp the index,
+        # so no timestep can read outside the table whatever happens here
+        t_min, t_max = torch.stack(torch.aminmax(t)).tolist()
+        if (t_min < 0 and not allow_negative) or t_max >= T:
+            raise ValueError(f"{name} must lie in [{lo}, {T}); got values from {t_min} to {t_max}")
     return t.contiguous(), 0
 
 

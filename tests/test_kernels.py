@@ -259,3 +259,27 @@ def test_philox_bad_seed(bad, table):
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match="PhiloxNoise"):
         kernels.ddpm_step(x, x, 5, table, kernels.PhiloxNoise(*bad))
+
+
+@pytest.mark.parametrize("backend", BACKENDS + ["torch"])
+def test_table_and_inputs_made_in_inference_mode(backend):
+    # samplers run under torch.inference_mode, so the schedule table they move to the device is an
+    # inference tensor (no version counter); the table check must accept it, and the results must
+    # equal those from ordinary tensors
+    dev = device_of(backend)
+    ac = schedule.make("linear", T).to(dev)
+    g = torch.Generator().manual_seed(3)
+    x, e = (torch.randn(4, 50, generator=g).to(dev) for _ in range(2))
+    t = torch.tensor([0, 10, 500, T - 1], device=dev)
+    expect = [kernels.ddim_step(x, e, t, t - 20, ac, backend=backend),
+              kernels.ddpm_step(x, e, 7, ac, e, backend=backend)]
+    with torch.inference_mode():
+        ac_inf = schedule.make("linear", T).to(dev)
+        assert ac_inf.is_inference()
+        for _ in range(2):  # the second call finds the table already checked
+            got = [kernels.ddim_step(x, e, t, t - 20, ac_inf, backend=backend),
+                   kernels.ddpm_step(x, e, 7, ac_inf, e, backend=backend)]
+            for a, b in zip(got, expect):
+                torch.testing.assert_close(a, b, rtol=0, atol=0)
+        with pytest.raises(ValueError, match="t must lie"):
+            kernels.q_sample(x, e, torch.tensor([0, 1, T, 2], device=dev), ac_inf, backend=backend)
