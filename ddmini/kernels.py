@@ -128,8 +128,24 @@ def _check_like(name: str, t, x: torch.Tensor) -> None:
         raise ValueError(f"{name} is on {t.device} but x is on {x.device}")
 
 
-def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend: str, allow_negative=False):
-    """Returns (tensor or None, scalar). Tensor timesteps are int64 (B,) on x's device."""
+def _check_ranges(pending: list, T: int) -> None:
+    """Range checks of tensor timesteps [(name, t, allow_negative)]: one min/max reduction each and one
+    device-to-host read for all of them (a single CUDA sync per step op). The kernels also clamp the
+    index, so no timestep can read outside the table whatever happens here."""
+    pending = [p for p in pending if p[1].numel()]
+    if not pending:
+        return
+    bounds = torch.stack([torch.stack(torch.aminmax(t)) for _, t, _ in pending]).tolist()
+    for (name, _, allow_negative), (t_min, t_max) in zip(pending, bounds):
+        if (t_min < 0 and not allow_negative) or t_max >= T:
+            lo = "-inf" if allow_negative else "0"
+            raise ValueError(f"{name} must lie in [{lo}, {T}); got values from {t_min} to {t_max}")
+
+
+def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend: str, allow_negative=False,
+                     pending: list | None = None):
+    """Returns (tensor or None, scalar). Tensor timesteps are int64 (B,) on x's device; their range is
+    checked here, or appended to ``pending`` for one :func:`_check_ranges` call with the others."""
     lo = "-inf" if allow_negative else "0"
     if isinstance(t, bool):
         raise TypeError(f"{name} must be an int or an int64 tensor; got bool")
@@ -142,17 +158,16 @@ def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend
     if t.dtype != torch.int64:
         raise TypeError(f"{name} must be int64; got {t.dtype}")
     if t.ndim == 0:
-        return _check_timesteps(name, int(t), B, T, device, backend, allow_negative)
+        return _check_timesteps(name, int(t), B, T, device, backend, allow_negative, pending)
     if t.shape != (B,):
         raise ValueError(f"{name} must have shape ({B},), one timestep per sample; got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but x is on {device}")
-    if backend != "cpp" and t.numel():  # the C++ binding checks the range itself
-        # one reduction and one device-to-host read (a CUDA sync); the kernels also clamp the index,
-        # so no timestep can read outside the table whatever happens here
-        t_min, t_max = torch.stack(torch.aminmax(t)).tolist()
-        if (t_min < 0 and not allow_negative) or t_max >= T:
-            raise ValueError(f"{name} must lie in [{lo}, {T}); got values from {t_min} to {t_max}")
+    if backend != "cpp":  # the C++ binding checks the range itself
+        if pending is None:
+            _check_ranges([(name, t, allow_negative)], T)
+        else:
+            pending.append((name, t, allow_negative))
     return t.contiguous(), 0
 
 
@@ -290,8 +305,10 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t, t_prev, alphas_cumprod: t
         noise = _resolve_noise(noise, x_t, be)
     _check_table(alphas_cumprod, x_t.device, be)
     T, B = alphas_cumprod.numel(), x_t.shape[0]
-    tt, ts = _check_timesteps("t", t, B, T, x_t.device, be)
-    tp, tps = _check_timesteps("t_prev", t_prev, B, T, x_t.device, be, allow_negative=True)
+    pending: list = []  # t and t_prev checked together: one device read, not two
+    tt, ts = _check_timesteps("t", t, B, T, x_t.device, be, pending=pending)
+    tp, tps = _check_timesteps("t_prev", t_prev, B, T, x_t.device, be, allow_negative=True, pending=pending)
+    _check_ranges(pending, T)
     out = _prepare_out(out, x_t)
     if be == "torch":
         return reference.ddim_step(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, out=out)

@@ -283,3 +283,5 @@ def test_table_and_inputs_made_in_inference_mode(backend):
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
         with pytest.raises(ValueError, match="t must lie"):
             kernels.q_sample(x, e, torch.tensor([0, 1, T, 2], device=dev), ac_inf, backend=backend)
+        with pytest.raises(ValueError, match="t_prev must"):  # checked in the same read as t
+            kernels.ddim_step(x, e, t, torch.tensor([-1, 0, T, 2], device=dev), ac_inf, backend=backend)
