@@ -77,7 +77,10 @@ class DiffusionTrainConfig:
     time_budget: float = 0.0     # minutes; 0 = no limit
     batch_size: int = 128
     lr: float = 2e-3
-    warmup: int = 200            # linear learning-rate warm-up steps, then constant
+    warmup: int = 200            # linear learning-rate warm-up steps, then lr_schedule
+    # after the warm-up: "constant", or "cosine" (half a cosine from lr down to 0 at `steps`; with a
+    # time budget that stops earlier, the rate is still where the schedule over `steps` puts it)
+    lr_schedule: str = field(default="constant", metadata={"key_neutral": True})
     weight_decay: float = 0.0
     grad_clip: float = 1.0
     ema_decay: float = 0.999     # reached gradually: decay_k = min(ema_decay, (1 + k) / (10 + k))
@@ -116,6 +119,8 @@ class DiffusionTrainConfig:
             raise ValueError(f"diffusion low_t_max must be in [1, T={self.T}]; got {self.low_t_max}")
         if self.schedule not in ("linear", "cosine"):
             raise ValueError(f"diffusion schedule must be linear or cosine; got {self.schedule!r}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise ValueError(f"diffusion lr_schedule must be constant or cosine; got {self.lr_schedule!r}")
         return self
 
 
@@ -185,6 +190,17 @@ class AttackConfig:
 
 def to_dict(cfg) -> dict:
     return asdict(cfg)
+
+
+def key_dict(cfg) -> dict:
+    """``to_dict`` for cache keys: a field added after artefacts were cached carries
+    ``metadata={"key_neutral": True}`` and is left out while it has its default value (which must
+    reproduce the old behaviour exactly), so adding a knob does not invalidate existing caches."""
+    d = asdict(cfg)
+    for f in fields(cfg):
+        if f.metadata.get("key_neutral") and getattr(cfg, f.name) == f.default:
+            del d[f.name]
+    return d
 
 
 def from_dict(cls, d: dict):

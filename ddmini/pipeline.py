@@ -22,7 +22,7 @@ import torch
 from . import __version__, checkpoint, classifier, metrics, train
 from . import data as ddata
 from .attacks.stage import AttackedSet, attack_dataset
-from .config import RunConfig, to_dict
+from .config import RunConfig, key_dict, to_dict
 from .diffusion import Diffusion, balanced_labels
 
 
@@ -126,7 +126,7 @@ class Pipeline:
         self._stage(3, "poisoned set", f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
                     f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})")
         inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
-        key = checkpoint.fingerprint(to_dict(cfg.unet), to_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
+        key = checkpoint.fingerprint(to_dict(cfg.unet), key_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
         path = self.cache / f"diffusion-{key}.pt"
         self.stages.artefacts["diffusion"] = str(path)
         prev = self._try_load(path, train.load_checkpoint)

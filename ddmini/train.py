@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import signal
 import threading
 import time
@@ -173,6 +174,18 @@ def _timesteps(cfg: DiffusionTrainConfig, g: torch.Generator) -> torch.Tensor:
     return t
 
 
+def learning_rate(cfg: DiffusionTrainConfig, step: int) -> float:
+    """The rate of optimiser step ``step`` (0-based): linear warm-up over ``cfg.warmup`` steps, then
+    constant or half a cosine down to 0 at ``cfg.steps``. A function of the step only, so resume is exact."""
+    if cfg.warmup and step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    if cfg.lr_schedule == "cosine":
+        span = max(1, cfg.steps - cfg.warmup)
+        frac = min(1.0, (step - cfg.warmup) / span)
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * frac))
+    return cfg.lr
+
+
 def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag):
     run_loss, run_n = 0.0, 0
     t_last = time.perf_counter()
@@ -189,7 +202,7 @@ def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, 
         yb = y[idx]
         yb = torch.where(drop.to(yb.device), torch.full_like(yb, null), yb).to(device)
         t, noise = t.to(device), noise.to(device)
-        lr = cfg.lr * min(1.0, (state.step + 1) / cfg.warmup) if cfg.warmup else cfg.lr
+        lr = learning_rate(cfg, state.step)
         for group in state.opt.param_groups:
             group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):

@@ -72,11 +72,37 @@ def _tiny_train_cfg(**kw):
     return DiffusionTrainConfig(**{**dict(steps=8, batch_size=8, warmup=2, checkpoint_every=3, T=50), **kw})
 
 
-def test_exact_resume(tmp_path, monkeypatch):
+def test_learning_rate_schedules():
+    const = _tiny_train_cfg(steps=100, warmup=10, lr=1e-3)
+    assert [train.learning_rate(const, s) for s in (0, 4, 9)] == pytest.approx([1e-4, 5e-4, 1e-3])
+    assert train.learning_rate(const, 10) == train.learning_rate(const, 99) == 1e-3
+    cos = replace(const, lr_schedule="cosine")
+    assert [train.learning_rate(cos, s) for s in (0, 9, 10)] == pytest.approx([1e-4, 1e-3, 1e-3])
+    assert train.learning_rate(cos, 55) == pytest.approx(5e-4)       # half-way through the decay
+    assert train.learning_rate(cos, 100) == pytest.approx(0.0, abs=1e-15)
+    rates = [train.learning_rate(cos, s) for s in range(10, 101)]
+    assert all(a > b for a, b in zip(rates, rates[1:]))            # strictly decreasing after warm-up
+    assert train.learning_rate(replace(cos, warmup=0), 0) == pytest.approx(1e-3)
+    with pytest.raises(ValueError, match="lr_schedule"):
+        replace(cos, lr_schedule="step").validate()
+
+
+def test_new_knob_at_its_default_keeps_cache_keys():
+    from ddmini.config import key_dict, to_dict
+
+    cfg = DiffusionTrainConfig()
+    old = {k: v for k, v in to_dict(cfg).items() if k != "lr_schedule"}   # a config from before the knob
+    assert key_dict(cfg) == old
+    assert key_dict(replace(cfg, lr_schedule="cosine"))["lr_schedule"] == "cosine"
+
+
+@pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])
+def test_exact_resume(tmp_path, monkeypatch, lr_schedule):
     x = torch.rand(40, 1, 28, 28)
     y = torch.arange(40) % 10
     mcfg = UNET_PRESETS["tiny"]
-    full = train.train(mcfg, _tiny_train_cfg(), x, y, tmp_path / "full.pt", resume=False)
+    tcfg = lambda: _tiny_train_cfg(lr_schedule=lr_schedule)
+    full = train.train(mcfg, tcfg(), x, y, tmp_path / "full.pt", resume=False)
     calls = {"n": 0}
     real = train._ema_update
 
@@ -88,10 +114,10 @@ def test_exact_resume(tmp_path, monkeypatch):
 
     monkeypatch.setattr(train, "_ema_update", interrupt_at_5)
     with pytest.raises(KeyboardInterrupt):
-        train.train(mcfg, _tiny_train_cfg(), x, y, tmp_path / "part.pt")
+        train.train(mcfg, tcfg(), x, y, tmp_path / "part.pt")
     monkeypatch.setattr(train, "_ema_update", real)
     assert train.load_checkpoint(tmp_path / "part.pt")["step"] == 5  # step 5 finished, then saved
-    resumed = train.train(mcfg, _tiny_train_cfg(), x, y, tmp_path / "part.pt")
+    resumed = train.train(mcfg, tcfg(), x, y, tmp_path / "part.pt")
     assert resumed.step == full.step == 8
     for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
         assert torch.equal(a, b)
