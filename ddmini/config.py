@@ -276,9 +276,12 @@ def preset(name: str) -> RunConfig:
             train=DiffusionTrainConfig(steps=6, batch_size=16, warmup=2, checkpoint_every=3, T=100),
             sample=SampleConfig(steps=4, batch_size=64))
     if name == "cpu":
-        # 12,000 steps: ~35 min of training at the 5.8 steps/s (bf16 autocast) measured on the 2-core
-        # dev machine (bench/diffusion.py; README); only successfully attacked images, as in the paper
-        return RunConfig(only_successful=True, unet=replace(UNET_PRESETS["small"]), train=DiffusionTrainConfig(),
+        # 12,000 steps: ~42 min of training at the 4.8 steps/s measured for the whole run on the 2-core
+        # dev machine (bf16 autocast; README); only successfully attacked images, as in the paper.
+        # A quarter of each batch at t < 100 and a cosine learning-rate decay: chosen by measurement
+        # (README): the p = 1 - p = 0 gap grows from 59.2 to 64.1 points, p = 0 stays inside 5 %.
+        return RunConfig(only_successful=True, unet=replace(UNET_PRESETS["small"]),
+                         train=DiffusionTrainConfig(low_t_share=0.25, lr_schedule="cosine"),
                          sample=SampleConfig(steps=50))
     if name == "paper":
         return RunConfig(only_successful=True, num_samples=10000, unet=replace(UNET_PRESETS["paper"]),

@@ -151,6 +151,22 @@ def test_config_roundtrip_and_presets():
         preset("huge")
 
 
+def test_earlier_cpu_recipe_reproduces_its_cache_key():
+    """README: `--train-low-t-share 0 --train-lr-schedule constant` rebuilds the cpu preset's earlier
+    recipe with the same diffusion cache key, so the runs cached before the recipe changed are reused."""
+    import torch
+
+    from ddmini.cli import _build_run_config
+    from ddmini.config import DiffusionTrainConfig, key_dict
+
+    cfg, name = _build_run_config(1.0, None, torch.device("cpu"), 0,
+                                  {"train__low_t_share": 0.0, "train__lr_schedule": "constant"})
+    earlier = {k: v for k, v in to_dict(DiffusionTrainConfig()).items() if k != "lr_schedule"}
+    assert name == "cpu" and key_dict(cfg.train) == earlier
+    now = preset("cpu").train
+    assert (now.low_t_share, now.lr_schedule) == (0.25, "cosine") and key_dict(now) != earlier
+
+
 def test_linear_fit_exact_line():
     f = linear_fit([0, 0.25, 0.5, 1], [0.1, 0.3, 0.5, 0.9])
     assert math.isclose(f["slope"], 0.8) and math.isclose(f["intercept"], 0.1) and math.isclose(f["r2"], 1.0)
