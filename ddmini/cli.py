@@ -14,7 +14,7 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (ATTACK_NAMES, UNET_PRESETS, AttackConfig, ClassifierConfig, DiffusionTrainConfig,
+from .config import (ATTACK_NAMES, LR_SCHEDULES, UNET_PRESETS, AttackConfig, ClassifierConfig, DiffusionTrainConfig,
                      SampleConfig)
 from .runtime import DEVICE_CHOICES
 
@@ -254,7 +254,7 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
               help="Stop after this many minutes of training (0: no limit).")
 @click.option("--batch-size", type=int, default=DiffusionTrainConfig.batch_size, show_default=True)
 @click.option("--lr", type=float, default=DiffusionTrainConfig.lr, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(["constant", "cosine"]), default=DiffusionTrainConfig.lr_schedule,
+@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DiffusionTrainConfig.lr_schedule,
               show_default=True, help="After the warm-up: constant, or a cosine down to 0 at --steps.")
 @click.option("--ema-decay", type=float, default=DiffusionTrainConfig.ema_decay, show_default=True)
 @click.option("--label-dropout", type=float, default=DiffusionTrainConfig.label_dropout, show_default=True)
@@ -280,8 +280,8 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the checkpoint at --out if there is one.")
 def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_budget, batch_size, lr, lr_schedule,
-                    ema_decay, label_dropout, loss_weighting, schedule, low_t_share, low_t_max, checkpoint_every, use_compile,
-                    cpu_bf16, attacked, poison, only_successful, limit, out, resume):
+                    ema_decay, label_dropout, loss_weighting, schedule, low_t_share, low_t_max, checkpoint_every,
+                    use_compile, cpu_bf16, attacked, poison, only_successful, limit, out, resume):
     """Train the class-conditional diffusion model (EMA weights sample). Ctrl-C saves; --resume continues."""
     from dataclasses import replace
 
@@ -290,7 +290,8 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
 
     dev = resolve_device(device)
     cfg = DiffusionTrainConfig(steps=steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
-                               lr_schedule=lr_schedule, ema_decay=ema_decay, label_dropout=label_dropout, loss_weighting=loss_weighting,
+                               lr_schedule=lr_schedule, ema_decay=ema_decay, label_dropout=label_dropout,
+                               loss_weighting=loss_weighting,
                                schedule=schedule, low_t_share=low_t_share, low_t_max=low_t_max,
                                checkpoint_every=checkpoint_every, compile=use_compile, cpu_bf16=cpu_bf16,
                                seed=seed).validate()

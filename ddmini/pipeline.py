@@ -80,7 +80,7 @@ class Pipeline:
     # ---- 1. classifier ----------------------------------------------------------------------
     def classifier(self):
         x, y, xt, yt, dkey = self.data()
-        key = checkpoint.fingerprint(to_dict(self.cfg.classifier), dkey)
+        key = checkpoint.fingerprint(key_dict(self.cfg.classifier), dkey)
         path = self.cache / f"classifier-{key}.pt"
         self.stages.artefacts["classifier"] = str(path)
         got = self._try_load(path, lambda p: classifier.load(p, self.device))
@@ -101,7 +101,7 @@ class Pipeline:
     # ---- 2. attack ------------------------------------------------------------------------
     def attacked(self, model, ckey: str) -> tuple[AttackedSet, str]:
         x, y, _, _, _ = self.data()
-        key = checkpoint.fingerprint(to_dict(self.cfg.attack), ckey, int(x.shape[0]))
+        key = checkpoint.fingerprint(key_dict(self.cfg.attack), ckey, int(x.shape[0]))
         out = self.cache / f"attack-{key}"
         done = out / "attacked.pt"
         self.stages.artefacts["attack"] = str(done)
@@ -126,7 +126,7 @@ class Pipeline:
         self._stage(3, "poisoned set", f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
                     f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})")
         inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
-        key = checkpoint.fingerprint(to_dict(cfg.unet), key_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
+        key = checkpoint.fingerprint(key_dict(cfg.unet), key_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
         path = self.cache / f"diffusion-{key}.pt"
         self.stages.artefacts["diffusion"] = str(path)
         prev = self._try_load(path, train.load_checkpoint)
@@ -147,7 +147,7 @@ class Pipeline:
     # ---- 5. samples ---------------------------------------------------------------------------
     def samples(self, model, tcfg, dkey: str, guidance: float):
         s = self.cfg.sample
-        key = checkpoint.fingerprint(to_dict(s), guidance, self.cfg.num_samples, dkey)
+        key = checkpoint.fingerprint(key_dict(s), guidance, self.cfg.num_samples, dkey)
         path = self.cache / f"samples-{key}.pt"
         got = self._try_load(path, lambda p: checkpoint.load_kind(p, "samples", "samples file"))
         if got is not None:

@@ -178,7 +178,7 @@ def learning_rate(cfg: DiffusionTrainConfig, step: int) -> float:
     """The rate of optimiser step ``step`` (0-based): linear warm-up over ``cfg.warmup`` steps, then
     constant or half a cosine down to 0 at ``cfg.steps``. A function of the step only, so resume is exact."""
     if cfg.warmup and step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
+        return cfg.lr * ((step + 1) / cfg.warmup)   # the expression of earlier runs, bit for bit
     if cfg.lr_schedule == "cosine":
         span = max(1, cfg.steps - cfg.warmup)
         frac = min(1.0, (step - cfg.warmup) / span)

@@ -76,6 +76,9 @@ def test_learning_rate_schedules():
     const = _tiny_train_cfg(steps=100, warmup=10, lr=1e-3)
     assert [train.learning_rate(const, s) for s in (0, 4, 9)] == pytest.approx([1e-4, 5e-4, 1e-3])
     assert train.learning_rate(const, 10) == train.learning_rate(const, 99) == 1e-3
+    # the default reproduces the rates of runs cached before lr_schedule existed, bit for bit
+    plain = _tiny_train_cfg(steps=12000, warmup=200, lr=2e-3)
+    assert all(train.learning_rate(plain, s) == plain.lr * min(1.0, (s + 1) / plain.warmup) for s in range(400))
     cos = replace(const, lr_schedule="cosine")
     assert [train.learning_rate(cos, s) for s in (0, 9, 10)] == pytest.approx([1e-4, 1e-3, 1e-3])
     assert train.learning_rate(cos, 55) == pytest.approx(5e-4)       # half-way through the decay
