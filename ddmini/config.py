@@ -83,7 +83,8 @@ class DiffusionTrainConfig:
     lr_schedule: str = field(default="constant", metadata={"key_neutral": True})
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    ema_decay: float = 0.999     # reached gradually: decay_k = min(ema_decay, (1 + k) / (10 + k))
+    ema_decay: float = 0.999     # per step after the warm-up (the EMA copies the weights during it); its
+    #                              horizon is ~1/(1 - ema_decay) steps: keep it well below `steps`
     label_dropout: float = 0.1   # share of labels replaced by the null label (classifier-free guidance)
     loss_weighting: str = "mse"  # mse (DDPM's L_simple) or min_snr (Hang et al. 2023, gamma 5)
     # Share of each batch whose timesteps are drawn from [0, low_t_max) instead of [0, T): more
