@@ -42,9 +42,7 @@ fi
 $PY -c "import ddmini._C as C; print('ddmini._C CUDA kernels compiled:', C.has_cuda())"
 
 log "bench: step kernels"
-timeout 60 $PY bench/kernels.py --device cuda --no-compile --only steps --sizes 22,24,26
-log "bench: step kernels in place"
-timeout 40 $PY bench/kernels.py --device cuda --only inplace --sizes 22,24,26
+timeout 60 $PY bench/kernels.py --device cuda --no-compile --only steps --sizes 22,24,26  # and in place
 log "bench: Fréchet"
 [ -n "${SKIP_FRECHET:-}" ] || timeout 90 $PY bench/kernels.py --device cuda --only frechet --dims 16,64,128,512
 

@@ -1,4 +1,4 @@
-// Fused noise-schedule steps on the GPU: one pass in block-contiguous chunks, float4 loads/stores when every
+// Fused noise-schedule steps on the GPU: one grid-stride pass, float4 loads/stores when every
 // pointer is 16-byte aligned and the per-sample size is a multiple of 4 (then a float4 never spans
 // two samples). Each thread derives its sample's coefficients in float64 from the device table and
 // reuses them while consecutive elements belong to the same sample. Timesteps are validated by the
@@ -37,25 +37,15 @@ __device__ __forceinline__ StepCoefs coefs_for(const DevStep& d, int64_t b) {
   return step_coefs(d.op, d.abar, t, tp, d.eta);
 }
 
-// Each block takes one contiguous chunk of the flat range and its threads stride through it by the
-// block size, so consecutive threads touch consecutive elements (coalesced) while a thread meets a
-// sample boundary only where its chunk crosses one. The sample of element i is then found by
-// comparing i with the current sample's bounds, not by a 64-bit division per element, and the
-// float64 coefficients are recomputed only at a boundary (a grid-wide stride crossed boundaries every
-// few iterations at large sizes, stalling every thread at once on the float64 square roots).
 template <int Noise>
 __global__ void step_scalar(DevStep d, const float* a, const float* b, const float* c, float* out,
-                            int64_t n, int64_t total, int64_t chunk) {
-  const int64_t begin = blockIdx.x * chunk;
-  const int64_t end = begin + chunk < total ? begin + chunk : total;
-  int64_t hi = 0;  // end of the current sample's elements (i only grows)
+                            int64_t n, int64_t total) {
+  int64_t cached = -1;
   StepCoefs k{0.f, 0.f, 0.f};
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    if (i >= hi) {
-      const int64_t s = i / n;
-      k = coefs_for(d, s);
-      hi = (s + 1) * n;
-    }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t s = i / n;
+    if (s != cached) { k = coefs_for(d, s); cached = s; }
     float v = k.ca * a[i] + k.cb * b[i];
     if (Noise == kArray) v += k.cc * c[i];
     if (Noise == kPhilox && k.cc != 0.f) {
@@ -69,17 +59,13 @@ __global__ void step_scalar(DevStep d, const float* a, const float* b, const flo
 
 template <int Noise>
 __global__ void step_vec4(DevStep d, const float4* a, const float4* b, const float4* c, float4* out,
-                          int64_t n4, int64_t total4, int64_t chunk) {
-  const int64_t begin = blockIdx.x * chunk;
-  const int64_t end = begin + chunk < total4 ? begin + chunk : total4;
-  int64_t hi = 0;  // end of the current sample's float4s (i only grows)
+                          int64_t n4, int64_t total4) {
+  int64_t cached = -1;
   StepCoefs k{0.f, 0.f, 0.f};
-  for (int64_t i = begin + threadIdx.x; i < end; i += blockDim.x) {
-    if (i >= hi) {
-      const int64_t s = i / n4;
-      k = coefs_for(d, s);
-      hi = (s + 1) * n4;
-    }
+  for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < total4;
+       i += (int64_t)gridDim.x * blockDim.x) {
+    const int64_t s = i / n4;
+    if (s != cached) { k = coefs_for(d, s); cached = s; }
     const float4 x = a[i], y = b[i];
     float4 r = make_float4(k.ca * x.x + k.cb * y.x, k.ca * x.y + k.cb * y.y,
                            k.ca * x.z + k.cb * y.z, k.ca * x.w + k.cb * y.w);
@@ -94,13 +80,6 @@ __global__ void step_vec4(DevStep d, const float4* a, const float4* b, const flo
     }
     out[i] = r;
   }
-}
-
-// One contiguous chunk per block, a multiple of the block size (so chunks start 16-byte aligned and
-// warps stay aligned with them).
-int64_t chunk_for(int64_t total, int grid) {
-  int64_t c = (total + grid - 1) / grid;
-  return (c + kBlock - 1) / kBlock * kBlock;
 }
 
 bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15) == 0; }
@@ -139,15 +118,12 @@ void schedule_step_cuda(const StepArgs& s, uintptr_t stream) {
     auto c = reinterpret_cast<const float4*>(s.c);
     auto o = reinterpret_cast<float4*>(s.out);
     by_noise(noise, [&](auto kind) {
-      auto kernel = step_vec4<decltype(kind)::value>;
-      const int grid = wave_grid_for(kernel, total4, kBlock);
-      kernel<<<grid, kBlock, 0, st>>>(d, a, b, c, o, n4, total4, chunk_for(total4, grid));
+      step_vec4<decltype(kind)::value><<<grid_for(total4, kBlock), kBlock, 0, st>>>(d, a, b, c, o, n4, total4);
     });
   } else {
     by_noise(noise, [&](auto kind) {
-      auto kernel = step_scalar<decltype(kind)::value>;
-      const int grid = wave_grid_for(kernel, total, kBlock);
-      kernel<<<grid, kBlock, 0, st>>>(d, s.a, s.b, s.c, s.out, s.inner, total, chunk_for(total, grid));
+      step_scalar<decltype(kind)::value><<<grid_for(total, kBlock), kBlock, 0, st>>>(d, s.a, s.b, s.c, s.out,
+                                                                                    s.inner, total);
     });
   }
   check_launch("schedule_step");

@@ -59,17 +59,14 @@ class Diffusion:
         return self._tables[device]
 
     # ---- training -------------------------------------------------------------------------
-    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-                 check_range: bool = True) -> torch.Tensor:
-        return kernels.q_sample(x0.contiguous(), noise.contiguous(), t, self.table(x0.device),
-                                check_range=check_range)
+    def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        return kernels.q_sample(x0.contiguous(), noise.contiguous(), t, self.table(x0.device))
 
     def loss(self, model, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             weighting: str = "mse", snr_gamma: float = 5.0, check_range: bool = True) -> torch.Tensor:
+             weighting: str = "mse", snr_gamma: float = 5.0) -> torch.Tensor:
         """eps-prediction MSE at timesteps t; "min_snr" weights each sample by min(SNR_t, gamma)/SNR_t
-        (Hang et al. 2023, arXiv 2303.09556), which trains faster at the same final quality.
-        ``check_range=False``: t is known to be in [0, T) (see kernels.q_sample)."""
-        x_t = self.q_sample(x0, t, noise, check_range)
+        (Hang et al. 2023, arXiv 2303.09556), which trains faster at the same final quality."""
+        x_t = self.q_sample(x0, t, noise)
         eps = model(x_t, t, y)
         per = F.mse_loss(eps.float(), noise, reduction="none").flatten(1).mean(1)
         if weighting == "min_snr":

@@ -143,10 +143,9 @@ def _check_ranges(pending: list, T: int) -> None:
 
 
 def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend: str, allow_negative=False,
-                     pending: list | None = None, check_range: bool = True):
+                     pending: list | None = None):
     """Returns (tensor or None, scalar). Tensor timesteps are int64 (B,) on x's device; their range is
-    checked here (unless ``check_range`` is False), or appended to ``pending`` for one
-    :func:`_check_ranges` call with the others."""
+    checked here, or appended to ``pending`` for one :func:`_check_ranges` call with the others."""
     lo = "-inf" if allow_negative else "0"
     if isinstance(t, bool):
         raise TypeError(f"{name} must be an int or an int64 tensor; got bool")
@@ -159,12 +158,12 @@ def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend
     if t.dtype != torch.int64:
         raise TypeError(f"{name} must be int64; got {t.dtype}")
     if t.ndim == 0:
-        return _check_timesteps(name, int(t), B, T, device, backend, allow_negative, pending, check_range)
+        return _check_timesteps(name, int(t), B, T, device, backend, allow_negative, pending)
     if t.shape != (B,):
         raise ValueError(f"{name} must have shape ({B},), one timestep per sample; got {tuple(t.shape)}")
     if t.device != device:
         raise ValueError(f"{name} is on {t.device} but x is on {device}")
-    if backend != "cpp" and check_range:  # the C++ binding checks the range itself
+    if backend != "cpp":  # the C++ binding checks the range itself
         if pending is None:
             _check_ranges([(name, t, allow_negative)], T)
         else:
@@ -238,21 +237,17 @@ def _validate_x(name: str, x) -> None:
 
 
 def q_sample(x0: torch.Tensor, noise: torch.Tensor, t, alphas_cumprod: torch.Tensor, *,
-             out: torch.Tensor | None = None, backend: str = "auto", check_range: bool = True) -> torch.Tensor:
+             out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
     """Forward noising ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` in one pass.
 
     x0, noise: float32 (B, ...) contiguous; t: int or int64 (B,); alphas_cumprod: float64 (T,) on
     x0's device; out: optional float32 tensor like x0 (may alias x0 or noise). Returns out.
-    ``check_range=False`` skips the range check of a GPU tensor ``t`` (a device-to-host read, so a
-    sync, per call) for callers that drew ``t`` in [0, T) themselves, as training does; the kernel
-    then clamps a bad value instead of raising (it never reads outside the table).
     """
     _validate_x("x0", x0)
     _check_like("noise", noise, x0)
     be = _pick_backend(backend, x0.device)
     _check_table(alphas_cumprod, x0.device, be)
-    tt, ts = _check_timesteps("t", t, x0.shape[0], alphas_cumprod.numel(), x0.device, be,
-                              check_range=check_range)
+    tt, ts = _check_timesteps("t", t, x0.shape[0], alphas_cumprod.numel(), x0.device, be)
     out = _prepare_out(out, x0)
     if be == "torch":
         return reference.q_sample(x0, noise, t, alphas_cumprod, out=out)
