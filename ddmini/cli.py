@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (ATTACK_NAMES, LR_SCHEDULES, UNET_PRESETS, AttackConfig, ClassifierConfig, DiffusionTrainConfig,
-                     SampleConfig)
+from .config import (ATTACK_NAMES, LOSS_WEIGHTINGS, LR_SCHEDULES, SAMPLERS, SCHEDULES, UNET_PRESETS,
+                     AttackConfig, ClassifierConfig, DiffusionTrainConfig, SampleConfig)
 from .runtime import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -258,9 +258,9 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
               show_default=True, help="After the warm-up: constant, or a cosine down to 0 at --steps.")
 @click.option("--ema-decay", type=float, default=DiffusionTrainConfig.ema_decay, show_default=True)
 @click.option("--label-dropout", type=float, default=DiffusionTrainConfig.label_dropout, show_default=True)
-@click.option("--loss-weighting", type=click.Choice(["mse", "min_snr"]),
+@click.option("--loss-weighting", type=click.Choice(LOSS_WEIGHTINGS),
               default=DiffusionTrainConfig.loss_weighting, show_default=True)
-@click.option("--schedule", type=click.Choice(["linear", "cosine"]), default=DiffusionTrainConfig.schedule,
+@click.option("--schedule", type=click.Choice(SCHEDULES), default=DiffusionTrainConfig.schedule,
               show_default=True)
 @click.option("--low-t-share", type=float, default=DiffusionTrainConfig.low_t_share, show_default=True,
               help="Share of each batch with timesteps drawn from [0, --low-t-max) instead of [0, T).")
@@ -315,7 +315,7 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
 @click.option("--checkpoint", "ckpt", type=click.Path(dir_okay=False, exists=True), required=True)
 @click.option("-n", "--num", type=int, default=100, show_default=True, help="Number of images.")
 @click.option("--labels", default=None, help="Comma-separated labels (repeated to --num) [default: balanced].")
-@click.option("--sampler", type=click.Choice(["ddim", "ddpm"]), default=SampleConfig.sampler, show_default=True)
+@click.option("--sampler", type=click.Choice(SAMPLERS), default=SampleConfig.sampler, show_default=True)
 @click.option("--steps", type=int, default=SampleConfig.steps, show_default=True, help="DDIM steps.")
 @click.option("--eta", type=float, default=SampleConfig.eta, show_default=True)
 @click.option("--guidance", type=float, default=SampleConfig.guidance, show_default=True,

@@ -3,6 +3,15 @@ from __future__ import annotations
 
 from dataclasses import MISSING as MISSING_FACTORY, asdict, dataclass, field, fields, replace
 
+# The names of each choice, here once: the config checks, the CLI's choices and the modules that
+# implement them (schedule, diffusion, train, attacks) all use these tuples. Torch-free, so that
+# `--help` stays fast.
+SCHEDULES = ("linear", "cosine")             # noise schedules (ddmini.schedule)
+LOSS_WEIGHTINGS = ("mse", "min_snr")         # diffusion training loss (ddmini.diffusion)
+SAMPLERS = ("ddim", "ddpm")                  # ddmini.diffusion.Diffusion.sample
+LR_SCHEDULES = ("constant", "cosine")        # ddmini.train.learning_rate
+ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
+
 
 @dataclass
 class ClassifierConfig:
@@ -112,14 +121,15 @@ class DiffusionTrainConfig:
             raise ValueError("diffusion lr must be > 0, warmup and time_budget >= 0")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.label_dropout < 1:
             raise ValueError("diffusion ema_decay and label_dropout must be in [0, 1)")
-        if self.loss_weighting not in ("mse", "min_snr"):
-            raise ValueError(f"diffusion loss_weighting must be mse or min_snr; got {self.loss_weighting!r}")
+        if self.loss_weighting not in LOSS_WEIGHTINGS:
+            raise ValueError(f"diffusion loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}; "
+                             f"got {self.loss_weighting!r}")
         if not 0 <= self.low_t_share <= 1:
             raise ValueError(f"diffusion low_t_share must be in [0, 1]; got {self.low_t_share}")
         if self.low_t_max < 1 or (self.low_t_share > 0 and self.low_t_max > self.T):
             raise ValueError(f"diffusion low_t_max must be in [1, T={self.T}]; got {self.low_t_max}")
-        if self.schedule not in ("linear", "cosine"):
-            raise ValueError(f"diffusion schedule must be linear or cosine; got {self.schedule!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"diffusion schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
         if self.lr_schedule not in LR_SCHEDULES:
             raise ValueError(f"diffusion lr_schedule must be one of {', '.join(LR_SCHEDULES)}; "
                              f"got {self.lr_schedule!r}")
@@ -141,17 +151,13 @@ class SampleConfig:
     seed: int = 0
 
     def validate(self) -> "SampleConfig":
-        if self.sampler not in ("ddim", "ddpm"):
-            raise ValueError(f"sampler must be ddim or ddpm; got {self.sampler!r}")
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ValueError("sampling steps and batch_size must be >= 1")
         if not self.eta >= 0 or not self.guidance >= 0:
             raise ValueError("eta and guidance must be >= 0")
         return self
-
-
-LR_SCHEDULES = ("constant", "cosine")
-ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
 
 
 @dataclass

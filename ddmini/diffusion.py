@@ -13,9 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels, schedule
+from .config import LOSS_WEIGHTINGS, SAMPLERS
 from .runtime import progress
-
-LOSS_WEIGHTINGS = ("mse", "min_snr")
 
 
 def to_model(x01: torch.Tensor) -> torch.Tensor:
@@ -97,8 +96,8 @@ class Diffusion:
         """Images in [0, 1], (N, *image_shape), one per label, by ancestral DDPM (all T steps) or DDIM
         with ``steps`` steps and ``eta``. Noise is a Philox stream seeded from ``generator`` (CPU) and made
         inside the fused step, so a seed fixes the output on any device and thread count. ``noises`` (for tests): a callable (step index, shape) -> noise tensor."""
-        if sampler not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler must be 'ddpm' or 'ddim'; got {sampler!r}")
+        if sampler not in SAMPLERS:
+            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
         if not guidance >= 0:
             raise ValueError(f"guidance scale must be >= 0; got {guidance}")
         if labels.ndim != 1 or labels.dtype != torch.long:

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-SCHEDULES = ("linear", "cosine")
+from .config import SCHEDULES
 
 
 def linear_alphas_cumprod(T: int = 1000, beta_start: float = 1e-4, beta_end: float = 0.02) -> torch.Tensor:
