@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import MISSING as MISSING_FACTORY, asdict, dataclass, field, fields, replace
 
-# The names of each choice, here once: the config checks, the CLI's choices and the modules that
-# implement them (schedule, diffusion, train, attacks) all use these tuples. Torch-free, so that
-# `--help` stays fast.
+# The names of each choice, here once: the config checks, the CLI's choices, schedule.py and
+# diffusion.py use these tuples (this module imports nothing but dataclasses, so any module can).
+# ddmini.attacks.ATTACKS maps the same attack names to functions (a test keeps the two equal).
 SCHEDULES = ("linear", "cosine")             # noise schedules (ddmini.schedule)
 LOSS_WEIGHTINGS = ("mse", "min_snr")         # diffusion training loss (ddmini.diffusion)
 SAMPLERS = ("ddim", "ddpm")                  # ddmini.diffusion.Diffusion.sample

@@ -90,6 +90,24 @@ def test_learning_rate_schedules():
         replace(cos, lr_schedule="step").validate()
 
 
+def test_every_named_choice_is_implemented():
+    """config names each choice once; the implementations must offer exactly those names."""
+    from ddmini.attacks import ATTACKS
+    from ddmini.config import ATTACK_NAMES, LOSS_WEIGHTINGS, SAMPLERS, SCHEDULES
+
+    assert set(ATTACKS) == set(ATTACK_NAMES)
+    for name in SCHEDULES:
+        table = schedule.make(name, 10)
+        assert table.dtype == torch.float64 and table.shape == (10,)
+    d, net = diffusion.Diffusion(T=10), unet.UNet(UNET_PRESETS["tiny"]).eval()
+    for name in SAMPLERS:
+        x = d.sample(net, torch.tensor([0, 1]), sampler=name, steps=2, generator=torch.Generator().manual_seed(0))
+        assert x.shape == (2, 1, 28, 28)
+    x0, t = torch.zeros(2, 1, 28, 28), torch.tensor([1, 5])
+    for name in LOSS_WEIGHTINGS:
+        assert torch.isfinite(d.loss(net, x0, torch.tensor([0, 1]), t, torch.randn(2, 1, 28, 28), name))
+
+
 def test_new_knob_at_its_default_keeps_cache_keys():
     from ddmini.config import key_dict, to_dict
 
