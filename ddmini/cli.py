@@ -354,7 +354,9 @@ def sample(device, ckpt, num, labels, sampler, steps, eta, guidance, batch_size,
     checkpoint.save({"kind": "samples", "images": x, "labels": lab, "config": scfg.__dict__}, out)
     png = Path(out).with_suffix(".png")
     images.save_grid(x, png, nrow=min(10, num))
-    msg = f"{num} images in {secs:.1f} s ({num / secs:.1f} img/s); saved {out} and {png}"
+    n_steps = diff.T if scfg.sampler == "ddpm" else scfg.steps
+    msg = (f"{num} images ({scfg.sampler}, {n_steps} steps, guidance {scfg.guidance:g}) in {secs:.1f} s "
+           f"({num / secs:.1f} img/s); saved {out} and {png}")
     if classifier_path:
         from . import classifier
 

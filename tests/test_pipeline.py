@@ -128,6 +128,7 @@ def test_smoke_sweep(data_dir, smoke_dir, capsys):
     (["--run-dir", "/proc/ddmini-cannot-write"], "run directory"),
     (["--attack-eps", "-1"], "eps must be >= 0"),
     (["--unet-channel-mult", "1,x"], "unet-channel-mult"),
+    (["--sample-guidance", "1.5"], "headline guidance scale (sample guidance 1.5) must be one of"),
 ])
 def test_run_errors_are_one_line(data_dir, tmp_path, capsys, args, msg):
     base = ["run", "--preset", "smoke", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--device", "cpu"]
@@ -151,6 +152,19 @@ def test_config_roundtrip_and_presets():
         preset("huge")
 
 
+def test_study_and_sampler_guidance_defaults():
+    """Two defaults on purpose: `ddmini run` reports guidance 1 (the scale with the widest p = 1 - p = 0
+    gap), `ddmini sample` makes images at 2 (conditional accuracy); the cache keys of runs sampled
+    before the sampler's default changed stay the same."""
+    from ddmini.config import RUN_GUIDANCE, SampleConfig, key_dict
+
+    assert RUN_GUIDANCE == 1.0 and SampleConfig().guidance == 2.0
+    for cfg in (RunConfig(), *(preset(n) for n in ("smoke", "cpu", "paper"))):
+        assert cfg.sample.guidance == RUN_GUIDANCE and RUN_GUIDANCE in cfg.validate().guidance_scales
+    assert key_dict(preset("cpu").sample) == {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0,
+                                              "batch_size": 128, "seed": 0}
+
+
 def test_earlier_cpu_recipe_reproduces_its_cache_key():
     """README: `--train-low-t-share 0 --train-lr-schedule constant` rebuilds the cpu preset's earlier
     recipe with the same diffusion cache key, so the runs cached before the recipe changed are reused."""
@@ -165,6 +179,26 @@ def test_earlier_cpu_recipe_reproduces_its_cache_key():
     assert name == "cpu" and key_dict(cfg.train) == earlier
     now = preset("cpu").train
     assert (now.low_t_share, now.lr_schedule) == (0.25, "cosine") and key_dict(now) != earlier
+
+
+def test_train_diffusion_then_sample_commands(data_dir, tmp_path, capsys):
+    """The stand-alone commands: train a tiny model for a few steps, sample at the default guidance (2)
+    and at 1; the samples file records the settings."""
+    from ddmini import checkpoint
+
+    ckpt, out = tmp_path / "d.pt", tmp_path / "s.pt"
+    code, text, err = _run(["train-diffusion", "--data-dir", str(data_dir), "--unet", "tiny", "--steps", "3",
+                            "--batch-size", "8", "--limit", "64", "--out", str(ckpt), "--device", "cpu"], capsys)
+    assert code == 0 and "trained 3 steps" in text, err
+    code, text, err = _run(["sample", "--checkpoint", str(ckpt), "-n", "12", "--steps", "4", "--out", str(out),
+                            "--device", "cpu"], capsys)
+    assert code == 0 and "(ddim, 4 steps, guidance 2)" in text, err
+    s = checkpoint.load(out)
+    assert s["images"].shape == (12, 1, 28, 28) and s["config"]["guidance"] == 2.0
+    assert 0 <= s["images"].min() and s["images"].max() <= 1 and out.with_suffix(".png").exists()
+    code, text, _ = _run(["sample", "--checkpoint", str(ckpt), "-n", "2", "--steps", "4", "--guidance", "1",
+                          "--out", str(out), "--device", "cpu"], capsys)
+    assert code == 0 and "guidance 1)" in text
 
 
 def test_linear_fit_exact_line():
