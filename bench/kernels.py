@@ -14,6 +14,7 @@ Every kernel is checked against the reference before it is timed.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 from pathlib import Path
 
@@ -106,25 +107,33 @@ def bench_steps(sizes, device, use_compile):
                   f"{t_chain / t_dd:.2f}x | {t_comp / t_dd:.2f}x | {t_ref / t_dd:.2f}x |", flush=True)
 
 
-def bench_steps_in_place(sizes, device):
+def bench_steps_in_place(sizes, device, rounds: int = 5):
     """The steps as the samplers call them: out= aliasing x_t (x0 for q_sample), so q_sample and DDIM
     touch two buffers, as the copy does (DDPM three, or two with in-kernel Philox noise, which is
     compute-bound: the Gaussian draw costs more than the memory traffic). Baseline: the in-place
     chain (mul_, addcmul_) with precomputed per-sample coefficients; for DDPM it reads a noise
-    tensor in both rows (plain PyTorch cannot make the noise inside the pass)."""
+    tensor in both rows (plain PyTorch cannot make the noise inside the pass).
+
+    At 2^22 two 16 MB buffers just fill a 32 MB L3, so a timing depends on where the buffers' pages
+    happen to land in the cache; each of ``rounds`` rounds therefore allocates fresh buffers and times
+    the copy, every chain and every op on them (chain and op back to back). The table gives medians
+    over the rounds and the smallest and largest per-round ratio."""
     sync = torch.cuda.synchronize if device == "cuda" else None
-    print(f"\n## Fused step ops in place on {device} (out = x_t; B = 16; medians after warm-up)\n")
-    print("| op | elements | copy GB/s | in-place chain ms | ddmini ms | ddmini GB/s | ddmini / copy | vs chain |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(f"\n## Fused step ops in place on {device} (out = x_t; B = 16; medians over {rounds} rounds of fresh "
+          "buffers, each a median after warm-up)\n")
+    print("| op | elements | copy GB/s | in-place chain ms | ddmini ms | ddmini GB/s | ddmini / copy | vs chain "
+          "| vs chain, per round min-max |")
+    print("|---|---|---|---|---|---|---|---|---|")
     ac = schedule.make("linear", T).to(device)
+    names = ("q_sample", "ddpm_step", "ddpm_step, Philox noise", "ddim_step")
+    nbytes = dict(zip(names, (12, 16, 12, 12)))  # bytes moved per element: x read and written, others read
+    med = statistics.median
     for log2 in sizes:
         n, B = 1 << log2, 16
         g = torch.Generator().manual_seed(0)
-        x, e, z = (torch.randn((B, n // B), generator=g).to(device) for _ in range(3))
-        out = torch.empty_like(x)
+        t = torch.randint(1, T, (B,), generator=g).to(device)
         # t_prev = t - 1 (a 1000-step DDIM): every coefficient that scales x stays <= 1.01, so
         # hundreds of repeated in-place updates neither overflow nor reach denormals
-        t = torch.randint(1, T, (B,), generator=g).to(device)
         t_prev = t - 1
         ab, ab_prev = ac[t].view(B, 1), ac[t_prev].view(B, 1)
         alpha = ab / ab_prev
@@ -135,32 +144,41 @@ def bench_steps_in_place(sizes, device):
         p_c = ((1 - alpha) * (1 - ab_prev) / (1 - ab)).sqrt().float()
         d_a, d_b = s_.float(), ((1 - ab_prev).sqrt() - s_ * (1 - ab).sqrt()).float()
         noise = kernels.PhiloxNoise(3, 0)
-        # correctness of the in-place forms, on a copy
-        for got, want in [
-            (kernels.q_sample(x.clone(), z, t, ac, out=None), reference.q_sample(x, z, t, ac)),
-            (kernels.ddim_step(x, e, t, t_prev, ac), reference.ddim_step(x, e, t, t_prev, ac)),
-        ]:
-            torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
-        y = x.clone()
-        kernels.ddpm_step(y, e, t, ac, noise, out=y)
-        zz = kernels.philox_normal(x, 3, 0)
-        torch.testing.assert_close(y, reference.ddpm_step(x, e, t, ac, zz), rtol=1e-4, atol=1e-4)
-        t_copy = timeit(lambda: out.copy_(x), sync=sync)
-        copy_bw = 8 * n / t_copy / 1e9
-        ddpm_chain = lambda: x.mul_(p_a).addcmul_(e, p_b).addcmul_(z, p_c)  # noqa: E731
-        rows = [  # name, bytes moved per element, chain, ddmini
-            ("q_sample", 12, lambda: x.mul_(q_a).addcmul_(z, q_b), lambda: kernels.q_sample(x, z, t, ac, out=x)),
-            ("ddpm_step", 16, ddpm_chain, lambda: kernels.ddpm_step(x, e, t, ac, z, out=x)),
-            ("ddpm_step, Philox noise", 12, ddpm_chain, lambda: kernels.ddpm_step(x, e, t, ac, noise, out=x)),
-            ("ddim_step", 12, lambda: x.mul_(d_a).addcmul_(e, d_b), lambda: kernels.ddim_step(x, e, t, t_prev, ac, out=x)),
-        ]
-        for name, nbytes, chain, ours in rows:
-            t_chain = timeit(chain, sync=sync)
-            t_dd = timeit(ours, sync=sync)
-            bw = nbytes * n / t_dd / 1e9  # x read and written, the other inputs read
-            print(f"| {name} | 2^{log2} | {copy_bw:.0f} | {t_chain * 1e3:.3f} | {t_dd * 1e3:.3f} | {bw:.0f} | "
-                  f"{bw / copy_bw:.0%} | {t_chain / t_dd:.2f}x |", flush=True)
-            x.copy_(torch.randn(x.shape, generator=g))  # fresh values for the next op
+        copies, times = [], {name: ([], []) for name in names}
+        for r in range(rounds):
+            x, e, z = (torch.randn((B, n // B), generator=g).to(device) for _ in range(3))
+            out = torch.empty_like(x)
+            if r == 0:  # correctness of the in-place forms, on a copy
+                for got, want in [
+                    (kernels.q_sample(x.clone(), z, t, ac, out=None), reference.q_sample(x, z, t, ac)),
+                    (kernels.ddim_step(x, e, t, t_prev, ac), reference.ddim_step(x, e, t, t_prev, ac)),
+                ]:
+                    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+                y = x.clone()
+                kernels.ddpm_step(y, e, t, ac, noise, out=y)
+                zz = kernels.philox_normal(x, 3, 0)
+                torch.testing.assert_close(y, reference.ddpm_step(x, e, t, ac, zz), rtol=1e-4, atol=1e-4)
+            copies.append(timeit(lambda: out.copy_(x), sync=sync))
+            ddpm_chain = lambda: x.mul_(p_a).addcmul_(e, p_b).addcmul_(z, p_c)  # noqa: E731
+            rows = [  # name, chain, ddmini
+                (lambda: x.mul_(q_a).addcmul_(z, q_b), lambda: kernels.q_sample(x, z, t, ac, out=x)),
+                (ddpm_chain, lambda: kernels.ddpm_step(x, e, t, ac, z, out=x)),
+                (ddpm_chain, lambda: kernels.ddpm_step(x, e, t, ac, noise, out=x)),
+                (lambda: x.mul_(d_a).addcmul_(e, d_b), lambda: kernels.ddim_step(x, e, t, t_prev, ac, out=x)),
+            ]
+            for name, (chain, ours) in zip(names, rows):
+                times[name][0].append(timeit(chain, sync=sync, min_time=0.15))
+                times[name][1].append(timeit(ours, sync=sync, min_time=0.15))
+                x.copy_(torch.randn(x.shape, generator=g))  # fresh values for the next op
+            del x, e, z, out
+        copy_bw = 8 * n / med(copies) / 1e9
+        for name in names:
+            tc, to = times[name]
+            ratios = [c / o for c, o in zip(tc, to)]
+            bw = nbytes[name] * n / med(to) / 1e9
+            print(f"| {name} | 2^{log2} | {copy_bw:.0f} | {med(tc) * 1e3:.3f} | {med(to) * 1e3:.3f} | {bw:.0f} | "
+                  f"{bw / copy_bw:.0%} | {med(tc) / med(to):.2f}x | {min(ratios):.2f}-{max(ratios):.2f}x |",
+                  flush=True)
 
 
 def bench_sampler_steps(device):
@@ -287,12 +305,13 @@ def main():
     p.add_argument("--dims", default="16,64,128,512", help="Fréchet dimensions (2048 takes minutes)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
+    p.add_argument("--rounds", type=int, default=5, help="in-place table: rounds of fresh buffers")
     a = p.parse_args()
     print(f"machine: {machine()}")
     if a.only in (None, "steps"):
         bench_steps([int(s) for s in a.sizes.split(",")], a.device, not a.no_compile)
     if a.only in (None, "steps", "inplace"):
-        bench_steps_in_place([int(s) for s in a.sizes.split(",")], a.device)
+        bench_steps_in_place([int(s) for s in a.sizes.split(",")], a.device, a.rounds)
     if a.only in (None, "sampler"):
         bench_sampler_steps(a.device)
     if a.only in (None, "frechet"):

@@ -5,7 +5,8 @@
 
 Conditional accuracy = share of samples the target classifier labels as their conditioning class
 (DDIM with --steps steps, eta 0, balanced labels, seed 0). Fréchet distance in the classifier's
-feature space against the MNIST test set, for --fd-num samples (guidance 1), and, for scale, for the
+feature space against the MNIST test set, for --fd-num samples (guidance 1, and every scale sampled
+with at least --fd-num images), and, for scale, for the
 same number of training images and of uniform-noise images. Everything is computed by ddmini's own
 functions (ddmini.diffusion, ddmini.metrics).
 """
@@ -55,14 +56,14 @@ def main():
     xtr, _ = data.load_mnist(a.data_dir, "train")
     _, ft = classifier.predict(clf, xt, features=True)
     n = a.fd_num
-    if 1.0 in samples and samples[1.0].shape[0] >= n:
-        gen = samples[1.0][:n]
-    else:
-        gen = diff.sample(model, balanced_labels(n), steps=a.steps, generator=torch.Generator().manual_seed(1))
+    # every guidance scale sampled with >= n images; guidance 1 always (sampled here if it was not)
+    sets = {f"generated (guidance {w:g})": x[:n] for w, x in samples.items() if x.shape[0] >= n}
+    if "generated (guidance 1)" not in sets:
+        sets["generated (guidance 1)"] = diff.sample(model, balanced_labels(n), steps=a.steps,
+                                                     generator=torch.Generator().manual_seed(1))
     g = torch.Generator().manual_seed(0)
-    sets = {"generated (guidance 1)": gen,
-            "MNIST training images": xtr[torch.randperm(xtr.shape[0], generator=g)[:n]],
-            "uniform noise": torch.rand(n, 1, 28, 28, generator=g)}
+    sets["MNIST training images"] = xtr[torch.randperm(xtr.shape[0], generator=g)[:n]]
+    sets["uniform noise"] = torch.rand(n, 1, 28, 28, generator=g)
     print(f"\n| {n} images vs the 10,000 test images | Fréchet distance (classifier features) |\n|---|---|")
     for name, imgs in sets.items():
         _, f = classifier.predict(clf, imgs, features=True)
