@@ -430,6 +430,9 @@ def _build_run_config(poison, preset_name, dev, seed, kw):
         if isinstance(getattr(sub, name_), tuple):
             v = tuple(int(a) for a in _float_list(v, f"--{section}-{name_}".replace("_", "-")))
         setattr(sub, name_, v)
+    if kw.get("guidance_scales") and kw.get("sample__guidance") is None \
+            and cfg.sample.guidance not in cfg.guidance_scales:
+        cfg.sample.guidance = cfg.guidance_scales[0]  # only the scales were given: the first is the headline
     return cfg.validate(), name
 
 

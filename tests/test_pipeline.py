@@ -156,11 +156,18 @@ def test_study_and_sampler_guidance_defaults():
     """Two defaults on purpose: `ddmini run` reports guidance 1 (the scale with the widest p = 1 - p = 0
     gap), `ddmini sample` makes images at 2 (conditional accuracy); the cache keys of runs sampled
     before the sampler's default changed stay the same."""
+    import torch
+
+    from ddmini.cli import _build_run_config
     from ddmini.config import RUN_GUIDANCE, SampleConfig, key_dict
 
     assert RUN_GUIDANCE == 1.0 and SampleConfig().guidance == 2.0
     for cfg in (RunConfig(), *(preset(n) for n in ("smoke", "cpu", "paper"))):
         assert cfg.sample.guidance == RUN_GUIDANCE and RUN_GUIDANCE in cfg.validate().guidance_scales
+    cfg, _ = _build_run_config(0.3, "smoke", torch.device("cpu"), 0, {"guidance_scales": "2,3"})
+    assert cfg.sample.guidance == 2.0  # only the scales given: the first one is the headline
+    with pytest.raises(ValueError, match="headline guidance"):
+        _build_run_config(0.3, "smoke", torch.device("cpu"), 0, {"guidance_scales": "2,3", "sample__guidance": 1.0})
     assert key_dict(preset("cpu").sample) == {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0,
                                               "batch_size": 128, "seed": 0}
 
