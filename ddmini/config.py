@@ -246,6 +246,11 @@ def _nested(cls, name: str):
 RUN_GUIDANCE = 1.0
 
 
+def run_sample_config(**kw) -> SampleConfig:
+    """The sampling config of a run (RunConfig's default and every preset's): headline RUN_GUIDANCE."""
+    return SampleConfig(guidance=RUN_GUIDANCE, **kw)
+
+
 @dataclass
 class RunConfig:
     """The whole experiment (``ddmini run``): one sub-config per stage plus the poisoning fraction."""
@@ -260,7 +265,7 @@ class RunConfig:
     attack: AttackConfig = field(default_factory=AttackConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     train: DiffusionTrainConfig = field(default_factory=DiffusionTrainConfig)
-    sample: SampleConfig = field(default_factory=lambda: SampleConfig(guidance=RUN_GUIDANCE))
+    sample: SampleConfig = field(default_factory=run_sample_config)
 
     SECTIONS = ("classifier", "attack", "unet", "train", "sample")
 
@@ -295,7 +300,7 @@ def preset(name: str) -> RunConfig:
             attack=AttackConfig(steps=2, chunk_size=256),
             unet=replace(UNET_PRESETS["tiny"]),
             train=DiffusionTrainConfig(steps=6, batch_size=16, warmup=2, checkpoint_every=3, T=100),
-            sample=SampleConfig(steps=4, batch_size=64, guidance=RUN_GUIDANCE))
+            sample=run_sample_config(steps=4, batch_size=64))
     if name == "cpu":
         # 12,000 steps: 35-42 min of training at the 5.7-4.8 steps/s measured in two whole runs on the
         # 2-core dev machine (bf16 autocast; README); only successfully attacked images, as in the paper.
@@ -303,11 +308,11 @@ def preset(name: str) -> RunConfig:
         # (README): the p = 1 - p = 0 gap grows from 59.2 to 64.1 points, p = 0 stays inside 5 %.
         return RunConfig(only_successful=True, unet=replace(UNET_PRESETS["small"]),
                          train=DiffusionTrainConfig(low_t_share=0.25, lr_schedule="cosine"),
-                         sample=SampleConfig(steps=50, guidance=RUN_GUIDANCE))
+                         sample=run_sample_config(steps=50))
     if name == "paper":
         return RunConfig(only_successful=True, num_samples=10000, unet=replace(UNET_PRESETS["paper"]),
                          train=DiffusionTrainConfig(steps=40000, lr=2e-4, warmup=1000, ema_decay=0.9999),
-                         sample=SampleConfig(steps=100, batch_size=500, guidance=RUN_GUIDANCE))
+                         sample=run_sample_config(steps=100, batch_size=500))
     raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {name!r}")
 
 
