@@ -185,7 +185,7 @@ def test_earlier_cpu_recipe_reproduces_its_cache_key():
     earlier = {k: v for k, v in to_dict(DiffusionTrainConfig()).items() if k != "lr_schedule"}
     assert name == "cpu" and key_dict(cfg.train) == earlier
     now = preset("cpu").train
-    assert (now.low_t_share, now.lr_schedule) == (0.25, "cosine") and key_dict(now) != earlier
+    assert (now.low_t_share, now.lr_schedule) == (0.5, "cosine") and key_dict(now) != earlier
 
 
 def test_train_diffusion_then_sample_commands(data_dir, tmp_path, capsys):
