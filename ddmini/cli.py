@@ -213,6 +213,10 @@ def attack(data_dir, run_dir, device, seed, name, eps, alpha, steps, random_star
                    f"success {100 * s['success_rate']:.2f}% (8-bit: {100 * s['success_rate_uint8']:.2f}%), "
                    f"L2 mean {s['l2_mean']:.3f} max {s['l2_max']:.3f}, Linf mean {s['linf_mean']:.3f}, "
                    f"{s['images_per_second']:.0f} img/s; saved {where / 'attacked.pt'}")
+        m = res.margin(model, x)
+        if m["images"]:
+            click.echo(f"  with s x its perturbation, still misclassified ({m['images']} successful images): "
+                       + ", ".join(f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], m["still_misclassified"])))
     if len(rows) > 1:
         click.echo("\n| eps | success % | 8-bit success % | mean L2 | mean Linf |\n|---|---|---|---|---|")
         for e, s in rows:

@@ -81,6 +81,16 @@ def markdown(r: dict) -> str:
         row = [_pct(r["attack"]["per_class_success"][k]), _pct(r["clean_test"]["per_class"][k])]
         row += [_pct(v["misclassification"]["per_class"][k]) for v in r["generated"].values()]
         out.append(f"| {k} | " + " | ".join(row) + " |")
+    m = r["attack"].get("margin")
+    if m and m["images"]:
+        out += ["", "## How much of the perturbation misleads", "",
+                f"Share of the successfully attacked training images (the first {m['images']}) that the classifier still "
+                "gets wrong when only s times their perturbation is applied: how much of a perturbation a generated "
+                "image has to carry to mislead. A model that reproduced 80 % of each would mislead about as often "
+                "as the s = 0.8 column says.", "",
+                "| s | " + " | ".join(f"{s:g}" for s in m["scales"]) + " | 1 |",
+                "|---" * (len(m["scales"]) + 2) + "|",
+                "| still misclassified | " + " | ".join(_pct(v) for v in m["still_misclassified"]) + " | 100.00% |"]
     c = r["cost"]
     out += ["", "## Cost", "",
             f"- attack: {_num(c['attack_seconds_per_adversarial_example'], '.4f')} s per successful adversarial example",

@@ -138,6 +138,31 @@ def test_fold_batchnorm_same_outputs(small_classifier, batch):
     torch.testing.assert_close(fast(x), small_classifier(x), atol=1e-4, rtol=1e-4)
 
 
+def test_scaled_success_against_direct_predictions(small_classifier, batch):
+    x, y = batch
+    xa = attacks.pgd_l2(small_classifier, x, y, 2.0, 0.5, 5)
+    ok = attacks.success(small_classifier, xa, y) & ~attacks.success(small_classifier, x, y)
+    x, xa, y = x[ok], xa[ok], y[ok]  # turned from right to wrong by the attack
+    scales = (0.0, 0.3, 0.7, 1.0)
+    got = attacks.scaled_success(small_classifier, x, xa, y, scales, batch_size=17)
+    with torch.no_grad():
+        want = [float((small_classifier((x + s * (xa - x)).clamp(0, 1)).argmax(1) != y).double().mean())
+                for s in scales]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[-1] == 1.0  # every one of them succeeded with all of its perturbation
+    assert got[0] == 0.0   # and none without it
+    with pytest.raises(ValueError, match="x must have x_adv's shape"):
+        attacks.scaled_success(small_classifier, x[:3], xa, y)
+    with pytest.raises(ValueError, match="scale must be"):
+        attacks.scaled_success(small_classifier, x, xa, y, (-0.5,))
+    res = AttackedSet(x_adv=xa, y=y, pred=y, success=torch.ones_like(y, dtype=torch.bool),
+                      success_uint8=torch.ones_like(y, dtype=torch.bool), l2=torch.zeros(len(y)),
+                      linf=torch.zeros(len(y)), config=AttackConfig())
+    m = res.margin(small_classifier, x, limit=5, scales=scales)
+    assert m["images"] == 5 and m["still_misclassified"] == pytest.approx(
+        attacks.scaled_success(small_classifier, x[:5], xa[:5], y[:5], scales))
+
+
 def test_stage_resumes_and_caches(small_classifier, batch, tmp_path, monkeypatch):
     x, y = batch
     cfg = AttackConfig(eps=1.0, steps=3, chunk_size=64)
@@ -182,6 +207,7 @@ def test_cli_attack_sweep_and_errors(data_dir, small_classifier, tmp_path, capsy
         main(args + ["--eps", "0.5,3"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "| eps | success %" in out and "| 3 |" in out
+    assert "still misclassified" in out and "s=0.9" in out
     assert len(list((tmp_path / "attacks").glob("*/attacked.pt"))) == 2
     for bad, msg in ((["--eps", "x"], "--eps must be"), (["--eps", "-1"], "eps must be >= 0"),
                      (["--classifier", str(tmp_path / "none.pt")], "no classifier checkpoint")):

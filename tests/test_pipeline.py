@@ -48,6 +48,10 @@ def test_smoke_run_reports_and_caches(data_dir, smoke_dir, capsys):
     g = r["generated"]["1"]
     assert 0 <= g["misclassification"]["rate"] <= 1 and len(g["misclassification"]["confusion"]) == 10
     assert g["cafd"]["clean_test_soft"]["mean"] >= 0
+    m = r["attack"]["margin"]
+    assert 0 < m["images"] <= r["attack"]["successful"] and len(m["still_misclassified"]) == len(m["scales"])
+    assert all(0 <= v <= 1 for v in m["still_misclassified"])
+    assert "How much of the perturbation misleads" in (where / "report.md").read_text()
     assert "misclassified" in out and "report:" in out
     # a second p reuses the classifier and the attacked set
     code, out, _ = _run(base + ["--poison", "1"], capsys)

@@ -101,6 +101,34 @@ def success(model, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | 
     return pred == target if target is not None else pred != y
 
 
+# Perturbation scales at which ``scaled_success`` is reported by default (the pipeline and `ddmini attack`).
+MARGIN_SCALES = (0.5, 0.6, 0.7, 0.8, 0.9)
+
+
+@torch.no_grad()
+def scaled_success(model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
+                   scales=MARGIN_SCALES, batch_size: int = 1000) -> list[float]:
+    """For each s in ``scales``: the share of images still misclassified (prediction != y) when
+    only s times their perturbation is applied, x + s * (x_adv - x) clamped to [0, 1].
+
+    It says how far past the decision boundary an attack went, and so how much of a perturbation
+    a generator trained on attacked images (the deceptive diffusion model) has to reproduce for
+    its samples to mislead as often as the attacked set does."""
+    check_inputs(model, x_adv, y)
+    if not isinstance(x, torch.Tensor) or x.shape != x_adv.shape:
+        raise ValueError(f"x must have x_adv's shape {tuple(x_adv.shape)}; got {tuple(getattr(x, 'shape', ()))}")
+    for s in scales:
+        check_positive("scale", s)
+    if x.shape[0] == 0:
+        return [float("nan") for _ in scales]
+    delta = x_adv - x
+    out = []
+    for s in scales:
+        pred = predict_labels(model, (x + s * delta).clamp_(0, 1), batch_size)
+        out.append(float((pred != y).double().mean()))
+    return out
+
+
 def norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-sample (L2, L-inf) norms of the perturbation x_adv - x, in float32."""
     d = (x_adv - x).flatten(1).float()

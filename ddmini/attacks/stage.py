@@ -22,7 +22,7 @@ from .. import checkpoint
 from ..config import AttackConfig, from_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
-from .base import check_inputs, norms, predict_labels
+from .base import MARGIN_SCALES, check_inputs, norms, predict_labels, scaled_success
 
 RESULT_NAME = "attacked.pt"
 
@@ -62,6 +62,16 @@ class AttackedSet:
             "seconds": self.seconds,
             "images_per_second": len(self) / self.seconds if self.seconds > 0 else float("nan"),
         }
+
+    def margin(self, model: nn.Module, x: torch.Tensor, limit: int = 10000, scales=MARGIN_SCALES) -> dict:
+        """``scaled_success`` on the successful attacks (the first ``limit`` of them): the share still
+        misclassified with s times their perturbation, per scale s. ``x``: the clean images attacked."""
+        if x.shape != self.x_adv.shape:
+            raise ValueError(f"clean images {tuple(x.shape)} do not match the attacked set {tuple(self.x_adv.shape)}")
+        idx = self.success.nonzero().flatten()[:limit]
+        device = next(model.parameters()).device if isinstance(model, nn.Module) else x.device
+        shares = scaled_success(model, x[idx].to(device), self.x_adv[idx].to(device), self.y[idx].to(device), scales)
+        return {"images": int(idx.numel()), "scales": list(scales), "still_misclassified": shares}
 
     def save(self, path: str | Path) -> None:
         checkpoint.save({"kind": "attacked", "key": self.key, "config": to_dict(self.config),
