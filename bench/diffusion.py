@@ -10,6 +10,9 @@
 3. Guided sampling (classifier-free guidance 2): one model call on the doubled batch vs two calls.
 4. Sampler loop overhead: time per step with a trivial model (eps = 0.1 x), ddmini's DDIM / DDPM
    loops vs diffusers' DDIMScheduler / DDPMScheduler loops. The target: ddmini <= 1/2 of diffusers.
+5. (--only shapes) Training steps/s of other U-Net shapes than "small", as ddmini.train runs them
+   (bf16 autocast where the CPU computes bf16 natively): --shapes "16:1,2,4:1 16:1,2,6:1", each
+   BASE:CHANNEL_MULT:NUM_RES_BLOCKS, the first the reference for the ratio column.
 diffusers is a bench-only dependency (pip install diffusers).
 """
 from __future__ import annotations
@@ -52,6 +55,16 @@ def time_steps(fn, n: int, warmup: int = 3) -> float:
     return (time.perf_counter() - t0) / n
 
 
+def train_step(d, model, opt, x0, y, bf16: bool) -> None:
+    """One ddmini training step (uniform timesteps, eps-prediction loss, AdamW)."""
+    t = torch.randint(0, 1000, (x0.shape[0],))
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = d.loss(model, x0, y, t, torch.randn_like(x0))
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+
+
 def bench_train(batch: int, n: int) -> None:
     from ddmini.runtime import cpu_has_native_bf16
 
@@ -66,12 +79,7 @@ def bench_train(batch: int, n: int) -> None:
     ac = d.alphas_cumprod.float()
 
     def step_ours(bf16):
-        t = torch.randint(0, 1000, (batch,))
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss = d.loss(ours, x0, y, t, torch.randn_like(x0))
-        opt_a.zero_grad(set_to_none=True)
-        loss.backward()
-        opt_a.step()
+        train_step(d, ours, opt_a, x0, y, bf16)
 
     def step_theirs(bf16):
         t = torch.randint(0, 1000, (batch,))
@@ -105,6 +113,37 @@ def bench_train(batch: int, n: int) -> None:
     else:
         rows.append("(no native bf16 on this CPU: bf16 rows skipped; ddmini trains in float32 here)")
     print("\n".join(rows))
+
+
+def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
+    from dataclasses import replace
+
+    from ddmini.config import UNET_PRESETS
+    from ddmini.runtime import cpu_has_native_bf16
+
+    bf16 = cpu_has_native_bf16()
+    d = diffusion.Diffusion()
+    x0 = torch.rand(batch, 1, 28, 28) * 2 - 1
+    y = torch.randint(0, 11, (batch,))
+    print(f"\n## Training step of U-Net shapes, batch {batch}, {'bf16 autocast' if bf16 else 'float32'}")
+    print("| base:channel_mult:res_blocks | parameters | ms / step | steps / s | time vs the first |")
+    print("|---|---|---|---|---|")
+    first = None
+    for spec in shapes:
+        try:
+            base, mult, blocks = spec.split(":")
+            cfg = replace(UNET_PRESETS["small"], base_channels=int(base), num_res_blocks=int(blocks),
+                          channel_mult=tuple(int(m) for m in mult.split(","))).validate()
+        except ValueError as e:
+            raise SystemExit(f"bad shape {spec!r} (want BASE:M1,M2,..:BLOCKS): {e}")
+        model = unet.build(cfg)
+        if not bf16:
+            model.to(memory_format=torch.channels_last)
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        ts = time_steps(lambda: train_step(d, model, opt, x0, y, bf16), n)
+        first = first or ts
+        print(f"| {spec} | {unet.num_parameters(model):,} | {1000 * ts:.0f} | {1 / ts:.2f} | {ts / first:.2f}x |")
 
 
 @torch.inference_mode()
@@ -208,7 +247,10 @@ def main():
     p.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps for the sampling throughput")
     p.add_argument("--guided-batches", default="128,256", help="batch sizes for the guided-sampling rows")
-    p.add_argument("--only", choices=["train", "sample", "guided", "overhead"], default=None)
+    p.add_argument("--only", choices=["train", "sample", "guided", "overhead", "shapes"], default=None)
+    p.add_argument("--shapes", default="16:1,2,4:1 16:1,2,6:1 16:1,2,8:1 16:1,3,6:1 16:1,4,4:1 "
+                   "16:1,2,4:2 20:1,2,4:1 24:1,2,4:1 32:1,1,2:1",
+                   help="U-Net shapes for --only shapes, BASE:CHANNEL_MULT:RES_BLOCKS, space-separated")
     a = p.parse_args()
     print(f"machine: {machine()}")
     if a.only in (None, "train"):
@@ -219,6 +261,8 @@ def main():
         bench_guided([int(b) for b in a.guided_batches.split(",")], a.sample_steps)
     if a.only in (None, "overhead"):
         bench_overhead(a.sample_batch)
+    if a.only == "shapes":
+        bench_shapes(a.batch, a.steps, a.shapes.split())
 
 
 if __name__ == "__main__":
