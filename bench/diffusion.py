@@ -10,9 +10,10 @@
 3. Guided sampling (classifier-free guidance 2): one model call on the doubled batch vs two calls.
 4. Sampler loop overhead: time per step with a trivial model (eps = 0.1 x), ddmini's DDIM / DDPM
    loops vs diffusers' DDIMScheduler / DDPMScheduler loops. The target: ddmini <= 1/2 of diffusers.
-5. (--only shapes) Training steps/s of other U-Net shapes than "small", as ddmini.train runs them
-   (bf16 autocast where the CPU computes bf16 natively): --shapes "16:1,2,4:1 16:1,2,6:1", each
-   BASE:CHANNEL_MULT:NUM_RES_BLOCKS, the first the reference for the ratio column.
+5. (--only shapes) Training steps/s of other U-Net shapes than "small": the step of item 1 (forward,
+   backward, AdamW; no EMA or clipping) in the precision and layout ddmini.train picks on this CPU:
+   --shapes "16:1,2,4:1 16:1,2,6:1", each BASE:CHANNEL_MULT:NUM_RES_BLOCKS, the first the reference
+   for the ratio column.
 diffusers is a bench-only dependency (pip install diffusers).
 """
 from __future__ import annotations
@@ -140,7 +141,6 @@ def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
         if not bf16:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
-
         ts = time_steps(lambda: train_step(d, model, opt, x0, y, bf16), n)
         first = first or ts
         print(f"| {spec} | {unet.num_parameters(model):,} | {1000 * ts:.0f} | {1 / ts:.2f} | {ts / first:.2f}x |")
