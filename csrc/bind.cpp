@@ -26,6 +26,31 @@ py::array_t<T, py::array::c_style> as_array(const py::handle& o, const char* nam
   return py::reinterpret_borrow<py::array_t<T, py::array::c_style>>(o);
 }
 
+// The scalar part of a step's arguments, shared by the CPU and CUDA bindings; pointers are set by each.
+StepArgs step_args(int op, int64_t batch, int64_t inner, int64_t T, int64_t t_scalar, int64_t t_prev_scalar,
+                   double eta, bool philox, uint64_t seed, uint64_t offset, bool has_noise_array) {
+  DDMINI_CHECK_ARG(op >= kQSample && op <= kDDIM, "unknown step op");
+  DDMINI_CHECK_ARG(!(philox && has_noise_array), "give either a noise array or in-kernel noise, not both");
+  StepArgs s;
+  s.op = op;
+  s.batch = batch;
+  s.inner = inner;
+  s.T = T;
+  s.t_scalar = t_scalar;
+  s.t_prev_scalar = t_prev_scalar;
+  s.eta = eta;
+  s.philox = philox;
+  s.seed = seed;
+  s.offset = offset;
+  return s;
+}
+
+int cpu_isa_from_name(const std::string& name) {
+  for (int isa : {kIsaAVX512, kIsaAVX2, kIsaBaseline})
+    if (name == cpu_isa_name(isa)) return isa;
+  throw std::invalid_argument("CPU kernel variant must be one of avx512, avx2, baseline; got '" + name + "'");
+}
+
 // CPU step: a, b, out (and c unless None) float32 of equal size; abar float64 (T,); t / t_prev
 // either an int64 array (B,) or None (then the scalar is used).
 void schedule_step_cpu_py(int op, const farray& a, const farray& b, const py::object& c, farray& out,
@@ -33,27 +58,16 @@ void schedule_step_cpu_py(int op, const farray& a, const farray& b, const py::ob
                           const py::object& t, int64_t t_scalar, const py::object& t_prev,
                           int64_t t_prev_scalar, double eta, int num_threads, bool philox, uint64_t seed,
                           uint64_t offset) {
-  DDMINI_CHECK_ARG(op >= kQSample && op <= kDDIM, "unknown step op");
   const int64_t total = a.size();
   DDMINI_CHECK_ARG(b.size() == total && out.size() == total, "step: tensors must have the same number of elements");
   DDMINI_CHECK_ARG(batch >= 1 && total % batch == 0, "step: batch must divide the number of elements");
   DDMINI_CHECK_ARG(abar.ndim() == 1, "alphas_cumprod must be 1-D");
-  StepArgs s;
-  s.op = op;
+  StepArgs s = step_args(op, batch, total / batch, abar.size(), t_scalar, t_prev_scalar, eta, philox, seed, offset,
+                         !c.is_none());
   s.a = a.data();
   s.b = b.data();
   s.out = mutable_data(out, "out");
-  s.batch = batch;
-  s.inner = total / batch;
   s.abar = abar.data();
-  s.T = abar.size();
-  s.t_scalar = t_scalar;
-  s.t_prev_scalar = t_prev_scalar;
-  s.eta = eta;
-  s.philox = philox;
-  s.seed = seed;
-  s.offset = offset;
-  DDMINI_CHECK_ARG(!(philox && !c.is_none()), "give either a noise array or in-kernel noise, not both");
   py::array_t<float, py::array::c_style> ca;
   py::array_t<int64_t, py::array::c_style> ta, tpa;
   if (!c.is_none()) {
@@ -125,6 +139,16 @@ PYBIND11_MODULE(_C, m) {
 #endif
   }, "True when the CUDA kernels were compiled into this module.");
   m.def("has_openmp", []() { return kHasOpenMP; }, "True when the CPU kernels use OpenMP.");
+  m.def("cpu_isa", []() { return std::string(cpu_isa_name(cpu_isa_active())); },
+        "The CPU variant of the hot loops in use: avx512, avx2 or baseline.");
+  m.def("cpu_isas", []() {
+    py::list names;
+    for (int isa : {kIsaAVX512, kIsaAVX2, kIsaBaseline})
+      if (cpu_isa_supported(isa)) names.append(cpu_isa_name(isa));
+    return names;
+  }, "The CPU variants this machine and build can run, widest first.");
+  m.def("set_cpu_isa", [](const std::string& name) { set_cpu_isa(cpu_isa_from_name(name)); }, py::arg("name"),
+        "Use this CPU variant of the hot loops from now on (ValueError if the CPU lacks it).");
 
   m.def("axpy_cpu", &axpy_cpu_py, py::arg("a"), py::arg("x").noconvert(), py::arg("y").noconvert(),
         py::arg("num_threads") = 1, "y <- a*x + y (float32, C-contiguous).");
@@ -148,26 +172,14 @@ PYBIND11_MODULE(_C, m) {
                                  int64_t inner, uintptr_t abar, int64_t T, uintptr_t t, int64_t t_scalar,
                                  uintptr_t t_prev, int64_t t_prev_scalar, double eta, uintptr_t stream,
                                  bool philox, uint64_t seed, uint64_t offset) {
-    DDMINI_CHECK_ARG(op >= kQSample && op <= kDDIM, "unknown step op");
-    StepArgs s;
-    s.op = op;
+    StepArgs s = step_args(op, batch, inner, T, t_scalar, t_prev_scalar, eta, philox, seed, offset, c != 0);
     s.a = reinterpret_cast<const float*>(a);
     s.b = reinterpret_cast<const float*>(b);
     s.c = reinterpret_cast<const float*>(c);
     s.out = reinterpret_cast<float*>(out);
-    s.batch = batch;
-    s.inner = inner;
     s.abar = reinterpret_cast<const double*>(abar);
-    s.T = T;
     s.t = reinterpret_cast<const int64_t*>(t);
-    s.t_scalar = t_scalar;
     s.t_prev = reinterpret_cast<const int64_t*>(t_prev);
-    s.t_prev_scalar = t_prev_scalar;
-    s.eta = eta;
-    s.philox = philox;
-    s.seed = seed;
-    s.offset = offset;
-    DDMINI_CHECK_ARG(!(philox && c != 0), "give either a noise array or in-kernel noise, not both");
     py::gil_scoped_release nogil;
     schedule_step_cuda(s, stream);
   }, "Fused noise-schedule step on the GPU (device pointers; 0 for an absent one).");

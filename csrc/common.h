@@ -18,12 +18,52 @@ constexpr bool kHasOpenMP = true;
 constexpr bool kHasOpenMP = false;
 #endif
 
-// Hot loops are compiled for AVX-512, AVX2 and baseline x86-64 and picked at load time (GCC/Clang
-// function multi-versioning), so one portable wheel is fast on every x86-64 machine.
+// CPU instruction-set variants. Hot loops are compiled three times (AVX-512, AVX2 + FMA, baseline
+// x86-64) from one always-inline body, and every call goes through a switch on the active variant:
+// the widest the CPU supports unless set_cpu_isa (Python: DDMINI_CPU_ISA, ddmini._ext.set_cpu_isa)
+// forces a narrower one, so the tests and benchmarks can run every variant on one machine.
+enum CpuIsa : int { kIsaBaseline = 0, kIsaAVX2 = 1, kIsaAVX512 = 2 };
+const char* cpu_isa_name(int isa);
+bool cpu_isa_supported(int isa);  // by this CPU and this build
+int cpu_isa_active();
+void set_cpu_isa(int isa);        // std::invalid_argument if not supported
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#define DDMINI_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define DDMINI_ISA_VARIANTS 1
+#define DDMINI_ALWAYS_INLINE inline __attribute__((always_inline))
+// Defines RET NAME PARAMS, dispatching to NAME##_impl ARGS compiled for each variant.
+#define DDMINI_MULTIVERSION(RET, NAME, PARAMS, ARGS)                                                \
+  __attribute__((target("avx512f,avx512vl,avx512bw,avx512dq,avx2,fma"))) RET NAME##_avx512 PARAMS { \
+    return NAME##_impl ARGS;                                                                        \
+  }                                                                                                 \
+  __attribute__((target("avx2,fma"))) RET NAME##_avx2 PARAMS { return NAME##_impl ARGS; }           \
+  RET NAME##_baseline PARAMS { return NAME##_impl ARGS; }                                           \
+  RET NAME PARAMS {                                                                                 \
+    switch (cpu_isa_active()) {                                                                     \
+      case kIsaAVX512:                                                                              \
+        return NAME##_avx512 ARGS;                                                                  \
+      case kIsaAVX2:                                                                                \
+        return NAME##_avx2 ARGS;                                                                    \
+      default:                                                                                      \
+        return NAME##_baseline ARGS;                                                                \
+    }                                                                                               \
+  }
 #else
-#define DDMINI_CLONES
+#define DDMINI_ISA_VARIANTS 0
+#define DDMINI_ALWAYS_INLINE inline
+#define DDMINI_MULTIVERSION(RET, NAME, PARAMS, ARGS) \
+  RET NAME PARAMS { return NAME##_impl ARGS; }
+#endif
+
+// OpenMP is optional: without it the kernels run on one thread (the pragmas are ignored, or
+// become simd hints under -fopenmp-simd).
+#ifdef DDMINI_WITH_OPENMP
+#include <omp.h>
+inline int thread_num() { return omp_get_thread_num(); }
+inline int num_threads_in_team() { return omp_get_num_threads(); }
+#else
+inline int thread_num() { return 0; }
+inline int num_threads_in_team() { return 1; }
 #endif
 
 // Below this many elements a parallel region costs more than it saves.

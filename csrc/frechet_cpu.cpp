@@ -11,8 +11,6 @@
 // Every step is a symmetric/triangular real algorithm, so the result is real and finite for any
 // finite PSD input, and exact (up to rounding) for symmetric PSD matrices; the nonsymmetric
 // eigenvalue route (eig(C1 C2)) can return complex pairs from round-off and costs ~3x the work.
-#include <omp.h>
-
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -26,12 +24,13 @@
 namespace ddmini {
 namespace {
 
-DDMINI_CLONES double ddot(int64_t n, const double* x, const double* y) {
+DDMINI_ALWAYS_INLINE double ddot_impl(int64_t n, const double* x, const double* y) {
   double s = 0.0;
 #pragma omp simd reduction(+ : s)
   for (int64_t i = 0; i < n; ++i) s += x[i] * y[i];
   return s;
 }
+DDMINI_MULTIVERSION(double, ddot, (int64_t n, const double* x, const double* y), (n, x, y))
 
 // Register-blocked product tile: C[i][j] = (C[i][j] - if sub) sum_{k=kb}^{ke-1} A(i, k) B[k][j] for i < MR, j < NR, with
 // A(i, k) = A[i * sai + k * sak] (so A may be read transposed) and B row-major with leading dimension
@@ -45,8 +44,8 @@ typedef double v4d __attribute__((vector_size(32)));
 #define DDMINI_LOAD4(v, p) std::memcpy(&(v), (p), sizeof(v4d))
 #define DDMINI_STORE4(p, v) std::memcpy((p), &(v), sizeof(v4d))
 
-DDMINI_CLONES void gemm_tile(int64_t kb, int64_t ke, const double* A, int64_t sai, int64_t sak, const double* B,
-                             int64_t ldb, double* C, int64_t ldc, bool sub) {
+DDMINI_ALWAYS_INLINE void gemm_tile_impl(int64_t kb, int64_t ke, const double* A, int64_t sai, int64_t sak,
+                                        const double* B, int64_t ldb, double* C, int64_t ldc, bool sub) {
   v4d c00 = {0, 0, 0, 0}, c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00, c30 = c00, c31 = c00;
   for (int64_t k = kb; k < ke; ++k) {
     const double* b = B + k * ldb;
@@ -73,8 +72,8 @@ DDMINI_CLONES void gemm_tile(int64_t kb, int64_t ke, const double* A, int64_t sa
     }
 }
 #else
-DDMINI_CLONES void gemm_tile(int64_t kb, int64_t ke, const double* A, int64_t sai, int64_t sak, const double* B,
-                             int64_t ldb, double* C, int64_t ldc, bool sub) {
+DDMINI_ALWAYS_INLINE void gemm_tile_impl(int64_t kb, int64_t ke, const double* A, int64_t sai, int64_t sak,
+                                        const double* B, int64_t ldb, double* C, int64_t ldc, bool sub) {
   double acc[kMR][kNR] = {};
   for (int64_t k = kb; k < ke; ++k)
     for (int64_t i = 0; i < kMR; ++i)
@@ -83,6 +82,10 @@ DDMINI_CLONES void gemm_tile(int64_t kb, int64_t ke, const double* A, int64_t sa
     for (int64_t j = 0; j < kNR; ++j) C[i * ldc + j] = sub ? C[i * ldc + j] - acc[i][j] : acc[i][j];
 }
 #endif
+DDMINI_MULTIVERSION(void, gemm_tile,
+                    (int64_t kb, int64_t ke, const double* A, int64_t sai, int64_t sak, const double* B, int64_t ldb,
+                     double* C, int64_t ldc, bool sub),
+                    (kb, ke, A, sai, sak, B, ldb, C, ldc, sub))
 
 // The same for an edge tile of mr x nr (mr <= kMR, nr <= kNR).
 void gemm_tile_edge(int64_t mr, int64_t nr, int64_t kb, int64_t ke, const double* A, int64_t sai, int64_t sak,
@@ -177,9 +180,9 @@ int64_t pivoted_cholesky(double* A, int64_t d, Workspace& ws) {
 // row[j] -= a[q]*wq[j] + c[q]*vq[j] (the previous step's rank-2 update); with the updated value b,
 // p[j] += vi[q]*b (the symmetric half of B v) and s[q] += b*v[j] (the row's own half). Four rows
 // at once share the loads of wq, vq, v and p, which bound a one-row loop.
-DDMINI_CLONES void fused_rows4(int64_t n, double* row0, int64_t ld, const double* a, const double* c,
-                               const double* vi, const double* wq, const double* vq, double* p, const double* v,
-                               double* s) {
+DDMINI_ALWAYS_INLINE void fused_rows4_impl(int64_t n, double* row0, int64_t ld, const double* a, const double* c,
+                                          const double* vi, const double* wq, const double* vq, double* p,
+                                          const double* v, double* s) {
   double* r0 = row0;
   double* r1 = row0 + ld;
   double* r2 = row0 + 2 * ld;
@@ -207,6 +210,10 @@ DDMINI_CLONES void fused_rows4(int64_t n, double* row0, int64_t ld, const double
   s[2] = s2;
   s[3] = s3;
 }
+DDMINI_MULTIVERSION(void, fused_rows4,
+                    (int64_t n, double* row0, int64_t ld, const double* a, const double* c, const double* vi,
+                     const double* wq, const double* vq, double* p, const double* v, double* s),
+                    (n, row0, ld, a, c, vi, wq, vq, p, v, s))
 
 // Householder reduction of the symmetric m x m matrix A (row-major, lower triangle read and
 // overwritten) to tridiagonal form; diag gets the diagonal, off the subdiagonal (off[i] couples i

@@ -13,6 +13,9 @@
 
 #ifdef __CUDACC__
 #define DDMINI_PHD __host__ __device__ __forceinline__
+#elif defined(__GNUC__) || defined(__clang__)
+// always inlined: each CPU variant of the caller (common.h) compiles these for its own instruction set
+#define DDMINI_PHD inline __attribute__((always_inline))
 #else
 #define DDMINI_PHD inline
 #endif

@@ -2,8 +2,6 @@
 // per-sample float64-derived coefficients. OpenMP splits the flat index range evenly across threads
 // (so B = 1 with a huge sample and B = 256 small samples both use every core); the inner loop is a
 // contiguous run inside one sample and vectorises. out may alias a, b or c (elementwise read-then-write).
-#include <omp.h>
-
 #include <algorithm>
 #include <string>
 #include <vector>
@@ -18,13 +16,13 @@ namespace ddmini {
 namespace {
 
 // out[0:n] = ca*a + cb*b (+ cc*c): the contiguous run of one sample.
-DDMINI_CLONES void lincomb2(float ca, const float* a, float cb, const float* b, float* out, int64_t n) {
+DDMINI_ALWAYS_INLINE void lincomb2_impl(float ca, const float* a, float cb, const float* b, float* out, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) out[j] = ca * a[j] + cb * b[j];
 }
 
-DDMINI_CLONES void lincomb3(float ca, const float* a, float cb, const float* b, float cc, const float* c,
-                            float* out, int64_t n) {
+DDMINI_ALWAYS_INLINE void lincomb3_impl(float ca, const float* a, float cb, const float* b, float cc,
+                                       const float* c, float* out, int64_t n) {
 #pragma omp simd
   for (int64_t j = 0; j < n; ++j) out[j] = ca * a[j] + cb * b[j] + cc * c[j];
 }
@@ -32,7 +30,7 @@ DDMINI_CLONES void lincomb3(float ca, const float* a, float cb, const float* b, 
 constexpr int64_t kTile = 1024;  // in-kernel noise is made per L1-sized tile, then used at once
 
 // out[0:n] = normals of elements start .. start + n - 1 of the stream (seed, offset).
-DDMINI_CLONES void philox_fill(float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset) {
+DDMINI_ALWAYS_INLINE void philox_fill_impl(float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset) {
   constexpr int kQ = 256;
   float buf[4][kQ];
   const int64_t q_begin = start >> 2, q_end = (start + n + 3) >> 2;
@@ -46,6 +44,15 @@ DDMINI_CLONES void philox_fill(float* out, int64_t start, int64_t n, uint64_t se
   }
 }
 
+DDMINI_MULTIVERSION(void, lincomb2, (float ca, const float* a, float cb, const float* b, float* out, int64_t n),
+                    (ca, a, cb, b, out, n))
+DDMINI_MULTIVERSION(void, lincomb3,
+                    (float ca, const float* a, float cb, const float* b, float cc, const float* c, float* out,
+                     int64_t n),
+                    (ca, a, cb, b, cc, c, out, n))
+DDMINI_MULTIVERSION(void, philox_fill, (float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset),
+                    (out, start, n, seed, offset))
+
 }  // namespace
 
 void philox_normal_cpu(float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset, int num_threads) {
@@ -53,7 +60,7 @@ void philox_normal_cpu(float* out, int64_t start, int64_t n, uint64_t seed, uint
   const int nt = n >= kParallelGrain ? std::max(1, num_threads) : 1;
 #pragma omp parallel num_threads(nt)
   {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int tid = thread_num(), nth = num_threads_in_team();
     const int64_t begin = n * tid / nth, end = n * (tid + 1) / nth;
     philox_fill(out + begin, start + begin, end - begin, seed, offset);
   }
@@ -88,7 +95,7 @@ void schedule_step_cpu(const StepArgs& s, int num_threads) {
   const int nt = total >= kParallelGrain ? std::max(1, num_threads) : 1;
 #pragma omp parallel num_threads(nt)
   {
-    const int tid = omp_get_thread_num(), nth = omp_get_num_threads();
+    const int tid = thread_num(), nth = num_threads_in_team();
     const int64_t begin = total * tid / nth, end = total * (tid + 1) / nth;
     for (int64_t i = begin; i < end;) {
       const int64_t b = i / n, stop = std::min(end, (b + 1) * n);

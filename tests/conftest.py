@@ -27,6 +27,28 @@ def mnist_small(data_dir):
     return x[:2000].clone(), y[:2000].clone(), xt[:1000].clone(), yt[:1000].clone()
 
 
+def cpu_variants() -> list[str]:
+    """Every CPU kernel variant this machine runs, as backend names: "cpp-avx512", "cpp-avx2", ..."""
+    from ddmini._ext import HAS_CPP, cpu_isas
+
+    return [f"cpp-{isa}" for isa in cpu_isas()] if HAS_CPP else []
+
+
+@pytest.fixture
+def backend(request):
+    """Indirect parametrisation of kernel tests: "cpp-<isa>" runs the compiled CPU kernels with that
+    variant forced (so every variant the machine supports is tested, whichever it would pick) and
+    yields "cpp"; any other name is passed through."""
+    name = request.param
+    if name.startswith("cpp-"):
+        from ddmini._ext import forced_cpu_isa
+
+        with forced_cpu_isa(name[4:]):
+            yield "cpp"
+    else:
+        yield name
+
+
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("DDMINI_QUIET", "1")

@@ -51,3 +51,52 @@ def test_binding_rejects_wrong_dtype_without_copying():
     with pytest.raises(TypeError):
         _C.axpy_cpu(1.0, torch.ones(4, dtype=torch.float64).numpy(), y.numpy())
     assert y.eq(0).all()
+
+
+def test_cpu_variants_are_listed_and_forced():
+    from ddmini._ext import cpu_isa, cpu_isas, forced_cpu_isa, set_cpu_isa
+
+    names = cpu_isas()
+    assert names[-1] == "baseline" and set(names) <= {"avx512", "avx2", "baseline"}
+    before = cpu_isa()
+    assert before == names[0]  # the widest runs unless forced
+    for name in names:
+        with forced_cpu_isa(name):
+            assert cpu_isa() == name
+    assert cpu_isa() == before
+    with pytest.raises(ValueError, match="one of avx512, avx2, baseline"):
+        set_cpu_isa("sse9")
+    if "avx512" not in names:
+        with pytest.raises(ValueError, match="not supported"):
+            set_cpu_isa("avx512")
+
+
+@pytest.mark.parametrize("value, expect", [("baseline", "baseline"), ("auto", None), ("sse9", "error")])
+def test_cpu_variant_environment_variable(value, expect, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from ddmini._ext import cpu_isas
+
+    code = "from ddmini._ext import cpu_isa; print(cpu_isa())"
+    env = {**os.environ, "DDMINI_CPU_ISA": value}
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True)
+    if expect == "error":
+        assert r.returncode != 0 and "DDMINI_CPU_ISA" in r.stderr and "sse9" in r.stderr
+    else:
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.strip() == (expect or cpu_isas()[0])
+
+
+def test_openmp_build_is_what_ci_asked_for():
+    # .ci/run also builds with -DDDMINI_OPENMP=OFF and runs the kernel tests on it with DDMINI_EXPECT_OPENMP=0,
+    # so a build that quietly kept (or lost) OpenMP fails here
+    import os
+
+    from ddmini import _C
+
+    want = os.environ.get("DDMINI_EXPECT_OPENMP")
+    if want is None:
+        pytest.skip("DDMINI_EXPECT_OPENMP not set (set by .ci/run for its no-OpenMP build)")
+    assert _C.has_openmp() == (want == "1")

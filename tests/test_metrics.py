@@ -4,8 +4,10 @@ import torch
 
 from ddmini import metrics
 
+from conftest import cpu_variants
+
 scipy_linalg = pytest.importorskip("scipy.linalg")
-BACKENDS = ["cpp", "linalg", "torch"]
+BACKENDS = cpu_variants() + ["linalg", "torch"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 
 
@@ -20,7 +22,7 @@ def scipy_trace_sqrt(c1, c2):
     return float(np.trace(scipy_linalg.sqrtm(c1.numpy() @ c2.numpy())).real)
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 @pytest.mark.parametrize("d", [1, 2, 16, 64, 128])
 def test_trace_sqrt_matches_scipy(backend, d):
     g = torch.Generator().manual_seed(d)
@@ -33,7 +35,7 @@ def test_trace_sqrt_matches_scipy(backend, d):
     assert ((got - ref).abs() / ref.abs()).max() <= 1e-6
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_analytic_cases(backend):
     d = 5
     mu1 = torch.randn(d, dtype=torch.float64)
@@ -52,7 +54,7 @@ def test_analytic_cases(backend):
     assert float(metrics.trace_sqrt_product(z, c, backend=backend)) == 0.0
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
 def test_rank_deficient_is_finite_and_nonnegative(backend):
     g = torch.Generator().manual_seed(1)
     d = 64
