@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (ATTACK_NAMES, LOSS_WEIGHTINGS, LR_SCHEDULES, SAMPLERS, SCHEDULES, UNET_PRESETS,
-                     AttackConfig, ClassifierConfig, DiffusionTrainConfig, SampleConfig)
+from .config import (ATTACK_NAMES, LOSS_WEIGHTINGS, LR_SCHEDULES, PRESETS, SAMPLERS, SCHEDULES, UNET_PRESETS,
+                     AttackConfig, DiffusionTrainConfig, SampleConfig)
 from .runtime import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -107,20 +107,29 @@ def data_download(dest, mirrors, timeout):
 @run_dir_option
 @device_option
 @seed_option
-@click.option("--epochs", type=int, default=ClassifierConfig.epochs, show_default=True)
-@click.option("--batch-size", type=int, default=ClassifierConfig.batch_size, show_default=True)
-@click.option("--lr", type=float, default=ClassifierConfig.lr, show_default=True, help="Peak learning rate.")
-@click.option("--width", type=int, default=ClassifierConfig.width, show_default=True, help="Channels of the first conv block.")
-@click.option("--limit", type=int, default=None, help="Train on the first N training images only (quick runs).")
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="Take the classifier config and training-image limit of this run preset (smoke: seconds). "
+                   "[default: cpu, or paper on a GPU]")
+@click.option("--epochs", type=int, default=None, help="[preset]")
+@click.option("--batch-size", type=int, default=None, help="[preset]")
+@click.option("--lr", type=float, default=None, help="Peak learning rate. [preset]")
+@click.option("--width", type=int, default=None, help="Channels of the first conv block. [preset]")
+@click.option("--limit", type=int, default=None, help="Train on the first N training images only. [preset]")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint path (default: RUN_DIR/classifier.pt).")
-def train_classifier(data_dir, run_dir, device, seed, epochs, batch_size, lr, width, limit, out):
+def train_classifier(data_dir, run_dir, device, seed, preset, epochs, batch_size, lr, width, limit, out):
     """Train the target classifier on MNIST and print its test accuracy."""
+    from dataclasses import replace
+
     from . import classifier, data as ddata
+    from .config import preset as run_preset
     from .runtime import resolve_device, seed_everything
 
     dev = resolve_device(device)
-    cfg = ClassifierConfig(epochs=epochs, batch_size=batch_size, lr=lr, width=width, seed=seed).validate()
+    base = run_preset(preset or ("paper" if dev.type == "cuda" else "cpu"))
+    given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, width=width).items() if v is not None}
+    cfg = replace(base.classifier, **given, seed=seed).validate()
+    limit = limit if limit is not None else (base.data_limit or None)
     out = Path(out) if out else _writable_dir(run_dir) / "classifier.pt"
     seed_everything(seed)
     x, y = ddata.load_mnist(data_dir, "train")
@@ -400,7 +409,7 @@ def _stage_options(f):
 
 def _run_options(f):
     for opt in reversed([
-        click.option("--preset", type=click.Choice(["smoke", "cpu", "paper"]), default=None,
+        click.option("--preset", type=click.Choice(PRESETS), default=None,
                      help="smoke (seconds), cpu (<= 60 min on 2 cores), paper (GPU). [default: cpu, or paper on a GPU]"),
         click.option("--only-successful/--all-attacked", default=None,
                      help="Leave out training images whose attack failed (the paper's set). [preset]"),

@@ -1,4 +1,7 @@
+import contextlib
+import http.server
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -69,3 +72,50 @@ def small_classifier(mnist_small):
 
     x, y, _, _ = mnist_small
     return classifier.train(ClassifierConfig(width=8, epochs=1, batch_size=64, seed=1), x, y).model.eval()
+
+
+class RangeHandler(http.server.BaseHTTPRequestHandler):
+    """Serves files under ``root`` with HTTP Range support; records (path, Range header) in ``log``."""
+
+    root: Path
+    log: list
+
+    def do_GET(self):  # noqa: N802
+        path = self.root / self.path.lstrip("/")
+        rng = self.headers.get("Range")
+        self.log.append((self.path, rng))
+        if not path.is_file():
+            self.send_error(404)
+            return
+        body = path.read_bytes()
+        if rng:
+            start = int(rng.removeprefix("bytes=").split("-")[0])
+            if start >= len(body):
+                self.send_response(416)
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
+            body = body[start:]
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def http_server(root: Path):
+    """A local HTTP server on 127.0.0.1 (never the internet) serving ``root``: yields (base URL, request log)."""
+    handler = type("H", (RangeHandler,), {"root": root, "log": []})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler.log
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

@@ -1,8 +1,6 @@
 import gzip
-import http.server
 import shutil
 import struct
-import threading
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +8,8 @@ import pytest
 
 from ddmini import data
 from ddmini.cli import main
+
+from conftest import http_server
 
 FILES = list(data.CONTENT_SHA256)
 
@@ -116,37 +116,6 @@ def test_verify_detects_changed_content(copy_dir):
 # ---------------------------------------------------------------------------------------------
 # download against a local HTTP server on 127.0.0.1 (never the internet)
 # ---------------------------------------------------------------------------------------------
-class RangeHandler(http.server.BaseHTTPRequestHandler):
-    root: Path
-    log: list
-
-    def do_GET(self):  # noqa: N802
-        path = self.root / self.path.lstrip("/")
-        rng = self.headers.get("Range")
-        self.log.append((self.path, rng))
-        if not path.is_file():
-            self.send_error(404)
-            return
-        body = path.read_bytes()
-        if rng:
-            start = int(rng.removeprefix("bytes=").split("-")[0])
-            if start >= len(body):
-                self.send_response(416)
-                self.end_headers()
-                return
-            self.send_response(206)
-            self.send_header("Content-Range", f"bytes {start}-{len(body) - 1}/{len(body)}")
-            body = body[start:]
-        else:
-            self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server(data_dir, tmp_path):
     """Serves /good/ (the real files) and /bad/ (a corrupted copy of the labels) on 127.0.0.1."""
@@ -157,13 +126,8 @@ def server(data_dir, tmp_path):
         shutil.copy(data_dir / name, root / "good" / name)
         shutil.copy(data_dir / name, root / "bad" / name)
     (root / "bad" / FILES[1]).write_bytes(gzip.compress(b"\x00" * 100))
-    handler = type("H", (RangeHandler,), {"root": root, "log": []})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}", handler.log
-    httpd.shutdown()
-    httpd.server_close()
+    with http_server(root) as served:
+        yield served
 
 
 def test_download_verify_skip_and_resume(server, tmp_path, capsys):

@@ -1,0 +1,200 @@
+"""README.md runs as written.
+
+Every ```python block of README.md runs as its own fresh script (a subprocess in a temporary
+directory). Every ``ddmini ...`` command of README's quick start and data sections (fenced bash blocks)
+and of its command table is listed in COMMANDS below with how it is run here, or why it is skipped.
+Substitutions, all visible here and nowhere else:
+
+- ``../shared/data/mnist`` (and ``~/mnist``, the download target) become this machine's paths;
+- commands that would run the full experiment get ``--preset smoke`` (seconds, not an hour);
+- synopsis rows of the command table (``[--option V]``) are run with concrete smoke-sized options;
+- ``data download`` fetches from a local HTTP server on 127.0.0.1 (``--mirror``), never the internet.
+
+A README command that is not in COMMANDS fails the test, so a new one must be classified here.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ddmini.cli import main
+
+from conftest import REPO, http_server
+
+README = REPO / "README.md"
+DATA_IN_README = "../shared/data/mnist"
+
+# README command -> the arguments run here ({data}, {run}, {clf}, ... filled in below), or "skip: why".
+# "{readme}" stands for the README command's own arguments after the path substitutions.
+COMMANDS = {
+    # quick start
+    "ddmini run --poison 0.3 --data-dir ../shared/data/mnist": "{readme} --preset smoke --run-dir {run}",
+    # data section
+    "ddmini data download ~/mnist": "{readme} --mirror {mirror}",
+    "ddmini data check --data-dir ~/mnist --verify": "{readme}",
+    # command table
+    "ddmini train-classifier [--epochs --batch-size --lr --width --limit --out]":
+        "train-classifier --preset smoke --data-dir {data} --out {clf}",
+    "ddmini attack [--attack pgd_l2|pgd_linf|fgsm|cw_l2] [--eps 1.0,1.5,2.0] [--alpha --steps --split --limit]":
+        "attack --eps 1.0,1.5 --steps 2 --limit 300 --data-dir {data} --classifier {clf} --run-dir {run}",
+    "ddmini run [--poison P] [--preset smoke|cpu|paper] [--<stage>-<knob> V]...":
+        "run --poison 0.5 --preset smoke --train-steps 4 --data-dir {data} --run-dir {run}",
+    "ddmini sweep --poison 0,0.25,0.5,0.75,1": "{readme} --preset smoke --data-dir {data} --run-dir {run}",
+    "ddmini train-diffusion [--unet small|paper|tiny] [--steps --time-budget --lr --ema-decay ...] "
+    "[--attacked attacked.pt --poison P]":
+        "train-diffusion --unet tiny --steps 4 --batch-size 16 --limit 200 --attacked {attacked} --poison 0.5 "
+        "--data-dir {data} --out {ckpt}",
+    "ddmini sample --checkpoint D.pt [-n N] [--sampler ddim|ddpm] [--steps --eta --guidance --labels] "
+    "[--classifier C.pt]":
+        "sample --checkpoint {ckpt} -n 20 --steps 3 --classifier {clf} --out {samples}",
+    "ddmini evaluate --samples S.pt --classifier C.pt [--attacked A.pt]":
+        "evaluate --samples {samples} --classifier {clf} --attacked {attacked} --data-dir {data}",
+    "ddmini data check [--verify]": "data check --verify --data-dir {data}",
+    "ddmini data download DIR [--mirror URL]...": "data download {dl2} --mirror {mirror}",
+}
+# Shell steps of the quick start that are not ddmini commands: what runs them instead.
+NOT_DDMINI = {
+    "python3 -m venv .venv": ".ci/run makes a fresh venv on a clean clone",
+    ". .venv/bin/activate": ".ci/run",
+    "pip install torch==2.13.0": ".ci/run installs exactly this first",
+    "pip install .": ".ci/run builds and installs the package",
+    "pip install '.[test]'": ".ci/run",
+    "pytest": "this suite is that command",
+}
+
+
+def _section(text: str, title: str) -> str:
+    m = re.search(rf"^## {re.escape(title)}.*?$(.*?)(?=^## |\Z)", text, re.M | re.S)
+    assert m, f"README has no section '{title}'"
+    return m.group(1)
+
+
+def fenced(text: str, lang: str) -> list[tuple[int, str]]:
+    """(line number, code) of every ```lang block."""
+    out = []
+    for m in re.finditer(rf"^```{lang}\n(.*?)^```", text, re.M | re.S):
+        out.append((text[:m.start()].count("\n") + 1, m.group(1)))
+    return out
+
+
+def readme_commands(text: str) -> list[str]:
+    """The ddmini commands of the quick start and data sections' bash blocks, then the command table's."""
+    cmds, other = [], []
+    for title in ("Quick start", "Data"):
+        for _, code in fenced(_section(text, title), "bash"):
+            for line in code.splitlines():
+                line = line.split("  #")[0].strip()
+                for part in (p.strip() for p in line.split("&&")):
+                    (cmds if part.startswith("ddmini ") else other).append(part)
+    for row in _section(text, "Command line").splitlines():
+        cells = row.replace("\\|", "\0").split("|")
+        if len(cells) > 2:  # the first cell's code spans: `ddmini a ...` / `ddmini b ...`
+            cmds += [c.replace("\0", "|") for c in re.findall(r"`(ddmini [^`]*)`", cells[1])]
+    return cmds, [p for p in other if p]
+
+
+def test_every_readme_command_is_classified():
+    cmds, other = readme_commands(README.read_text())
+    assert len(cmds) >= 10, cmds
+    missing = [c for c in cmds if c not in COMMANDS]
+    assert not missing, f"README commands not in tests/test_readme.py COMMANDS: {missing}"
+    assert not [c for c in other if c not in NOT_DDMINI], other
+    stale = [c for c in COMMANDS if c not in cmds]
+    assert not stale, f"COMMANDS lists commands README no longer has: {stale}"
+
+
+@pytest.fixture(scope="module")
+def served_mnist(data_dir, tmp_path_factory):
+    with http_server(data_dir) as (base, _):
+        yield base + "/"
+
+
+def _run(args: list[str], capsys) -> tuple[int, str]:
+    with pytest.raises(SystemExit) as e:
+        main(args)
+    out = capsys.readouterr()
+    return e.value.code, out.out + out.err
+
+
+def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, capsys):
+    """Runs every README command in README order (the table's rows need what earlier rows made, so the
+    order below puts producers first); prints what ran and what was skipped."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    fill = {"data": str(data_dir), "run": str(tmp_path / "runs"), "clf": str(tmp_path / "C.pt"),
+            "ckpt": str(tmp_path / "D.pt"), "samples": str(tmp_path / "S.pt"), "mirror": served_mnist,
+            "dl2": str(tmp_path / "dl2")}
+    cmds, other = readme_commands(README.read_text())
+    order = ["train-classifier", "attack", "train-diffusion", "sample", "evaluate"]
+    cmds.sort(key=lambda c: next((i for i, w in enumerate(order) if c.startswith(f"ddmini {w}")), -1))
+    ran = [f"NOT RUN HERE {c}: {NOT_DDMINI[c]}" for c in other]
+    for cmd in cmds:
+        spec = COMMANDS[cmd]
+        if spec.startswith("skip:"):
+            ran.append(f"SKIPPED {cmd}: {spec[5:].strip()}")
+            continue
+        readme_args = shlex.split(cmd.replace(DATA_IN_README, str(data_dir)).replace("~/", f"{home}/"))[1:]
+        attacked = sorted((tmp_path / "runs").glob("attacks/*/attacked.pt"))
+        fill["attacked"] = str(attacked[0]) if attacked else "(no attacked.pt yet)"
+        args = []
+        for tok in shlex.split(spec):
+            args += readme_args if tok == "{readme}" else [tok.format(**fill)]
+        code, out = _run(args + (["--device", "cpu"] if args[0] in ("run", "sweep") else []), capsys)
+        assert code == 0, f"README command `{cmd}` (run as `ddmini {' '.join(args)}`) failed:\n{out}"
+        ran.append(f"RAN {cmd}  as  ddmini {' '.join(args)}")
+    print("\n".join(ran))
+    assert (tmp_path / "runs" / "p0.3" / "report.md").is_file()
+    assert (tmp_path / "runs" / "sweep" / "sweep.md").is_file()
+
+
+# ---------------------------------------------------------------------------------------------
+# Python blocks
+# ---------------------------------------------------------------------------------------------
+BLOCKS = fenced(README.read_text(), "python")
+
+
+@pytest.fixture(scope="module")
+def block_dir(data_dir, tmp_path_factory):
+    """A working directory for the blocks, with the runs/classifier.pt that README says
+    `ddmini train-classifier` writes (made here by that command on the smoke preset)."""
+    d = tmp_path_factory.mktemp("readme-blocks")
+    r = subprocess.run([sys.executable, "-m", "ddmini", "train-classifier", "--preset", "smoke", "--data-dir",
+                        str(data_dir), "--run-dir", str(d / "runs")], cwd=d, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    return d
+
+
+def run_block(code: str, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
+    script = cwd / "block.py"
+    script.write_text(code.replace(DATA_IN_README, str(data_dir)))
+    env = {**os.environ, "DDMINI_QUIET": "1"}
+    return subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, env=env,
+                          timeout=300)
+
+
+def test_readme_has_python_blocks():
+    assert len(BLOCKS) >= 2
+
+
+@pytest.mark.parametrize("line, code", BLOCKS, ids=[f"line{n}" for n, _ in BLOCKS])
+def test_readme_python_block_runs(line, code, block_dir, data_dir, tmp_path):
+    for f in block_dir.iterdir():  # a fresh copy of the directory for every block
+        (shutil.copytree if f.is_dir() else shutil.copy)(f, tmp_path / f.name)
+    r = run_block(code, tmp_path, data_dir)
+    assert r.returncode == 0, f"README.md python block at line {line} failed:\n{r.stderr[-3000:]}"
+
+
+def test_a_broken_block_fails(block_dir, data_dir, tmp_path):
+    # the check itself can fail: README's second block without its ddmini import stops with a NameError
+    code = BLOCKS[-1][1].replace("from ddmini import attacks, classifier, data, diffusion, unet", "")
+    r = run_block(code, tmp_path, data_dir)
+    assert r.returncode != 0 and "NameError" in r.stderr
