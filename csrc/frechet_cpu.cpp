@@ -332,10 +332,24 @@ bool tridiagonal_eigenvalues(double* d, double* e, int64_t n) {
   return true;
 }
 
+// Largest |entry| of the lower triangle: the scale of the PSD tolerances below.
+double abs_max_lower(const double* C, int64_t d) {
+  double amax = 0.0;
+  for (int64_t i = 0; i < d; ++i)
+    for (int64_t j = 0; j <= i; ++j) amax = std::max(amax, std::fabs(C[i * d + j]));
+  return amax;
+}
+
 double trace_sqrt_one(const double* C1, const double* C2, int64_t d, Workspace& ws) {
   std::vector<double>& A = ws.A;
   A.assign(C1, C1 + d * d);
+  const double amax1 = abs_max_lower(C1, d);
   const int64_t r = pivoted_cholesky(A.data(), d, ws);
+  // C1 is PSD iff the Schur complement left where the pivoted Cholesky stopped is zero (up to round-off,
+  // ~d eps |C1|): an indefinite C1 leaves a negative pivot or a large entry there.
+  for (int64_t i = r; i < d; ++i)
+    for (int64_t j = r; j <= i; ++j)
+      if (!(std::fabs(A[i * d + j]) <= kPsdTol * amax1)) return kNotPsd1;
   if (r == 0) return 0.0;
   const std::vector<int64_t>& piv = ws.piv;
   // Lt = L^T (r x d, zero left of the diagonal), copied out of A, whose upper triangle still holds C1.
@@ -378,6 +392,13 @@ double trace_sqrt_one(const double* C1, const double* C2, int64_t d, Workspace& 
   for (std::vector<double>* vec : {&diag, &off, &ws.v, &ws.p, &ws.vp, &ws.wp}) vec->resize(r);
   tridiagonalize(M.data(), r, diag.data(), off.data(), ws.v.data(), ws.p.data(), ws.vp.data(), ws.wp.data());
   if (!tridiagonal_eigenvalues(diag.data(), off.data(), r)) return std::numeric_limits<double>::quiet_NaN();
+  // L^T C2 L is PSD when C2 is: an eigenvalue below round-off means C2 is not (on the range of C1).
+  double emax = 0.0, emin = 0.0;
+  for (int64_t i = 0; i < r; ++i) {
+    emax = std::max(emax, std::fabs(diag[i]));
+    emin = std::min(emin, diag[i]);
+  }
+  if (emin < -kPsdTol * emax) return kNotPsd2;
   double s = 0.0;
   for (int64_t i = 0; i < r; ++i) s += std::sqrt(std::max(diag[i], 0.0));
   return s;

@@ -35,7 +35,11 @@ void schedule_step_cpu(const StepArgs& s, int num_threads);
 void schedule_step_cuda(const StepArgs& s, uintptr_t stream);
 #endif
 
-// out[b] = tr((C1[b] C2[b])^{1/2}) for B pairs of symmetric PSD d x d float64 matrices (row-major).
+// out[b] = tr((C1[b] C2[b])^{1/2}) for B pairs of symmetric PSD d x d float64 matrices (row-major);
+// NaN where the eigenvalue iteration did not converge, kNotPsd1 / kNotPsd2 where C1 / C2 is not PSD
+// within a relative tolerance kPsdTol of its largest entry (eigenvalue).
+constexpr double kPsdTol = 1e-8;
+constexpr double kNotPsd1 = -1.0, kNotPsd2 = -2.0;
 void trace_sqrt_product_cpu(const double* C1, const double* C2, int64_t B, int64_t d, double* out,
                             int num_threads);
 

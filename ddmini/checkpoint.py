@@ -1,60 +1,142 @@
-"""Atomic writes: nothing half-written is ever read back.
+"""Atomic writes and verified reads: nothing half-written or corrupted is ever read back.
 
 Every artefact is written to a temporary file in the destination directory, flushed to disk and
 renamed over the target (rename is atomic on POSIX), so an interrupted write leaves either the old
-file or none. Loading uses ``torch.load(..., weights_only=True)``: checkpoints hold tensors and plain
-Python containers only, never pickled code.
+file or none. Beside each file :func:`save` records the sha256 of its bytes (``NAME.sha256``);
+:func:`load` checks it when it is there, and always checks the CRC32 of every member of the zip
+archive torch writes (torch itself does not), so flipped bits raise ValueError and a cached stage is
+recomputed instead of trusted. Loading uses ``torch.load(..., weights_only=True)``: checkpoints hold
+tensors and plain Python containers only, never pickled code.
 """
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable (best effort: not every file system allows it)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Raise OSError naming ``path`` now, before any work, if a file cannot be written there."""
+    path = Path(path)
+    if path.is_dir():
+        raise OSError(f"{path}: is a directory, not a file for the {what}")
+    parent = path.parent
+    for p in [parent, *parent.parents]:
+        if p.exists():
+            if not p.is_dir():
+                raise OSError(f"{path}: cannot write the {what} there ({p} is a file, not a directory)")
+            break
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".probe", dir=parent)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        raise OSError(f"{path}: cannot write the {what} there ({e.strerror or e})") from None
+    return path
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase]:
-    """Open a temporary file beside ``path``; on clean exit fsync and rename it to ``path``."""
+    """Open a temporary file beside ``path``; on clean exit fsync and rename it to ``path``. The file
+    gets the permissions the umask gives a new file (not mkstemp's 0600)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OSError(f"{path}: cannot write there ({e.strerror or e})") from None
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
 
 
+def digest_path(path: str | os.PathLike) -> Path:
+    """Where :func:`save` records the sha256 of ``path``'s bytes."""
+    path = Path(path)
+    return path.with_name(path.name + ".sha256")
+
+
 def save(obj: Any, path: str | os.PathLike) -> None:
-    """torch.save ``obj`` to ``path`` atomically."""
+    """torch.save ``obj`` to ``path`` atomically and record its digest beside it."""
+    path = Path(path)
+    side = digest_path(path)
+    side.unlink(missing_ok=True)  # never an old digest beside new bytes, whatever is interrupted
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    data = buf.getbuffer()
     with atomic_open(path, "wb") as f:
-        torch.save(obj, f)
+        f.write(data)
+    with atomic_open(side, "w") as f:
+        f.write(hashlib.sha256(data).hexdigest() + "\n")
+
+
+def verify(path: str | os.PathLike) -> None:
+    """ValueError naming ``path`` if its bytes differ from the digest recorded when it was written, or
+    if a member of its zip archive fails its CRC32 (a flipped bit anywhere in the data)."""
+    path = Path(path)
+    side = digest_path(path)
+    if side.is_file():
+        want = side.read_text().strip()
+        if file_digest(path) != want:
+            raise ValueError(f"{path}: corrupt (its bytes do not match the sha256 recorded when it was written)")
+    try:
+        with zipfile.ZipFile(path) as z:
+            bad = z.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError):
+        raise ValueError(f"{path}: not a ddmini checkpoint (not a readable torch zip archive)") from None
+    if bad is not None:
+        raise ValueError(f"{path}: corrupt (member {bad} fails its CRC check)")
 
 
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
-    """Load a checkpoint written by :func:`save`; a missing or corrupt file raises ValueError."""
+    """Load a checkpoint written by :func:`save` after :func:`verify`; a missing file raises
+    FileNotFoundError, anything else unusable one ValueError line naming the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: checkpoint not found")
+    verify(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # torch raises a zoo of types for truncated/corrupt files
-        raise ValueError(f"{path}: corrupt or unreadable checkpoint ({type(e).__name__}: {e})") from None
+    except Exception as e:  # torch raises a zoo of types; its text advises weights_only=False: never pass it on
+        raise ValueError(f"{path}: not a ddmini checkpoint (it holds more than tensors and plain containers, "
+                         f"or is damaged: {type(e).__name__})") from None
 
 
 def fingerprint(*parts: Any) -> str:
     """A short, stable hash of JSON-able parts (configs, file digests): the cache key of an artefact."""
-    import hashlib
     import json
 
     blob = json.dumps(parts, sort_keys=True, default=str).encode()
@@ -63,8 +145,6 @@ def fingerprint(*parts: Any) -> str:
 
 def file_digest(path: str | os.PathLike) -> str:
     """sha256 of a file's bytes (identifies the exact checkpoint an artefact was made from)."""
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
@@ -72,11 +152,15 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_kind(path: str | os.PathLike, kind: str, what: str) -> dict:
-    """Load a ddmini artefact dict whose "kind" is ``kind``; anything else raises ValueError."""
+def load_kind(path: str | os.PathLike, kind: str, what: str, required: tuple[str, ...] = ()) -> dict:
+    """Load a ddmini artefact dict whose "kind" is ``kind`` and which holds every key of ``required``;
+    anything else raises one ValueError line naming the file."""
     obj = load(path)
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise ValueError(f"{path}: not a ddmini {what}")
+    missing = [k for k in required if k not in obj]
+    if missing:
+        raise ValueError(f"{path}: not a complete ddmini {what} (missing {', '.join(missing)})")
     return obj
 
 

@@ -169,7 +169,7 @@ def save(model: Classifier, cfg: ClassifierConfig, path: str | Path, **metrics) 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, ClassifierConfig, dict]:
     """Load a classifier checkpoint (eval mode); a wrong or corrupt file raises ValueError."""
-    ckpt = checkpoint.load_kind(path, "classifier", "classifier checkpoint")
+    ckpt = checkpoint.load_kind(path, "classifier", "classifier checkpoint", ("config", "state_dict"))
     cfg = from_dict(ClassifierConfig, ckpt["config"])
     model = checkpoint.load_weights(build(cfg), ckpt["state_dict"], path)
     return model.to(device).eval(), cfg, ckpt.get("metrics", {})

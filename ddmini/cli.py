@@ -121,7 +121,7 @@ def train_classifier(data_dir, run_dir, device, seed, preset, epochs, batch_size
     """Train the target classifier on MNIST and print its test accuracy."""
     from dataclasses import replace
 
-    from . import classifier, data as ddata
+    from . import checkpoint, classifier, data as ddata
     from .config import preset as run_preset
     from .runtime import resolve_device, seed_everything
 
@@ -130,7 +130,7 @@ def train_classifier(data_dir, run_dir, device, seed, preset, epochs, batch_size
     given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, width=width).items() if v is not None}
     cfg = replace(base.classifier, **given, seed=seed).validate()
     limit = limit if limit is not None else (base.data_limit or None)
-    out = Path(out) if out else _writable_dir(run_dir) / "classifier.pt"
+    out = checkpoint.check_writable(out if out else _writable_dir(run_dir) / "classifier.pt", "classifier checkpoint")
     seed_everything(seed)
     x, y = ddata.load_mnist(data_dir, "train")
     xt, yt = ddata.load_mnist(data_dir, "test")
@@ -153,6 +153,21 @@ def _float_list(text: str, name: str) -> list[float]:
     if not values:
         raise ValueError(f"{name}: no values given")
     return values
+
+
+def _int_list(text: str, name: str) -> list[int]:
+    """Comma-separated integers, e.g. --labels 3,5: one clear line for anything else."""
+    vals = []
+    for v in str(text).split(","):
+        if not v.strip():
+            continue
+        try:
+            vals.append(int(v))
+        except ValueError:
+            raise ValueError(f"{name} must be comma-separated integers; got {text!r}") from None
+    if not vals:
+        raise ValueError(f"{name}: no values given")
+    return vals
 
 
 def _load_classifier(path, run_dir, dev):
@@ -298,7 +313,7 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
     """Train the class-conditional diffusion model (EMA weights sample). Ctrl-C saves; --resume continues."""
     from dataclasses import replace
 
-    from . import train, unet
+    from . import checkpoint, train, unet
     from .runtime import resolve_device
 
     dev = resolve_device(device)
@@ -309,14 +324,15 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
                                checkpoint_every=checkpoint_every, compile=use_compile, cpu_bf16=cpu_bf16,
                                seed=seed).validate()
     mcfg = replace(UNET_PRESETS[unet_preset]).validate()
-    out = Path(out) if out else _writable_dir(run_dir) / "diffusion.pt"
+    out = checkpoint.check_writable(out if out else _writable_dir(run_dir) / "diffusion.pt", "diffusion checkpoint")
     x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit)
     click.echo(f"U-Net '{unet_preset}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
                f"{x.shape[0]} training images; {dev}")
     try:
         st = train.train(mcfg, cfg, x, y, out, device=dev, resume=resume)
     except KeyboardInterrupt:
-        click.echo(f"interrupted; checkpoint saved to {out} (run again to resume)", err=True)
+        saved = f"checkpoint saved to {out} (run again to resume)" if out.is_file() else "no checkpoint was saved"
+        click.echo(f"interrupted; {saved}", err=True)
         sys.exit(130)
     last = st.losses[-1][1] if st.losses else float("nan")
     click.echo(f"trained {st.step} steps in {st.seconds:.0f} s ({st.step / max(st.seconds, 1e-9):.2f} steps/s), "
@@ -343,37 +359,49 @@ def sample(device, ckpt, num, labels, sampler, steps, eta, guidance, batch_size,
     """Sample images from a trained diffusion model; save a tensor file and an image grid."""
     import torch
 
-    from . import checkpoint, images, train
+    from . import checkpoint, images, samples, train
+    from .config import to_dict
     from .diffusion import Diffusion, balanced_labels
     from .runtime import resolve_device
 
     dev = resolve_device(device)
     scfg = SampleConfig(sampler=sampler, steps=steps, eta=eta, guidance=guidance, batch_size=batch_size,
                         seed=seed).validate()
-    if num < 1:
-        raise ValueError(f"--num must be >= 1; got {num}")
+    if not 1 <= num <= 10**7:
+        raise ValueError(f"--num must be in [1, 10000000]; got {num}")
+    out = Path(out)
+    png = out.with_suffix(".png")
+    if png == out:
+        raise ValueError(f"--out {out}: name the tensor file (e.g. samples.pt); the PNG grid is written beside it")
+    checkpoint.check_writable(out, "samples file")
     model, tcfg, _ = train.load_ema(ckpt, dev)
+    k = model.cfg.num_classes
+    clf = None
+    if classifier_path:
+        from . import classifier
+
+        clf, _, _ = classifier.load(classifier_path)
     if labels:
-        vals = [int(v) for v in labels.split(",") if v.strip()]
+        vals = _int_list(labels, "--labels")
+        if min(vals) < 0 or max(vals) >= k:
+            raise ValueError(f"--labels must be in [0, {k}) for this model; got {labels!r}")
         lab = torch.tensor(vals, dtype=torch.long).repeat((num + len(vals) - 1) // len(vals))[:num]
     else:
-        lab = balanced_labels(num, model.cfg.num_classes)
+        lab = balanced_labels(num, k)
     diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
     t0 = time.perf_counter()
     x = diff.sample(model, lab, sampler=scfg.sampler, steps=scfg.steps, eta=scfg.eta, guidance=scfg.guidance,
                     generator=torch.Generator().manual_seed(seed), batch_size=scfg.batch_size,
                     image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size), device=dev)
     secs = time.perf_counter() - t0
-    checkpoint.save({"kind": "samples", "images": x, "labels": lab, "config": scfg.__dict__}, out)
-    png = Path(out).with_suffix(".png")
+    samples.save(out, x, lab, k, config=to_dict(scfg), seconds=secs)
     images.save_grid(x, png, nrow=min(10, num))
     n_steps = diff.T if scfg.sampler == "ddpm" else scfg.steps
     msg = (f"{num} images ({scfg.sampler}, {n_steps} steps, guidance {scfg.guidance:g}) in {secs:.1f} s "
            f"({num / secs:.1f} img/s); saved {out} and {png}")
-    if classifier_path:
+    if clf is not None:
         from . import classifier
 
-        clf, _, _ = classifier.load(classifier_path)
         acc = classifier.accuracy(clf, x, lab)
         msg += f"; classifier agrees with the conditioning label on {100 * acc:.2f}%"
     click.echo(msg)
@@ -440,8 +468,8 @@ def _build_run_config(poison, preset_name, dev, seed, kw):
             continue
         section, name_ = k.split("__", 1)
         sub = getattr(cfg, section)
-        if isinstance(getattr(sub, name_), tuple):
-            v = tuple(int(a) for a in _float_list(v, f"--{section}-{name_}".replace("_", "-")))
+        if isinstance(getattr(sub, name_), tuple):  # the config check refuses 1.5 where integers are due
+            v = tuple(_float_list(v, f"--{section}-{name_}".replace("_", "-")))
         setattr(sub, name_, v)
     if kw.get("guidance_scales") and kw.get("sample__guidance") is None \
             and cfg.sample.guidance not in cfg.guidance_scales:
@@ -509,12 +537,14 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
 def evaluate(data_dir, samples_path, classifier_path, attacked, out):
     """Misclassification (overall, per class, confusion) and CAFD of generated images."""
-    from . import checkpoint, classifier, data as ddata, report
+    from . import checkpoint, classifier, data as ddata, report, samples
     from .attacks.stage import AttackedSet
     from .pipeline import Evaluator
 
-    s = checkpoint.load_kind(samples_path, "samples", "samples file")
+    if out:
+        checkpoint.check_writable(out, "JSON report")
     clf, _, _ = classifier.load(classifier_path)
+    s = samples.load(samples_path, clf.num_classes)
     xt, yt = ddata.load_mnist(data_dir, "test")
     ev = Evaluator(clf, xt, yt, AttackedSet.load(attacked) if attacked else None)
     r = ev.generated(s["images"], s["labels"], "samples")
@@ -538,8 +568,12 @@ def main(argv=None) -> None:
         cli.main(args=argv, prog_name="ddmini", standalone_mode=False)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
+    except click.UsageError as e:  # an unknown option, a value of the wrong type: one line, exit 2
+        cmd = e.ctx.command_path if e.ctx else "ddmini"
+        click.echo(f"error: {' '.join(e.format_message().split())} (see `{cmd} --help`)", err=True)
+        sys.exit(e.exit_code)
     except click.ClickException as e:
-        e.show()
+        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
         sys.exit(e.exit_code)
     except (click.Abort, KeyboardInterrupt):
         click.echo("interrupted", err=True)
@@ -547,7 +581,7 @@ def main(argv=None) -> None:
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         if debug:
             raise
-        click.echo(f"error: {e}", err=True)
+        click.echo(f"error: {' '.join(str(e).split())}", err=True)  # one line, whatever the message held
         sys.exit(1)
     sys.exit(0)
 

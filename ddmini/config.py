@@ -1,7 +1,9 @@
 """One dataclass per concern; the CLI maps its options onto these, so each default lives here only."""
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING as MISSING_FACTORY, asdict, dataclass, field, fields, replace
+from typing import NamedTuple
 
 # The names of each choice, here once: the config checks, the CLI's choices, schedule.py and
 # diffusion.py use these tuples (this module imports nothing but dataclasses, so any module can).
@@ -11,6 +13,67 @@ LOSS_WEIGHTINGS = ("mse", "min_snr")         # diffusion training loss (ddmini.d
 SAMPLERS = ("ddim", "ddpm")                  # ddmini.diffusion.Diffusion.sample
 LR_SCHEDULES = ("constant", "cosine")        # ddmini.train.learning_rate
 ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
+SEED_MAX = 2**63 - 1
+
+
+class Range(NamedTuple):
+    """Allowed values of a numeric config field: lo <= v <= hi (lo < v where lo_open, v < hi where hi_open)."""
+
+    lo: float
+    hi: float
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def __contains__(self, v) -> bool:
+        return (v > self.lo if self.lo_open else v >= self.lo) and (v < self.hi if self.hi_open else v <= self.hi)
+
+    def text(self) -> str:
+        def num(x):
+            return str(x) if isinstance(x, int) else f"{x:g}"
+
+        return f"{'(' if self.lo_open else '['}{num(self.lo)}, {num(self.hi)}{')' if self.hi_open else ']'}"
+
+
+def check_fields(cfg, section: str, bounds: dict) -> None:
+    """Type, finiteness and range of every field of a config dataclass, from its defaults' types and
+    ``bounds`` (name -> Range; tuples are checked element by element): one ValueError line naming the
+    field. Every config's ``validate`` starts here, so every command inherits the same checks."""
+    for f in fields(cfg):
+        v, d = getattr(cfg, f.name), f.default
+        if d is MISSING_FACTORY and f.default_factory is not MISSING_FACTORY:
+            d = f.default_factory()
+        if hasattr(d, "__dataclass_fields__"):
+            continue
+        name = f"{section} {f.name}"
+        items = v if isinstance(d, tuple) else (v,)
+        if isinstance(d, tuple):
+            if not isinstance(v, tuple) or not v:
+                raise ValueError(f"{name} must be a non-empty list; got {v!r}")
+        kind = type(d[0]) if isinstance(d, tuple) else (float if d is None else type(d))
+        if d is None and v is None:
+            continue
+        for x in items:
+            if kind is bool:
+                if not isinstance(x, bool):
+                    raise ValueError(f"{name} must be true or false; got {x!r}")
+            elif kind is int:
+                if isinstance(x, bool) or not (isinstance(x, int) or (isinstance(x, float) and x.is_integer())):
+                    raise ValueError(f"{name} must be an integer; got {x!r}")
+            elif kind is float:
+                if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+                    raise ValueError(f"{name} must be a finite number; got {x!r}")
+            else:
+                continue
+            r = bounds.get(f.name)
+            if r is not None and x not in r:
+                raise ValueError(f"{name} must be in {r.text()}; got {x!r}")
+        if kind is int and v is not None:  # 3.0 -> 3 (never 1.5 -> 1: refused above)
+            setattr(cfg, f.name, tuple(int(x) for x in v) if isinstance(d, tuple) else int(v))
+
+
+SEED = Range(0, SEED_MAX)
+SIZE = Range(1, 2**20)          # batch sizes, channel counts and the like
+PROB = Range(0, 1, hi_open=True)
 
 
 @dataclass
@@ -25,12 +88,11 @@ class ClassifierConfig:
     weight_decay: float = 1e-4
     seed: int = 0
 
+    BOUNDS = {"width": Range(1, 1024), "feature_dim": Range(1, 8192), "epochs": Range(1, 10000), "batch_size": SIZE,
+              "lr": Range(0, 10, lo_open=True), "weight_decay": Range(0, 10), "seed": SEED}
+
     def validate(self) -> "ClassifierConfig":
-        for name in ("width", "feature_dim", "epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"classifier {name} must be >= 1; got {getattr(self, name)}")
-        if not self.lr > 0:
-            raise ValueError(f"classifier lr must be > 0; got {self.lr}")
+        check_fields(self, "classifier", self.BOUNDS)
         return self
 
 
@@ -50,14 +112,14 @@ class UNetConfig:
     in_channels: int = 1
     image_size: int = 28
 
+    BOUNDS = {"base_channels": Range(1, 1024), "channel_mult": Range(1, 64), "num_res_blocks": Range(1, 16),
+              "num_heads": Range(1, 64), "groups": Range(1, 1024), "dropout": PROB, "num_classes": Range(1, 100000),
+              "in_channels": Range(1, 64), "image_size": Range(1, 4096)}
+
     def validate(self) -> "UNetConfig":
-        self.channel_mult = tuple(int(m) for m in self.channel_mult)
-        if self.base_channels < 1 or not self.channel_mult or min(self.channel_mult) < 1:
-            raise ValueError("unet base_channels and every channel_mult entry must be >= 1")
-        if self.num_res_blocks < 1 or self.num_classes < 1 or self.in_channels < 1:
-            raise ValueError("unet num_res_blocks, num_classes and in_channels must be >= 1")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"unet dropout must be in [0, 1); got {self.dropout}")
+        if isinstance(self.channel_mult, list):
+            self.channel_mult = tuple(self.channel_mult)
+        check_fields(self, "unet", self.BOUNDS)
         f = 2 ** (len(self.channel_mult) - 1)
         if self.image_size < f or self.image_size % f:
             raise ValueError(f"unet with {len(self.channel_mult)} levels needs an image size divisible by {f};"
@@ -113,20 +175,17 @@ class DiffusionTrainConfig:
     channels_last: bool = True
     seed: int = 0
 
+    BOUNDS = {"steps": Range(1, 10**8), "time_budget": Range(0, 10**6), "batch_size": SIZE,
+              "lr": Range(0, 1, lo_open=True), "warmup": Range(0, 10**8), "weight_decay": Range(0, 10),
+              "grad_clip": Range(0, 10**6), "ema_decay": PROB, "label_dropout": PROB, "low_t_share": Range(0, 1),
+              "low_t_max": Range(1, 10**5), "T": Range(1, 10**5), "checkpoint_every": Range(1, 10**8), "seed": SEED}
+
     def validate(self) -> "DiffusionTrainConfig":
-        for name in ("steps", "batch_size", "T", "checkpoint_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"diffusion {name} must be >= 1; got {getattr(self, name)}")
-        if not self.lr > 0 or self.warmup < 0 or self.time_budget < 0:
-            raise ValueError("diffusion lr must be > 0, warmup and time_budget >= 0")
-        if not 0 <= self.ema_decay < 1 or not 0 <= self.label_dropout < 1:
-            raise ValueError("diffusion ema_decay and label_dropout must be in [0, 1)")
+        check_fields(self, "diffusion", self.BOUNDS)
         if self.loss_weighting not in LOSS_WEIGHTINGS:
             raise ValueError(f"diffusion loss_weighting must be one of {', '.join(LOSS_WEIGHTINGS)}; "
                              f"got {self.loss_weighting!r}")
-        if not 0 <= self.low_t_share <= 1:
-            raise ValueError(f"diffusion low_t_share must be in [0, 1]; got {self.low_t_share}")
-        if self.low_t_max < 1 or (self.low_t_share > 0 and self.low_t_max > self.T):
+        if self.low_t_share > 0 and self.low_t_max > self.T:
             raise ValueError(f"diffusion low_t_max must be in [1, T={self.T}]; got {self.low_t_max}")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"diffusion schedule must be one of {', '.join(SCHEDULES)}; got {self.schedule!r}")
@@ -134,6 +193,11 @@ class DiffusionTrainConfig:
             raise ValueError(f"diffusion lr_schedule must be one of {', '.join(LR_SCHEDULES)}; "
                              f"got {self.lr_schedule!r}")
         return self
+
+
+# Classifier-free guidance beyond this extrapolates so far from the model that samples are noise (and
+# at 1e30 overflow to NaN); eta beyond 1 asks for more noise than the DDIM step has variance for.
+GUIDANCE_MAX = 100.0
 
 
 @dataclass
@@ -153,13 +217,13 @@ class SampleConfig:
     batch_size: int = 128
     seed: int = 0
 
+    BOUNDS = {"steps": Range(1, 10**5), "eta": Range(0, 1), "guidance": Range(0, GUIDANCE_MAX), "batch_size": SIZE,
+              "seed": SEED}
+
     def validate(self) -> "SampleConfig":
+        check_fields(self, "sample", self.BOUNDS)
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {self.sampler!r}")
-        if self.steps < 1 or self.batch_size < 1:
-            raise ValueError("sampling steps and batch_size must be >= 1")
-        if not self.eta >= 0 or not self.guidance >= 0:
-            raise ValueError("eta and guidance must be >= 0")
         return self
 
 
@@ -183,16 +247,14 @@ class AttackConfig:
     chunk_size: int = 5000       # images per resumable chunk
     seed: int = 0
 
+    BOUNDS = {"eps": Range(0, 1000), "alpha": Range(0, 1000), "steps": Range(1, 10**5), "c": Range(0, 10**6),
+              "kappa": Range(0, 10**6), "lr": Range(0, 100, lo_open=True), "batch_size": SIZE,
+              "chunk_size": Range(1, 10**8), "seed": SEED}
+
     def validate(self) -> "AttackConfig":
+        check_fields(self, "attack", self.BOUNDS)
         if self.attack not in ATTACK_NAMES:
             raise ValueError(f"attack must be one of {', '.join(ATTACK_NAMES)}; got {self.attack!r}")
-        if not self.eps >= 0:
-            raise ValueError(f"attack eps must be >= 0; got {self.eps}")
-        if self.alpha is not None and not self.alpha >= 0:
-            raise ValueError(f"attack alpha must be >= 0; got {self.alpha}")
-        for name in ("steps", "batch_size", "chunk_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"attack {name} must be >= 1; got {getattr(self, name)}")
         return self
 
     @property
@@ -269,14 +331,17 @@ class RunConfig:
 
     SECTIONS = ("classifier", "attack", "unet", "train", "sample")
 
+    BOUNDS = {"data_limit": Range(0, 10**9), "test_limit": Range(0, 10**9), "num_samples": Range(1, 10**7),
+              "guidance_scales": Range(0, GUIDANCE_MAX)}
+
     def validate(self) -> "RunConfig":
-        if isinstance(self.poison, bool) or not 0.0 <= float(self.poison) <= 1.0:
+        if isinstance(self.poison, bool) or not isinstance(self.poison, (int, float)) \
+                or not 0.0 <= float(self.poison) <= 1.0:
             raise ValueError(f"poison fraction p must be in [0, 1]; got {self.poison}")
-        if self.data_limit < 0 or self.test_limit < 0 or self.num_samples < 1:
-            raise ValueError("data_limit and test_limit must be >= 0 and num_samples >= 1")
+        if isinstance(self.guidance_scales, list):
+            self.guidance_scales = tuple(self.guidance_scales)
+        check_fields(self, "run", self.BOUNDS)
         self.guidance_scales = tuple(float(g) for g in self.guidance_scales)
-        if not self.guidance_scales or min(self.guidance_scales) < 0:
-            raise ValueError("guidance_scales must be a non-empty list of numbers >= 0")
         for name in self.SECTIONS:
             getattr(self, name).validate()
         if float(self.sample.guidance) not in self.guidance_scales:

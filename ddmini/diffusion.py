@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels, schedule
-from .config import LOSS_WEIGHTINGS, SAMPLERS
+from .config import GUIDANCE_MAX, LOSS_WEIGHTINGS, SAMPLERS
 from .runtime import progress
 
 
@@ -98,8 +98,10 @@ class Diffusion:
         inside the fused step, so a seed fixes the output on any device and thread count. ``noises`` (for tests): a callable (step index, shape) -> noise tensor."""
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-        if not guidance >= 0:
-            raise ValueError(f"guidance scale must be >= 0; got {guidance}")
+        if not 0 <= guidance <= GUIDANCE_MAX:
+            raise ValueError(f"guidance scale must be in [0, {GUIDANCE_MAX:g}]; got {guidance}")
+        if not 0 <= eta <= 1:
+            raise ValueError(f"eta must be in [0, 1]; got {eta}")
         if labels.ndim != 1 or labels.dtype != torch.long:
             raise ValueError("labels must be a 1-D int64 tensor")
         null = getattr(model, "null_label", None)
@@ -138,7 +140,12 @@ class Diffusion:
         finally:
             bar.close()
             model.train(was_training)
-        return torch.cat(out) if out else torch.empty(0, *image_shape)
+        images = torch.cat(out) if out else torch.empty(0, *image_shape)
+        bad = ~torch.isfinite(images).flatten(1).all(1)
+        if bool(bad.any()):  # from_model's clamp keeps NaN: nothing non-finite leaves the sampler
+            raise ValueError(f"the sampler produced NaN or infinity in {int(bad.sum())} of {len(images)} images "
+                             f"(guidance {guidance:g}, eta {eta:g}); are the model's weights finite?")
+        return images
 
 
 def balanced_labels(n: int, num_classes: int = 10) -> torch.Tensor:

@@ -294,8 +294,8 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t, t_prev, alphas_cumprod: t
     _validate_x("x_t", x_t)
     _check_like("eps", eps, x_t)
     eta = float(eta)
-    if not eta >= 0:
-        raise ValueError(f"eta must be >= 0; got {eta}")
+    if not 0 <= eta < float("inf"):
+        raise ValueError(f"eta must be finite and >= 0; got {eta}")
     be = _pick_backend(backend, x_t.device)
     if eta == 0:
         noise = None

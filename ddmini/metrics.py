@@ -49,12 +49,31 @@ def _check_cov(name: str, c: torch.Tensor) -> None:
         raise ValueError(f"{name} must be symmetric (max |C - C^T| = {float(asym):.3g})")
 
 
+# A covariance must be PSD within round-off: no eigenvalue below -PSD_TOL times the largest (the C++
+# kernel's kPsdTol, csrc/kernels.h). An indefinite "covariance" would otherwise be clamped to a
+# meaningless distance (0 or 1 for [[0, 1], [1, 0]]).
+PSD_TOL = 1e-8
+
+
+def _check_psd_eigenvalues(name: str, w: torch.Tensor) -> None:
+    """w: (..., n) eigenvalues of a symmetric matrix that must be PSD."""
+    scale = w.abs().amax(-1)
+    bad = w.amin(-1) < -PSD_TOL * scale
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0, 0]) if bad.ndim else 0
+        raise ValueError(f"{name} must be positive semi-definite; "
+                         f"{'pair ' + str(i) + ' has ' if bad.ndim else ''}an eigenvalue "
+                         f"{float(w.reshape(-1, w.shape[-1])[i].min()):.3g} (largest {float(scale.reshape(-1)[i]):.3g})")
+
+
 def trace_sqrt_product_reference(cov1: torch.Tensor, cov2: torch.Tensor) -> torch.Tensor:
     """Pure-PyTorch tr((C1 C2)^{1/2}) via eigh: S = C1^{1/2}, sum sqrt(eig(S C2 S)) (float64)."""
     w, V = torch.linalg.eigh(cov1)
+    _check_psd_eigenvalues("cov1", w)
     S = (V * w.clamp(min=0).sqrt().unsqueeze(-2)) @ V.transpose(-1, -2)
     M = S @ cov2 @ S
     ev = torch.linalg.eigvalsh(0.5 * (M + M.transpose(-1, -2)))
+    _check_psd_eigenvalues("cov2", ev)
     return ev.clamp(min=0).sqrt().sum(-1)
 
 
@@ -69,17 +88,22 @@ def trace_sqrt_product_linalg(cov1: torch.Tensor, cov2: torch.Tensor) -> torch.T
     bad = info != 0
     if bool(bad.any()):
         w, V = torch.linalg.eigh(cov1[bad])
+        _check_psd_eigenvalues("cov1", w)
         L = L.clone()
         L[bad] = V * w.clamp(min=0).sqrt().unsqueeze(-2)
     M = L.transpose(-1, -2) @ cov2 @ L
     ev = torch.linalg.eigvalsh(0.5 * (M + M.transpose(-1, -2)))
+    _check_psd_eigenvalues("cov2", ev)
     return ev.clamp(min=0).sqrt().sum(-1)
 
 
 def _checked_covs(cov1, cov2) -> tuple[torch.Tensor, torch.Tensor]:
-    """cov1, cov2 as float64 after checking shape, finiteness and symmetry."""
+    """cov1, cov2 as float64 after checking shape, finiteness and symmetry (PSD is checked by each
+    backend, from the factorisation it makes anyway)."""
     c1 = _as_f64("cov1", cov1, (2, 3))
     c2 = _as_f64("cov2", cov2, (2, 3))
+    if c1.numel() == 0 or c2.numel() == 0:
+        raise ValueError(f"covariances must not be empty; got shapes {tuple(c1.shape)} and {tuple(c2.shape)}")
     if c1.shape != c2.shape:
         raise ValueError(f"cov1 and cov2 must have the same shape; got {tuple(c1.shape)} and {tuple(c2.shape)}")
     _check_cov("cov1", c1)
@@ -107,6 +131,11 @@ def _trace_sqrt(c1: torch.Tensor, c2: torch.Tensor, backend: str) -> torch.Tenso
             c1.cpu().contiguous().numpy(), c2.cpu().contiguous().numpy(), torch.get_num_threads()))
         if bool(torch.isnan(out).any()):
             raise ValueError("trace_sqrt_product: the eigenvalue iteration did not converge")
+        for sentinel, name in ((-1.0, "cov1"), (-2.0, "cov2")):  # csrc/kernels.h kNotPsd1 / kNotPsd2
+            if bool((out == sentinel).any()):
+                i = int((out == sentinel).nonzero()[0, 0])
+                raise ValueError(f"{name} must be positive semi-definite (pair {i} is not, within a relative "
+                                 f"tolerance of {PSD_TOL:g})")
     return out[0] if single else out
 
 
@@ -137,6 +166,8 @@ def frechet_distance(mu1, cov1, mu2, cov2, *, backend: str = "auto") -> torch.Te
 def mean_cov(feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean (d,) and unbiased covariance (d, d) of features (N, d), in float64 (as pytorch-fid)."""
     f = _as_f64("feats", feats, (2,))
+    if f.shape[1] == 0:
+        raise ValueError(f"feats must have at least one feature dimension; got shape {tuple(f.shape)}")
     if f.shape[0] < 2:
         raise ValueError(f"need at least 2 feature vectors for a covariance; got {f.shape[0]}")
     mu = f.mean(0)
@@ -160,6 +191,8 @@ def class_weights(weights: torch.Tensor, num_classes: int | None = None) -> torc
     if weights.ndim == 1 and not weights.is_floating_point():
         if weights.numel() and int(weights.min()) < 0:
             raise ValueError("labels must be >= 0")
+        if num_classes and weights.numel() and int(weights.max()) >= num_classes:
+            raise ValueError(f"labels must be in [0, {num_classes}); got {int(weights.max())}")
         k = num_classes or (int(weights.max()) + 1 if weights.numel() else 0)
         return torch.nn.functional.one_hot(weights.long(), k).to(torch.float64)
     w = _as_f64("weights", weights, (2,))
@@ -174,6 +207,8 @@ def weighted_mean_cov(feats: torch.Tensor, weights: torch.Tensor) -> tuple[torch
     w_nk is normalised to sum to 1 over n for each class; cov_k = sum_n w_nk (x_n - mu_k)(x_n - mu_k)^T.
     """
     f = _as_f64("feats", feats, (2,))
+    if f.shape[0] == 0 or f.shape[1] == 0:
+        raise ValueError(f"feats must be a non-empty (N, d) tensor; got shape {tuple(f.shape)}")
     w = class_weights(weights)
     if w.shape[0] != f.shape[0]:
         raise ValueError(f"weights have {w.shape[0]} rows for {f.shape[0]} feature vectors")
@@ -216,6 +251,11 @@ def confusion_matrix(labels: torch.Tensor, pred: torch.Tensor, num_classes: int 
     """(K, K) int64 counts: rows are the true / conditioning label, columns the prediction."""
     if labels.shape != pred.shape or labels.ndim != 1:
         raise ValueError(f"labels and pred must be 1-D of equal length; got {tuple(labels.shape)} and {tuple(pred.shape)}")
+    for name, t in (("labels", labels), ("pred", pred)):
+        if t.is_floating_point() or t.is_complex():
+            raise TypeError(f"{name} must be an integer tensor; got {t.dtype}")
+        if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+            raise ValueError(f"{name} must be in [0, {num_classes}); got values from {int(t.min())} to {int(t.max())}")
     idx = labels.long().cpu() * num_classes + pred.long().cpu()
     return torch.bincount(idx, minlength=num_classes * num_classes).view(num_classes, num_classes)
 

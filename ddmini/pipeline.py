@@ -20,6 +20,7 @@ from typing import Callable
 import torch
 
 from . import __version__, checkpoint, classifier, metrics, train
+from . import samples as samples_io
 from . import data as ddata
 from .attacks.stage import AttackedSet, attack_dataset
 from .config import RunConfig, key_dict, to_dict
@@ -149,10 +150,10 @@ class Pipeline:
         s = self.cfg.sample
         key = checkpoint.fingerprint(key_dict(s), guidance, self.cfg.num_samples, dkey)
         path = self.cache / f"samples-{key}.pt"
-        got = self._try_load(path, lambda p: checkpoint.load_kind(p, "samples", "samples file"))
+        got = self._try_load(path, lambda p: samples_io.load(p, model.cfg.num_classes))
         if got is not None:
             self.stages.cached[f"samples_w{guidance:g}"] = True
-            return got["images"], got["labels"], float(got["seconds"])
+            return got["images"], got["labels"], float(got.get("seconds", float("nan")))
         labels = balanced_labels(self.cfg.num_samples, model.cfg.num_classes)
         diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
         t0 = time.perf_counter()
@@ -161,7 +162,7 @@ class Pipeline:
                         device=self.device, desc=f"sample w={guidance:g}",
                         image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size))
         secs = time.perf_counter() - t0
-        checkpoint.save({"kind": "samples", "images": x, "labels": labels, "seconds": secs}, path)
+        samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs)
         return x, labels, secs
 
     # ---- the whole run ----------------------------------------------------------------------------
@@ -252,6 +253,9 @@ class Evaluator:
         self.samples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
     def generated(self, x: torch.Tensor, labels: torch.Tensor, name: str) -> dict:
+        """Misclassification and CAFD of generated images x (finite, in [0, 1]) with conditioning labels."""
+        samples_io.check_images(x, f"generated images ({name})")
+        samples_io.check_labels(labels, x.shape[0], self.clf.num_classes, f"labels of the generated images ({name})")
         logits, feats = classifier.predict(self.clf, x, features=True)
         probs, pred = logits.softmax(1), logits.argmax(1)
         self.samples[name] = (x, labels, pred)

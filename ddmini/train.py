@@ -57,15 +57,21 @@ def save_state(state: TrainState, model_cfg: UNetConfig, cfg: DiffusionTrainConf
     }, path)
 
 
+CHECKPOINT_KEYS = ("unet", "train", "step", "seconds", "model", "ema", "opt", "gen")
+
+
 def load_checkpoint(path: str | Path) -> dict:
-    return checkpoint.load_kind(path, "diffusion", "diffusion checkpoint")
+    return checkpoint.load_kind(path, "diffusion", "diffusion checkpoint", CHECKPOINT_KEYS)
 
 
 def load_ema(path: str | Path, device="cpu") -> tuple[UNet, DiffusionTrainConfig, dict]:
     """The EMA model (eval mode) and the training config of a diffusion checkpoint."""
     ckpt = load_checkpoint(path)
-    mcfg = from_dict(UNetConfig, ckpt["unet"])
+    mcfg = from_dict(UNetConfig, ckpt["unet"]).validate()
     model = checkpoint.load_weights(UNet(mcfg), ckpt["ema"], path)
+    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{path}: the EMA weights hold NaN or infinity ({len(bad)} tensors, e.g. {bad[0]})")
     return model.to(device).eval(), from_dict(DiffusionTrainConfig, ckpt["train"]), ckpt
 
 
@@ -95,8 +101,9 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 @contextlib.contextmanager
 def _deferred_interrupt():
-    """Turn the first Ctrl-C into a flag the loop checks between steps, so the checkpoint written on
-    interrupt is always consistent (never mid-update); a second Ctrl-C interrupts at once."""
+    """Turn Ctrl-C into a flag the loop checks between steps, for as long as training and its last save
+    run: the checkpoint written on interrupt is always consistent (never mid-update), and a second
+    Ctrl-C cannot cut the step or the save short (it only sets the flag again)."""
     flag = {"stop": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
@@ -105,7 +112,6 @@ def _deferred_interrupt():
 
     def handler(signum, frame):
         flag["stop"] = True
-        signal.signal(signal.SIGINT, previous)
 
     signal.signal(signal.SIGINT, handler)
     try:
@@ -119,7 +125,8 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
           extra: dict | None = None, desc: str = "train diffusion") -> TrainState:
     """Train on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) int64 until ``cfg.steps``
     (or ``cfg.time_budget`` minutes of training). With ``resume=True`` an existing checkpoint at
-    ``ckpt_path`` is continued exactly. Ctrl-C writes a checkpoint, then re-raises KeyboardInterrupt."""
+    ``ckpt_path`` is continued exactly. Ctrl-C finishes the step, writes a checkpoint, then raises
+    KeyboardInterrupt (further Ctrl-Cs meanwhile change nothing)."""
     cfg.validate()
     model_cfg.validate()
     if x.ndim != 4 or x.shape[1:] != (model_cfg.in_channels, model_cfg.image_size, model_cfg.image_size):
@@ -151,16 +158,16 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
     bar = progress(total=cfg.steps, desc=desc, unit="step")
     bar.update(state.step)
     state.model.train()
-    try:
-        with _deferred_interrupt() as flag:
+    with _deferred_interrupt() as flag:  # Ctrl-C stays deferred until the last save is on disk
+        try:
             _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag)
-    except KeyboardInterrupt:
+        except KeyboardInterrupt:
+            bar.close()
+            save_state(state, model_cfg, cfg, ckpt_path, extra)
+            raise
         bar.close()
+        state.done = True
         save_state(state, model_cfg, cfg, ckpt_path, extra)
-        raise
-    bar.close()
-    state.done = True
-    save_state(state, model_cfg, cfg, ckpt_path, extra)
     return state
 
 

@@ -209,7 +209,7 @@ def test_cli_attack_sweep_and_errors(data_dir, small_classifier, tmp_path, capsy
     assert e.value.code == 0 and "| eps | success %" in out and "| 3 |" in out
     assert "still misclassified" in out and "s=0.9" in out
     assert len(list((tmp_path / "attacks").glob("*/attacked.pt"))) == 2
-    for bad, msg in ((["--eps", "x"], "--eps must be"), (["--eps", "-1"], "eps must be >= 0"),
+    for bad, msg in ((["--eps", "x"], "--eps must be"), (["--eps", "-1"], "eps must be in [0, 1000]"),
                      (["--classifier", str(tmp_path / "none.pt")], "no classifier checkpoint")):
         with pytest.raises(SystemExit) as e:
             main(args + bad)

@@ -130,7 +130,7 @@ def test_smoke_sweep(data_dir, smoke_dir, capsys):
     (["--poison", "-0.1"], "p must be in [0, 1]"),
     (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
     (["--run-dir", "/proc/ddmini-cannot-write"], "run directory"),
-    (["--attack-eps", "-1"], "eps must be >= 0"),
+    (["--attack-eps", "-1"], "attack eps must be in [0, 1000]; got -1"),
     (["--unet-channel-mult", "1,x"], "unet-channel-mult"),
     (["--sample-guidance", "1.5"], "headline guidance scale (sample guidance 1.5) must be one of"),
 ])

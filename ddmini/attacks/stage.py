@@ -80,9 +80,7 @@ class AttackedSet:
 
     @classmethod
     def load(cls, path: str | Path) -> "AttackedSet":
-        d = checkpoint.load_kind(path, "attacked", "attacked-set file")
-        if any(k not in d for k in _TENSORS):
-            raise ValueError(f"{path}: not a ddmini attacked-set file")
+        d = checkpoint.load_kind(path, "attacked", "attacked-set file", (*_TENSORS, "config"))
         n = d["y"].shape[0]
         if any(d[k].shape[0] != n for k in _TENSORS):
             raise ValueError(f"{path}: attacked-set arrays disagree in length")

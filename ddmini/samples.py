@@ -1,0 +1,58 @@
+"""Generated images as an artefact: ``{"kind": "samples", "images", "labels", ...}`` written by
+``ddmini sample`` and the run's sampling stage, read by ``ddmini evaluate`` and the pipeline.
+
+What is saved or scored is checked first: images finite and in [0, 1], (N, C, H, W) float; labels
+int64 (N,) in [0, num_classes). A sampler that produced NaN (absurd guidance, NaN weights) or a file
+holding images in [0, 255] is refused with one line, never scored.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+
+KIND = "samples"
+
+
+def check_images(images, what: str = "images") -> None:
+    """ValueError/TypeError naming ``what`` unless images are float (N, C, H, W), finite, in [0, 1]."""
+    if not isinstance(images, torch.Tensor) or not images.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor; got {getattr(images, 'dtype', type(images).__name__)}")
+    if images.ndim != 4:
+        raise ValueError(f"{what} must be (N, C, H, W); got shape {tuple(images.shape)}")
+    if not bool(torch.isfinite(images).all()):
+        bad = int((~torch.isfinite(images)).flatten(1).any(1).sum())
+        raise ValueError(f"{what}: {bad} of {images.shape[0]} images hold NaN or infinity")
+    if images.numel() and (float(images.min()) < 0 or float(images.max()) > 1):
+        raise ValueError(f"{what} must lie in [0, 1]; got values in [{float(images.min()):.4g}, "
+                         f"{float(images.max()):.4g}]")
+
+
+def check_labels(labels, n: int, num_classes: int, what: str = "labels") -> None:
+    """ValueError/TypeError unless labels are int64 (n,) in [0, num_classes)."""
+    if not isinstance(labels, torch.Tensor) or labels.dtype != torch.int64:
+        raise TypeError(f"{what} must be an int64 tensor; got {getattr(labels, 'dtype', type(labels).__name__)}")
+    if labels.shape != (n,):
+        raise ValueError(f"{what} must have shape ({n},), one per image; got {tuple(labels.shape)}")
+    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        raise ValueError(f"{what} must be in [0, {num_classes}); got values from {int(labels.min())} "
+                         f"to {int(labels.max())}")
+
+
+def save(path: str | Path, images: torch.Tensor, labels: torch.Tensor, num_classes: int, **extra) -> None:
+    """Write a samples file atomically (with its digest) after checking what it holds."""
+    check_images(images)
+    check_labels(labels, images.shape[0], num_classes)
+    checkpoint.save({"kind": KIND, "images": images, "labels": labels, "num_classes": num_classes, **extra}, path)
+
+
+def load(path: str | Path, num_classes: int | None = None) -> dict:
+    """Read a samples file, verified (digest, CRC) and checked as :func:`save` checks; ``num_classes``
+    (e.g. the classifier's) bounds the labels when given."""
+    d = checkpoint.load_kind(path, KIND, "samples file", ("images", "labels"))
+    check_images(d["images"], f"{path}: images")
+    k = num_classes or int(d.get("num_classes", 0)) or None
+    check_labels(d["labels"], d["images"].shape[0], k if k else 2**62, f"{path}: labels")
+    return d
