@@ -45,6 +45,8 @@ def run_dir_option(f):
 
 def _writable_dir(path: str) -> Path:
     p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OSError(f"{p}: is a file, not a directory")
     try:
         p.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -331,6 +333,9 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
     try:
         st = train.train(mcfg, cfg, x, y, out, device=dev, resume=resume)
     except KeyboardInterrupt:
+        import signal
+
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the checkpoint is on disk: a late Ctrl-C changes nothing
         saved = f"checkpoint saved to {out} (run again to resume)" if out.is_file() else "no checkpoint was saved"
         click.echo(f"interrupted; {saved}", err=True)
         sys.exit(130)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import struct
 import urllib.error
@@ -19,6 +20,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+
+from .checkpoint import fsync_dir
 
 ENV_VAR = "DDMINI_DATA"
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
@@ -83,7 +86,7 @@ def parse_idx(buf: bytes, name: str = "<buffer>", expect_magic: int | None = Non
     if len(buf) < header:
         raise DataError(f"{name}: truncated header")
     dims = struct.unpack(f">{ndim}I", buf[4:header])
-    expected = int(np.prod(dims, dtype=np.int64))
+    expected = math.prod(dims)  # Python ints: a header whose product overflows int64 is just "too big"
     have = len(buf) - header
     if have < expected:
         raise DataError(f"{name}: truncated: {have} data bytes, header dims {dims} need {expected}")
@@ -188,6 +191,10 @@ def _file_is_good(path: Path, name: str) -> bool:
         return False
 
 
+# The largest MNIST file is under 10 MB compressed, 47 MB raw: a server sending more is not serving it.
+MAX_DOWNLOAD_BYTES = 64 << 20
+
+
 def _fetch(url: str, part: Path, timeout: float, on_bytes: Callable[[int], None] | None) -> None:
     """Download ``url`` into ``part``, continuing from its current size with an HTTP Range request."""
     have = part.stat().st_size if part.exists() else 0
@@ -202,8 +209,12 @@ def _fetch(url: str, part: Path, timeout: float, on_bytes: Callable[[int], None]
         raise
     with resp:
         mode = "ab" if have and resp.status == 206 else "wb"
+        size = have if mode == "ab" else 0
         with open(part, mode) as f:
             while chunk := resp.read(1 << 16):
+                size += len(chunk)
+                if size > MAX_DOWNLOAD_BYTES:
+                    raise ValueError(f"more than {MAX_DOWNLOAD_BYTES >> 20} MiB, larger than any file it should be")
                 f.write(chunk)
                 if on_bytes:
                     on_bytes(len(chunk))
@@ -245,9 +256,12 @@ def download(
                 _fetch(url, part, timeout, on_bytes)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 errors.append(f"{url}: {getattr(e, 'reason', e)}")
+                if isinstance(e, ValueError):  # oversized: nothing to resume from
+                    part.unlink(missing_ok=True)
                 continue
             if _file_is_good(part, name):
                 os.replace(part, target)
+                fsync_dir(dest)
                 outcome[name] = f"downloaded from {mirror}"
                 log(f"{name}: downloaded from {mirror}, checksum ok")
                 break

@@ -193,7 +193,9 @@ def class_weights(weights: torch.Tensor, num_classes: int | None = None) -> torc
             raise ValueError("labels must be >= 0")
         if num_classes and weights.numel() and int(weights.max()) >= num_classes:
             raise ValueError(f"labels must be in [0, {num_classes}); got {int(weights.max())}")
-        k = num_classes or (int(weights.max()) + 1 if weights.numel() else 0)
+        if not num_classes and not weights.numel():
+            raise ValueError("labels are empty: no classes to weight")
+        k = num_classes or int(weights.max()) + 1
         return torch.nn.functional.one_hot(weights.long(), k).to(torch.float64)
     w = _as_f64("weights", weights, (2,))
     if bool((w < 0).any()):
@@ -230,6 +232,9 @@ def class_aware_frechet_distance(feats_a, weights_a, feats_b, weights_b, *, back
     feats: (N, d) features; weights: (N, K) class probabilities (soft) or int64 labels (N,) (hard).
     All K classes go through one batched trace-sqrt call.
     """
+    for name, f in (("feats_a", feats_a), ("feats_b", feats_b)):
+        if isinstance(f, torch.Tensor) and (f.ndim != 2 or 0 in f.shape):
+            raise ValueError(f"{name} must be a non-empty (N, d) tensor; got shape {tuple(f.shape)}")
     wa, wb = class_weights(weights_a), class_weights(weights_b)
     k = max(wa.shape[1], wb.shape[1])
     if weights_a.ndim == 1:

@@ -130,19 +130,21 @@ class Pipeline:
         key = checkpoint.fingerprint(key_dict(cfg.unet), key_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
         path = self.cache / f"diffusion-{key}.pt"
         self.stages.artefacts["diffusion"] = str(path)
-        prev = self._try_load(path, train.load_checkpoint)
-        if prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps:
-            self.stages.cached["diffusion"] = True
-            self._stage(4, "diffusion model", f"cached ({path.name}, {prev['step']} steps)")
-        else:
-            start = int(prev["step"]) if prev else 0
-            self._stage(4, "diffusion model", f"training {cfg.train.steps} steps"
-                        + (f", resuming at step {start}" if start else ""))
-            t0 = time.perf_counter()
-            train.train(cfg.unet, cfg.train, ps.x, ps.y, path, device=self.device, resume=True,
-                        extra={"poison": cfg.poison})
-            self.stages.timings["diffusion"] = time.perf_counter() - t0
-        model, tcfg, ckpt = train.load_ema(path, self.device)
+        # A second run wanting the same model waits here, then finds it cached instead of training it too.
+        with _exclusive(path.with_name(f".{path.name}.lock")):
+            prev = self._try_load(path, train.load_checkpoint)
+            if prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps:
+                self.stages.cached["diffusion"] = True
+                self._stage(4, "diffusion model", f"cached ({path.name}, {prev['step']} steps)")
+            else:
+                start = int(prev["step"]) if prev else 0
+                self._stage(4, "diffusion model", f"training {cfg.train.steps} steps"
+                            + (f", resuming at step {start}" if start else ""))
+                t0 = time.perf_counter()
+                train.train(cfg.unet, cfg.train, ps.x, ps.y, path, device=self.device, resume=True,
+                            extra={"poison": cfg.poison})
+                self.stages.timings["diffusion"] = time.perf_counter() - t0
+            model, tcfg, ckpt = train.load_ema(path, self.device)
         return model, tcfg, ckpt, ps, checkpoint.file_digest(path)[:16]
 
     # ---- 5. samples ---------------------------------------------------------------------------

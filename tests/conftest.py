@@ -65,6 +65,17 @@ def pytest_report_header(config):
 
 
 @pytest.fixture(scope="session")
+def smoke_run(data_dir, tmp_path_factory):
+    """One smoke-preset run (seconds): {"root": run dir, "classifier" / "attack" / "diffusion": paths}."""
+    from ddmini.config import preset
+    from ddmini.pipeline import Pipeline
+
+    root = tmp_path_factory.mktemp("smoke-run")
+    out = Pipeline(preset("smoke").with_seed(0), root, data_dir, "cpu", log=lambda m: None).run()
+    return {"root": root, "report": out, **{k: Path(v) for k, v in out["artefacts"].items()}}
+
+
+@pytest.fixture(scope="session")
 def small_classifier(mnist_small):
     """A width-8 classifier trained for one epoch on 2,000 images (~90 % test accuracy), eval mode."""
     from ddmini import classifier

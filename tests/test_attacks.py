@@ -114,7 +114,8 @@ def test_targeted_hits_targets(name, small_classifier, batch):
 @pytest.mark.parametrize("bad, match", [
     (dict(eps=-1.0), "eps"), (dict(steps=0), "steps"), (dict(x=2.0), r"\[0, 1\]"),
     (dict(x=float("nan")), "NaN"), (dict(y="short"), "shape"), (dict(y="float"), "int64"),
-    (dict(target="short"), "target"), (dict(alpha=float("inf")), "alpha"),
+    (dict(target="short"), "target"), (dict(alpha=float("inf")), "alpha"), (dict(eps=True), "not a bool"),
+    (dict(steps=True), "not a bool"), (dict(y="ten"), r"\[0, 10\) \(the model has 10 outputs\)"),
 ])
 def test_bad_inputs(small_classifier, bad, match):
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
@@ -125,6 +126,8 @@ def test_bad_inputs(small_classifier, bad, match):
         y = y[:3]
     if bad.get("y") == "float":
         y = y.float()
+    if bad.get("y") == "ten":
+        y = torch.tensor([0, 1, 2, 10])
     target = y[:2] if bad.get("target") == "short" else None
     kw.update({k: v for k, v in bad.items() if k in kw})
     with pytest.raises((ValueError, TypeError), match=match):
@@ -214,3 +217,21 @@ def test_cli_attack_sweep_and_errors(data_dir, small_classifier, tmp_path, capsy
         with pytest.raises(SystemExit) as e:
             main(args + bad)
         assert e.value.code == 1 and msg in capsys.readouterr().err
+
+
+def test_success_refuses_labels_the_model_does_not_score(small_classifier):
+    x = torch.rand(3, 1, 28, 28)
+    with pytest.raises(ValueError, match=r"must be in \[0, 10\)"):
+        attacks.success(small_classifier, x, torch.tensor([0, 1, 10]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("name", ALL)
+def test_attacks_return_the_input_dtype(name, dtype, small_classifier, batch):
+    x, y = batch[0][:16].to(dtype), batch[1][:16]
+    xa = _run(name, small_classifier, x, y, 1.0)
+    assert xa.dtype == dtype and xa.shape == x.shape
+    assert float(xa.min()) >= 0 and float(xa.max()) <= 1
+    ref = _run(name, small_classifier, x.float(), y, 1.0)  # the same attack, made in float32
+    assert (xa.float() - ref).abs().max() <= (1e-6 if dtype == torch.float64 else 1e-2)
+    assert attacks.success(small_classifier, xa, y).shape == (16,)

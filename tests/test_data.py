@@ -72,6 +72,13 @@ def test_parse_idx_roundtrip():
     np.testing.assert_array_equal(data.parse_idx(idx_bytes(arr, 2051)), arr)
 
 
+def test_idx_header_whose_size_overflows_is_named():
+    # 2^32-1 cubed overflows int64: the size must still be "too big", with the file named
+    buf = struct.pack(">I", 2051) + struct.pack(">3I", 2**32 - 1, 2**32 - 1, 2**32 - 1) + b"\0" * 16
+    with pytest.raises(data.DataError, match=r"t10k\.idx: truncated"):
+        data.parse_idx(buf, "t10k.idx")
+
+
 @pytest.mark.parametrize("corruption,message", [
     ("bad_magic", "bad magic"),
     ("truncated_gzip", "truncated gzip"),
@@ -162,3 +169,15 @@ def test_download_rejects_bad_checksum(server, tmp_path, capsys):
     assert not (dest / FILES[1]).exists() and not (dest / (FILES[1] + ".part")).exists()  # the bad one never does
     code, _, err = run_cli(["data", "download", str(dest), "--mirror", base + "/bad/"], capsys)
     assert code != 0 and err.startswith("error: ") and err.count("\n") == 1
+
+
+def test_download_caps_what_it_reads(data_dir, tmp_path, monkeypatch):
+    root = tmp_path / "www"
+    root.mkdir()
+    for name in FILES:
+        (root / name).write_bytes(b"\0" * 4096)
+    monkeypatch.setattr(data, "MAX_DOWNLOAD_BYTES", 1000)
+    with http_server(root) as (base, _):
+        with pytest.raises(data.DataError, match="more than 0 MiB"):
+            data.download(tmp_path / "dl", [base + "/"], log=lambda m: None)
+    assert not any(p.suffix == ".part" for p in (tmp_path / "dl").iterdir())

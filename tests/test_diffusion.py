@@ -233,11 +233,22 @@ def test_guided_prediction_one_call_or_two(split):
 def test_sampler_errors():
     m = unet.build("tiny")
     d = diffusion.Diffusion(T=20)
-    for kw, msg in ((dict(sampler="euler"), "sampler"), (dict(steps=21), "steps"), (dict(guidance=-1.0), "guidance")):
+    for kw, msg in ((dict(sampler="euler"), "sampler"), (dict(steps=21), "steps"), (dict(guidance=-1.0), "guidance"),
+                    (dict(guidance=float("inf")), "guidance"), (dict(guidance=1e30), "guidance"),
+                    (dict(eta=float("inf")), "eta"), (dict(eta=float("nan")), "eta")):
         with pytest.raises(ValueError, match=msg):
             d.sample(m, diffusion.balanced_labels(2), **kw)
     with pytest.raises(ValueError, match="labels"):
         d.sample(m, torch.tensor([10]))
+
+
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_sampler_refuses_to_return_nan(guidance):
+    m = unet.build("tiny")
+    with torch.no_grad():
+        next(m.parameters()).fill_(float("nan"))  # weights gone bad: every prediction NaN
+    with pytest.raises(ValueError, match="NaN or infinity in 4 of 4 images"):
+        diffusion.Diffusion(T=20).sample(m, diffusion.balanced_labels(4), steps=3, guidance=guidance)
 
 
 def test_every_sampler_update_goes_through_the_kernels(monkeypatch):

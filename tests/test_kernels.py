@@ -177,6 +177,8 @@ def test_bad_inputs(backend):
         (ValueError, r"\(0, 1\]", lambda: kernels.q_sample(x, z, 3, ac + 0.5, backend=backend)),
         (ValueError, "variance", lambda: kernels.ddpm_step(x, e, 3, ac, z, "medium", backend=backend)),
         (ValueError, "eta", lambda: kernels.ddim_step(x, e, 3, 2, ac, -0.1, backend=backend)),
+        (ValueError, "eta must be finite", lambda: kernels.ddim_step(x, e, 3, 2, ac, float("inf"), z, backend=backend)),
+        (ValueError, "eta must be finite", lambda: kernels.ddim_step(x, e, 3, 2, ac, float("nan"), z, backend=backend)),
         (TypeError, "Tensor", lambda: kernels.q_sample(x.numpy(), z, 3, ac, backend=backend)),
         (ValueError, "batch dimension", lambda: kernels.q_sample(torch.tensor(1.0), torch.tensor(1.0), 3, ac, backend=backend)),
     ]

@@ -160,3 +160,61 @@ def test_metric_bad_inputs():
                                              torch.randn(10, 3), torch.arange(10) % 2)
     with pytest.raises(ValueError, match="non-negative"):
         metrics.class_aware_frechet_distance(torch.randn(4, 3), -torch.ones(4, 2), torch.randn(4, 3), torch.ones(4, 2))
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+@pytest.mark.parametrize("which", ["cov1", "cov2"])
+@pytest.mark.parametrize("bad", ["swap", "indefinite", "negative_direction"])
+def test_covariance_that_is_not_psd_is_refused(backend, which, bad):
+    # symmetric but not PSD: every backend used to clamp these to a distance of 0 or 1
+    d = 6
+    good = random_cov(d, gen=torch.Generator().manual_seed(1))[1]
+    if bad == "swap":
+        c = torch.zeros(d, d, dtype=torch.float64)
+        c[0, 1] = c[1, 0] = 1.0
+    elif bad == "indefinite":
+        c = torch.ones(d, d, dtype=torch.float64) + torch.eye(d, dtype=torch.float64) * 0.5
+        c[0, 0] = -0.5
+    else:  # PSD but for one direction with eigenvalue -1e-3 of the largest
+        w, V = torch.linalg.eigh(good)
+        w[0] = -1e-3 * w[-1]
+        c = (V * w) @ V.T
+        c = 0.5 * (c + c.T)
+    c1, c2 = (c, good) if which == "cov1" else (good, c)
+    with pytest.raises(ValueError, match=f"{which} must be positive semi-definite"):
+        metrics.frechet_distance(torch.zeros(d), c1, torch.zeros(d), c2, backend=backend)
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_psd_within_round_off_is_accepted(backend):
+    # rank-deficient covariances (fewer samples than dimensions) are PSD up to round-off
+    g = torch.Generator().manual_seed(5)
+    fa, fb = torch.randn(20, 64, generator=g), torch.randn(30, 64, generator=g)
+    assert float(metrics.frechet_from_features(fa, fb, backend=backend)) > 0
+
+
+def test_confusion_and_misclassification_refuse_out_of_range():
+    with pytest.raises(ValueError, match=r"pred must be in \[0, 10\)"):
+        metrics.confusion_matrix(torch.tensor([0, 1]), torch.tensor([0, 10]))
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 10\)"):
+        metrics.misclassification(torch.tensor([10, 1]), torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match=r"pred must be in"):
+        metrics.confusion_matrix(torch.tensor([0, 1]), torch.tensor([-1, 1]))
+    with pytest.raises(TypeError, match="integer"):
+        metrics.confusion_matrix(torch.tensor([0.0, 1.0]), torch.tensor([0, 1]))
+    cm = metrics.confusion_matrix(torch.tensor([0, 1, 1]), torch.tensor([0, 1, 2]), 3)
+    assert cm.tolist() == [[1, 0, 0], [0, 1, 1], [0, 0, 0]]
+
+
+def test_empty_inputs_are_value_errors():
+    with pytest.raises(ValueError, match="at least 2"):
+        metrics.frechet_from_features(torch.randn(0, 4), torch.randn(5, 4))
+    with pytest.raises(ValueError, match="feature dimension"):
+        metrics.frechet_from_features(torch.randn(5, 0), torch.randn(5, 0))
+    with pytest.raises(ValueError, match="must not be empty"):
+        metrics.trace_sqrt_product(torch.zeros(0, 3, 3, dtype=torch.float64), torch.zeros(0, 3, 3, dtype=torch.float64))
+    with pytest.raises(ValueError, match="non-empty"):
+        metrics.class_aware_frechet_distance(torch.randn(0, 3), torch.zeros(0, dtype=torch.long),
+                                             torch.randn(4, 3), torch.arange(4) % 2)
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
+        metrics.class_weights(torch.tensor([0, 1, 2]), 2)

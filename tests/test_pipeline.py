@@ -215,3 +215,25 @@ def test_train_diffusion_then_sample_commands(data_dir, tmp_path, capsys):
 def test_linear_fit_exact_line():
     f = linear_fit([0, 0.25, 0.5, 1], [0.1, 0.3, 0.5, 0.9])
     assert math.isclose(f["slope"], 0.8) and math.isclose(f["intercept"], 0.1) and math.isclose(f["r2"], 1.0)
+
+
+def test_two_runs_on_one_run_dir_train_the_model_once(data_dir, tmp_path):
+    import threading
+
+    from ddmini.pipeline import Pipeline
+
+    logs = [[], []]
+
+    def go(i):
+        cfg = preset("smoke").with_seed(0)
+        cfg.train.steps = 30
+        Pipeline(cfg, tmp_path, data_dir, "cpu", log=logs[i].append).run()
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    trained = [any("diffusion model: training" in m for m in lg) for lg in logs]
+    cached = [any("diffusion model: cached" in m for m in lg) for lg in logs]
+    assert sorted(trained) == [False, True] and sorted(cached) == [False, True], logs

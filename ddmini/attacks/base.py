@@ -36,9 +36,31 @@ def check_inputs(model, x, y, target=None) -> None:
             raise ValueError(f"{name} must have shape ({x.shape[0]},) to match x; got {tuple(lab.shape)}")
         if lab.numel() and int(lab.min()) < 0:
             raise ValueError(f"{name} contains a negative label")
+        if lab.numel():
+            k = num_outputs(model, x)
+            if int(lab.max()) >= k:
+                raise ValueError(f"{name} must be in [0, {k}) (the model has {k} outputs); got {int(lab.max())}")
+
+
+def model_dtype(model, x: torch.Tensor) -> torch.dtype:
+    """The floating dtype the model computes in (its parameters'), or x's for a parameterless callable."""
+    if isinstance(model, nn.Module):
+        for p in model.parameters():
+            if p.is_floating_point():
+                return p.dtype
+    return x.dtype
+
+
+@torch.no_grad()
+def num_outputs(model, x: torch.Tensor) -> int:
+    """How many classes the model scores (one forward pass of one image, in eval mode)."""
+    with frozen(model):
+        return int(model(x[:1].to(model_dtype(model, x))).shape[-1])
 
 
 def check_positive(name: str, value, *, allow_zero: bool = True, integer: bool = False) -> None:
+    if isinstance(value, bool):
+        raise ValueError(f"{name} must be a number, not a bool; got {value!r}")
     if integer:
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be an integer >= 1; got {value!r}")
@@ -97,7 +119,7 @@ def success(model, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | 
             batch_size: int = 1000) -> torch.Tensor:
     """Per-sample bool mask: the attack worked (prediction != y, or == target when targeted)."""
     check_inputs(model, x_adv, y, target)
-    pred = predict_labels(model, x_adv, batch_size)
+    pred = predict_labels(model, x_adv.to(model_dtype(model, x_adv)), batch_size)
     return pred == target if target is not None else pred != y
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import batches, check_inputs, check_positive, frozen
+from .base import batches, check_inputs, check_positive, frozen, model_dtype
 
 _EDGE = 1 - 1e-6  # keeps atanh finite at pixels that are exactly 0 or 1
 
@@ -28,10 +28,11 @@ def cw_l2(model, x, y, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr:
     check_positive("lr", lr, allow_zero=False)
     check_positive("batch_size", batch_size, integer=True)
     targeted = target is not None
-    out = x.clone()
+    xm = x.to(model_dtype(model, x))
+    out = xm.clone()
     with frozen(model):
         for s in batches(x.shape[0], batch_size):
-            x0 = x[s]
+            x0 = xm[s]
             label = target[s] if targeted else y[s]
             w = torch.atanh((2 * x0 - 1).clamp(-_EDGE, _EDGE)).detach().requires_grad_(True)
             opt = torch.optim.Adam([w], lr=lr)
@@ -53,4 +54,4 @@ def cw_l2(model, x, y, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr:
                     best_l2 = torch.where(better, l2, best_l2)
                     best[better] = xa.detach()[better]
             out[s] = best.clamp_(0, 1)
-    return out
+    return out.to(x.dtype)

@@ -5,13 +5,14 @@ PGD:  Madry et al., "Towards Deep Learning Models Resistant to Adversarial Attac
 PGD-L2 is the attack of Deceptive Diffusion (arXiv 2406.19807).
 
 Shapes: x (N, ...) in [0, 1], y (N,) int64; returns x_adv of x's shape and dtype, in [0, 1] and inside
-the eps-ball around x. Untargeted unless ``target`` (N,) int64 is given.
+the eps-ball around x (computed in the model's dtype, then rounded to x's). Untargeted unless ``target``
+(N,) int64 is given.
 """
 from __future__ import annotations
 
 import torch
 
-from .base import batches, check_inputs, check_positive, frozen, generator, input_grad
+from .base import batches, check_inputs, check_positive, frozen, generator, input_grad, model_dtype
 
 _TINY = 1e-12
 
@@ -29,12 +30,13 @@ def fgsm(model, x, y, eps: float, *, target=None, batch_size: int = 1000) -> tor
     check_inputs(model, x, y, target)
     check_positive("eps", eps)
     check_positive("batch_size", batch_size, integer=True)
-    out = torch.empty_like(x)
+    xm = x.to(model_dtype(model, x))
+    out = torch.empty_like(xm)
     with frozen(model):
         for s in batches(x.shape[0], batch_size):
-            g = input_grad(model, x[s], y[s], None if target is None else target[s])
-            out[s] = (x[s] + eps * g.sign()).clamp_(0, 1)
-    return out
+            g = input_grad(model, xm[s], y[s], None if target is None else target[s])
+            out[s] = (xm[s] + eps * g.sign()).clamp_(0, 1)
+    return out.to(x.dtype)
 
 
 def _pgd(model, x, y, eps, alpha, steps, random_start, seed, target, batch_size, start, update) -> torch.Tensor:
@@ -46,16 +48,17 @@ def _pgd(model, x, y, eps, alpha, steps, random_start, seed, target, batch_size,
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
     gen = generator(seed, x.device)
-    out = torch.empty_like(x)
+    xm = x.to(model_dtype(model, x))
+    out = torch.empty_like(xm)
     with frozen(model):
         for s in batches(x.shape[0], batch_size):
-            x0 = x[s]
+            x0 = xm[s]
             tb = None if target is None else target[s]
             xa = start(x0, gen) if random_start else x0.clone()
             for _ in range(steps):
                 xa = update(xa, input_grad(model, xa, y[s], tb), x0)
             out[s] = xa
-    return out
+    return out.to(x.dtype)
 
 
 def pgd_linf(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool = True,

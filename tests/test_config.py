@@ -1,0 +1,73 @@
+"""ddmini.config: every numeric field of every stage's config is checked once, here, for type,
+finiteness and range, so every command and API entry point inherits the same refusals."""
+import math
+from dataclasses import fields
+
+import pytest
+
+from ddmini.config import (AttackConfig, ClassifierConfig, DiffusionTrainConfig, RunConfig, SampleConfig, UNetConfig,
+                           preset)
+
+CONFIGS = [ClassifierConfig, UNetConfig, DiffusionTrainConfig, SampleConfig, AttackConfig, RunConfig]
+
+
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_every_numeric_field_has_bounds(cls):
+    obj = cls()
+    for f in fields(cls):
+        v = getattr(obj, f.name)
+        if isinstance(v, bool) or hasattr(v, "__dataclass_fields__") or f.name == "poison":
+            continue
+        if isinstance(v, (int, float, tuple)) or v is None:
+            assert f.name in cls.BOUNDS, f"{cls.__name__}.{f.name} has no Range in BOUNDS"
+
+
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_defaults_and_presets_validate(cls):
+    cls().validate()
+    for name in ("smoke", "cpu", "paper"):
+        preset(name).validate()
+
+
+@pytest.mark.parametrize("cls, field, value, msg", [
+    (DiffusionTrainConfig, "grad_clip", math.nan, "grad_clip must be a finite number"),
+    (DiffusionTrainConfig, "time_budget", math.nan, "time_budget must be a finite number"),
+    (DiffusionTrainConfig, "lr", 0.0, "lr must be in (0, 1]"),
+    (DiffusionTrainConfig, "steps", 2.5, "steps must be an integer"),
+    (DiffusionTrainConfig, "steps", True, "steps must be an integer"),
+    (DiffusionTrainConfig, "ema_decay", 1.0, "ema_decay must be in [0, 1)"),
+    (DiffusionTrainConfig, "seed", 2**64, "seed must be in [0, 9223372036854775807]"),
+    (DiffusionTrainConfig, "seed", -1, "seed must be in"),
+    (UNetConfig, "channel_mult", (1.5, 2), "channel_mult must be an integer; got 1.5"),
+    (UNetConfig, "channel_mult", (), "channel_mult must be a non-empty list"),
+    (UNetConfig, "groups", 0, "groups must be in [1, 1024]"),
+    (UNetConfig, "num_heads", 0, "num_heads must be in [1, 64]"),
+    (UNetConfig, "dropout", 1.0, "dropout must be in [0, 1)"),
+    (SampleConfig, "guidance", math.inf, "guidance must be a finite number"),
+    (SampleConfig, "guidance", 1e30, "guidance must be in [0, 100]"),
+    (SampleConfig, "eta", math.inf, "eta must be a finite number"),
+    (SampleConfig, "steps", 0, "steps must be in [1, 100000]"),
+    (AttackConfig, "steps", 10**20, "steps must be in [1, 100000]"),
+    (AttackConfig, "eps", math.nan, "eps must be a finite number"),
+    (AttackConfig, "alpha", -1.0, "alpha must be in [0, 1000]"),
+    (AttackConfig, "eps", "1.6", "eps must be a finite number"),
+    (ClassifierConfig, "width", 0, "width must be in [1, 1024]"),
+    (RunConfig, "guidance_scales", (1.0, math.inf), "guidance_scales must be a finite number"),
+    (RunConfig, "num_samples", 0, "num_samples must be in"),
+])
+def test_bad_values_are_refused_with_the_field_named(cls, field, value, msg):
+    obj = cls()
+    setattr(obj, field, value)
+    with pytest.raises(ValueError) as e:
+        obj.validate()
+    assert msg in str(e.value) and "\n" not in str(e.value)
+
+
+def test_whole_floats_become_ints_and_ints_stay():
+    u = UNetConfig(channel_mult=(1.0, 2.0, 2.0), base_channels=16.0).validate()
+    assert u.channel_mult == (1, 2, 2) and isinstance(u.base_channels, int)
+    assert DiffusionTrainConfig(lr=1).validate().lr == 1
+
+
+def test_alpha_none_is_allowed():
+    assert AttackConfig(alpha=None).validate().step_size == pytest.approx(2.5 * 1.6 / 10)
