@@ -37,5 +37,26 @@ def machine() -> str:
     except OSError:
         pass
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} ({torch.get_num_threads()} threads), "
-            f"GPU: {gpu}")
+    return (f"{cpu}, {os.cpu_count()} cores, CPU flags: {cpu_flags()}, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}), "
+            f"ddmini default CPU variant {_ddmini_isa()}, GPU: {gpu}")
+
+
+def cpu_flags() -> str:
+    """The flags that decide the speed of ddmini's kernels and torch's on this CPU."""
+    want = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+    try:
+        with open("/proc/cpuinfo") as f:
+            have = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return "unknown"
+    return " ".join(w for w in want if w in have) or "none of avx2/avx512"
+
+
+def _ddmini_isa() -> str:
+    try:
+        from ddmini._ext import cpu_isa
+
+        return cpu_isa()
+    except RuntimeError:
+        return "none (ddmini._C not built)"

@@ -5,6 +5,12 @@
     python bench/kernels.py --only inplace          # the steps as samplers call them (out = x_t)
     python bench/kernels.py --only frechet --dims 16,64,128,512,2048
     python bench/kernels.py --device cuda --no-compile   # on a GPU (Fréchet: eigvals / eigh on the device)
+    python bench/kernels.py --only noise,sampler,inplace --sizes 22,24 --cpu-isa all   # every CPU variant
+
+CPU variants: the compiled kernels' hot loops exist for AVX-512, AVX2 + FMA and baseline x86-64.
+``--cpu-isa all`` (the default on a CPU) runs the chosen tables once per variant this machine supports,
+side by side; ``--cpu-isa avx2`` one of them. Torch's side of each ratio uses torch's own kernels: set
+``ATEN_CPU_CAPABILITY=avx2`` (and ``ONEDNN_MAX_CPU_ISA=AVX2``) in the environment to make it AVX2 too.
 
 Step ops: torch eager reference (allocates), the best in-place chain into a preallocated out,
 torch.compile of the reference (steady state), ddmini with out=; ms, effective GB/s (bytes read +
@@ -227,6 +233,23 @@ def bench_sampler_steps(device):
           f"({t_r / t_p:.2f}x)")
 
 
+def bench_noise(device, sizes=(200_704, 1 << 22)):
+    """Gaussian noise alone: torch.randn into a preallocated tensor vs ddmini's Philox stream
+    (philox_normal), checked against the float64 reference first."""
+    sync = torch.cuda.synchronize if device == "cuda" else None
+    print(f"\n## Gaussian noise on {device}: torch.randn vs ddmini philox_normal (Philox4x32-10 + Box-Muller)\n")
+    print("| normals | torch.randn us | ddmini us | ddmini vs randn | ddmini Gnormals/s |")
+    print("|---|---|---|---|---|")
+    for n in sizes:
+        z = torch.empty(n, device=device)
+        got = kernels.philox_normal(z, 1, 2).cpu()
+        assert (got - reference.philox_normal(n, 1, 2)).abs().max() < 2e-5
+        gdev = torch.Generator(device=device).manual_seed(0)
+        t_r = timeit(lambda: torch.randn(z.shape, generator=gdev, device=device, out=z), sync=sync, min_time=0.5)
+        t_p = timeit(lambda: kernels.philox_normal(z, 1, 2, out=z), sync=sync, min_time=0.5)
+        print(f"| {n:,} | {t_r * 1e6:.1f} | {t_p * 1e6:.1f} | {t_r / t_p:.2f}x | {n / t_p / 1e9:.2f} |", flush=True)
+
+
 def frechet_pairs(d, B, g):
     """B pairs of d x d covariances of 2d + 10 correlated samples (CPU, float64) and the float64
     symmetric-eigh reference of their trace sqrt."""
@@ -298,25 +321,44 @@ def bench_frechet_cuda(dims, B=10):
               f"| {t_r / t_o:.1f}x | {max_rel_err(eig(), ref):.1e} | {max_rel_err(ours(), ref):.1e} |", flush=True)
 
 
+SECTIONS = ("steps", "inplace", "noise", "sampler", "frechet")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--only", choices=["steps", "inplace", "sampler", "frechet"], default=None)
+    p.add_argument("--only", default=None, help=f"comma-separated tables among {', '.join(SECTIONS)} [all]")
     p.add_argument("--sizes", default="16,18,20,22,24", help="log2 of element counts")
     p.add_argument("--dims", default="16,64,128,512", help="Fréchet dimensions (2048 takes minutes)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--no-compile", action="store_true", help="skip the torch.compile baseline")
     p.add_argument("--rounds", type=int, default=5, help="in-place table: rounds of fresh buffers")
+    p.add_argument("--cpu-isa", default="all", help="CPU kernel variant(s): all, or one of avx512, avx2, baseline")
     a = p.parse_args()
+    only = set(a.only.split(",")) if a.only else set(SECTIONS)
+    if not only <= set(SECTIONS):
+        p.error(f"--only takes {', '.join(SECTIONS)}; got {a.only}")
+    from ddmini._ext import cpu_isas, forced_cpu_isa
+
+    isas = cpu_isas() if a.cpu_isa == "all" else [a.cpu_isa]
+    if a.device == "cuda":
+        isas = isas[:1]
     print(f"machine: {machine()}")
-    if a.only in (None, "steps"):
-        bench_steps([int(s) for s in a.sizes.split(",")], a.device, not a.no_compile)
-    if a.only in (None, "steps", "inplace"):
-        bench_steps_in_place([int(s) for s in a.sizes.split(",")], a.device, a.rounds)
-    if a.only in (None, "sampler"):
-        bench_sampler_steps(a.device)
-    if a.only in (None, "frechet"):
-        dims = [int(s) for s in a.dims.split(",")]
-        bench_frechet_cuda(dims) if a.device == "cuda" else bench_frechet(dims)
+    for isa in isas:
+        with forced_cpu_isa(isa):
+            if a.device == "cpu":
+                print(f"\n# ddmini CPU kernel variant: {isa}")
+            sizes = [int(s) for s in a.sizes.split(",")]
+            if "steps" in only:
+                bench_steps(sizes, a.device, not a.no_compile)
+            if only & {"steps", "inplace"}:
+                bench_steps_in_place(sizes, a.device, a.rounds)
+            if "noise" in only:
+                bench_noise(a.device)
+            if "sampler" in only:
+                bench_sampler_steps(a.device)
+            if "frechet" in only:
+                dims = [int(s) for s in a.dims.split(",")]
+                bench_frechet_cuda(dims) if a.device == "cuda" else bench_frechet(dims)
 
 
 if __name__ == "__main__":

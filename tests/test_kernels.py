@@ -292,3 +292,30 @@ def test_table_and_inputs_made_in_inference_mode(backend):
             kernels.q_sample(x, e, torch.tensor([0, 1, T, 2], device=dev), ac_inf, backend=backend)
         with pytest.raises(ValueError, match="t_prev must"):  # checked in the same read as t
             kernels.ddim_step(x, e, t, torch.tensor([-1, 0, T, 2], device=dev), ac_inf, backend=backend)
+
+
+def test_philox_noise_agrees_across_cpu_variants():
+    """Every CPU variant (AVX-512, AVX2 intrinsics, baseline) gives the same stream: the Philox words are
+    exact integers, the normals differ only by float rounding of the same polynomials (FMA or not)."""
+    from ddmini._ext import cpu_isas, forced_cpu_isa
+
+    like = torch.empty(100_003)
+    streams = {}
+    for isa in cpu_isas():
+        with forced_cpu_isa(isa):
+            streams[isa] = kernels.philox_normal(like, 2**40 + 3, 17).clone()
+    base = streams["baseline"]
+    for isa, s in streams.items():
+        assert (s - base).abs().max().item() <= 5e-6, isa
+    assert len(streams) >= 1
+
+
+@pytest.mark.parametrize("backend", BACKENDS, indirect=True)
+def test_philox_noise_is_standard_normal(backend):
+    """10^6 draws: moments and a Kolmogorov-Smirnov test against N(0, 1) (fixed seed: deterministic)."""
+    stats = pytest.importorskip("scipy.stats")
+    n = kernels.philox_normal(torch.empty(1_000_000, device=device_of(backend)), 12345, 0).cpu().double().numpy()
+    assert abs(n.mean()) < 4e-3 and abs(n.var() - 1) < 4e-3
+    assert abs(stats.skew(n)) < 1e-2 and abs(stats.kurtosis(n)) < 2e-2
+    ks = stats.kstest(n, "norm")
+    assert ks.pvalue > 1e-3, ks
