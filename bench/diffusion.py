@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from ddmini import diffusion, unet  # noqa: E402
+from ddmini.config import SampleConfig  # noqa: E402
 
 
 def diffusers_unet(params_target: int):
@@ -156,7 +157,7 @@ def bench_sample(batch: int, steps: int) -> None:
     d = diffusion.Diffusion()
     labels = torch.arange(batch) % 10
     t0 = time.perf_counter()
-    d.sample(ours, labels, steps=steps, batch_size=batch)
+    d.sample(ours, labels, SampleConfig(steps=steps, batch_size=batch, guidance=1.0))
     ta = time.perf_counter() - t0
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
     sched.set_timesteps(steps)
@@ -188,8 +189,7 @@ def bench_guided(batches: list[int], steps: int) -> None:
         for split in (False, True, False, True):  # interleaved, the second of each counts
             d.guided_split = split
             t0 = time.perf_counter()
-            x = d.sample(model, labels, steps=steps, guidance=2.0, batch_size=batch,
-                         generator=torch.Generator().manual_seed(0))
+            x = d.sample(model, labels, SampleConfig(steps=steps, guidance=2.0, batch_size=batch, seed=0))
             times[split] = (time.perf_counter() - t0, x)
         (tj, xj), (ts, xs) = times[False], times[True]
         rows.append((batch, batch * steps / tj, batch * steps / ts, tj / ts, (xj - xs).abs().max().item()))
@@ -219,9 +219,10 @@ def bench_overhead(batch: int) -> None:
     labels = torch.arange(batch) % 10
     rows = []
     for sampler, steps in (("ddim", 100), ("ddpm", 1000)):
-        d.sample(m, labels, sampler=sampler, steps=steps, batch_size=batch)  # warm-up
+        cfg = SampleConfig(sampler=sampler, steps=steps, batch_size=batch, guidance=1.0)
+        d.sample(m, labels, cfg)  # warm-up
         t0 = time.perf_counter()
-        d.sample(m, labels, sampler=sampler, steps=steps, batch_size=batch)
+        d.sample(m, labels, cfg)
         ta = (time.perf_counter() - t0) / steps
         sched = (DDIMScheduler if sampler == "ddim" else DDPMScheduler)(
             num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)

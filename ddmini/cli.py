@@ -395,9 +395,8 @@ def sample(device, ckpt, num, labels, sampler, steps, eta, guidance, batch_size,
         lab = balanced_labels(num, k)
     diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
     t0 = time.perf_counter()
-    x = diff.sample(model, lab, sampler=scfg.sampler, steps=scfg.steps, eta=scfg.eta, guidance=scfg.guidance,
-                    generator=torch.Generator().manual_seed(seed), batch_size=scfg.batch_size,
-                    image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size), device=dev)
+    x = diff.sample(model, lab, scfg, image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size),
+                    device=dev)
     secs = time.perf_counter() - t0
     samples.save(out, x, lab, k, config=to_dict(scfg), seconds=secs)
     images.save_grid(x, png, nrow=min(10, num))

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels, schedule
-from .config import GUIDANCE_MAX, LOSS_WEIGHTINGS, SAMPLERS
+from .config import LOSS_WEIGHTINGS, SampleConfig
 from .runtime import progress
 
 
@@ -90,18 +90,14 @@ class Diffusion:
         return (uncond + guidance * (cond - uncond)).contiguous()
 
     @torch.inference_mode()
-    def sample(self, model, labels: torch.Tensor, *, sampler: str = "ddim", steps: int = 100, eta: float = 0.0,
-               guidance: float = 1.0, generator: torch.Generator | None = None, batch_size: int = 256,
-               image_shape=(1, 28, 28), device=None, desc: str = "sample", noises=None) -> torch.Tensor:
-        """Images in [0, 1], (N, *image_shape), one per label, by ancestral DDPM (all T steps) or DDIM
-        with ``steps`` steps and ``eta``. Noise is a Philox stream seeded from ``generator`` (CPU) and made
-        inside the fused step, so a seed fixes the output on any device and thread count. ``noises`` (for tests): a callable (step index, shape) -> noise tensor."""
-        if sampler not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {', '.join(SAMPLERS)}; got {sampler!r}")
-        if not 0 <= guidance <= GUIDANCE_MAX:
-            raise ValueError(f"guidance scale must be in [0, {GUIDANCE_MAX:g}]; got {guidance}")
-        if not 0 <= eta <= 1:
-            raise ValueError(f"eta must be in [0, 1]; got {eta}")
+    def sample(self, model, labels: torch.Tensor, cfg: SampleConfig | None = None, *, image_shape=(1, 28, 28),
+               device=None, desc: str = "sample") -> torch.Tensor:
+        """Images in [0, 1], (N, *image_shape), one per label (N,) int64, by ancestral DDPM (all T steps)
+        or DDIM with ``cfg.steps`` steps and ``cfg.eta``, at guidance ``cfg.guidance``, ``cfg.batch_size``
+        images at a time (``SampleConfig()`` when None). Noise is a Philox stream seeded from ``cfg.seed``
+        and made inside the fused step, so a seed fixes the output on any device and thread count."""
+        cfg = (cfg or SampleConfig()).validate()
+        sampler, steps, eta, guidance, batch_size = cfg.sampler, cfg.steps, cfg.eta, cfg.guidance, cfg.batch_size
         if labels.ndim != 1 or labels.dtype != torch.long:
             raise ValueError("labels must be a 1-D int64 tensor")
         null = getattr(model, "null_label", None)
@@ -110,7 +106,7 @@ class Diffusion:
         if null is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= null):
             raise ValueError(f"labels must be in [0, {null}); got [{int(labels.min())}, {int(labels.max())}]")
         device = torch.device(device) if device else next(model.parameters()).device
-        gen = generator or torch.Generator().manual_seed(0)
+        gen = torch.Generator().manual_seed(cfg.seed)
         table = self.table(device)
         ts = list(range(self.T - 1, -1, -1)) if sampler == "ddpm" else ddim_timesteps(self.T, steps)
         was_training = getattr(model, "training", False)
@@ -124,16 +120,14 @@ class Diffusion:
                 # Noise is a counter-based stream made inside the step kernel (kernels.PhiloxNoise):
                 # one seed per batch from the generator, one offset per step.
                 seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-                draw = (lambda i: noises(i, shape).to(device, copy=True)) if noises else \
-                    (lambda i, _s=seed: kernels.PhiloxNoise(_s, i + 1))
-                x = draw(-1) if noises else kernels.philox_normal(torch.empty(shape, device=device), seed, 0)
+                x = kernels.philox_normal(torch.empty(shape, device=device), seed, 0)
                 for i, t in enumerate(ts):
                     eps = self._eps(model, x, t, y, guidance, null)
                     if sampler == "ddpm":
-                        x = kernels.ddpm_step(x, eps, t, table, draw(i), out=x)
+                        x = kernels.ddpm_step(x, eps, t, table, kernels.PhiloxNoise(seed, i + 1), out=x)
                     else:
                         t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-                        noise = draw(i) if eta > 0 else None
+                        noise = kernels.PhiloxNoise(seed, i + 1) if eta > 0 else None
                         x = kernels.ddim_step(x, eps, t, t_prev, table, eta, noise, out=x)
                     bar.update(y.shape[0])
                 out.append(from_model(x).cpu())

@@ -13,7 +13,7 @@ import contextlib
 import hashlib
 import platform
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -159,9 +159,7 @@ class Pipeline:
         labels = balanced_labels(self.cfg.num_samples, model.cfg.num_classes)
         diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
         t0 = time.perf_counter()
-        x = diff.sample(model, labels, sampler=s.sampler, steps=s.steps, eta=s.eta, guidance=guidance,
-                        generator=torch.Generator().manual_seed(s.seed), batch_size=s.batch_size,
-                        device=self.device, desc=f"sample w={guidance:g}",
+        x = diff.sample(model, labels, replace(s, guidance=guidance), device=self.device, desc=f"sample w={guidance:g}",
                         image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size))
         secs = time.perf_counter() - t0
         samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs)

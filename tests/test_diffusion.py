@@ -6,7 +6,18 @@ import pytest
 import torch
 
 from ddmini import diffusion, kernels, schedule, train, unet
-from ddmini.config import UNET_PRESETS, DiffusionTrainConfig, UNetConfig
+from ddmini.config import UNET_PRESETS, DiffusionTrainConfig, SampleConfig, UNetConfig
+
+
+def live_unet(name="tiny", seed=0):
+    """A U-Net whose predictions depend on x, t and the label: a fresh one outputs zeros (its output layer
+    starts at zero), with which every sampler and guidance scale would give the same images."""
+    torch.manual_seed(seed)
+    m = unet.build(name).eval()
+    with torch.no_grad():
+        for w in m.parameters():
+            w.add_(0.05 * torch.randn_like(w))
+    return m
 
 
 @pytest.mark.parametrize("cfg", [
@@ -101,7 +112,7 @@ def test_every_named_choice_is_implemented():
         assert table.dtype == torch.float64 and table.shape == (10,)
     d, net = diffusion.Diffusion(T=10), unet.UNet(UNET_PRESETS["tiny"]).eval()
     for name in SAMPLERS:
-        x = d.sample(net, torch.tensor([0, 1]), sampler=name, steps=2, generator=torch.Generator().manual_seed(0))
+        x = d.sample(net, torch.tensor([0, 1]), SampleConfig(sampler=name, steps=2, guidance=1.0))
         assert x.shape == (2, 1, 28, 28)
     x0, t = torch.zeros(2, 1, 28, 28), torch.tensor([1, 5])
     for name in LOSS_WEIGHTINGS:
@@ -191,34 +202,30 @@ def test_ddim_full_eta1_matches_ancestral():
 
 
 def test_samplers_agree_and_stay_in_range():
-    torch.manual_seed(0)
-    m = unet.build("tiny").eval()
+    m = live_unet()
     d = diffusion.Diffusion(T=20)
     labels = diffusion.balanced_labels(6)
-    fixed = {}
-
-    def noises(i, shape):
-        if i not in fixed:
-            fixed[i] = torch.randn(shape, generator=torch.Generator().manual_seed(100 + i))
-        return fixed[i]
-
-    a = d.sample(m, labels, sampler="ddpm", noises=noises)
-    b = d.sample(m, labels, sampler="ddim", steps=20, eta=1.0, noises=noises)
+    # DDIM with all T steps and eta = 1 is the ancestral sampler; both draw the same Philox noise per step
+    a = d.sample(m, labels, SampleConfig(sampler="ddpm", guidance=1.0, seed=5))
+    b = d.sample(m, labels, SampleConfig(sampler="ddim", steps=20, eta=1.0, guidance=1.0, seed=5))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    for kw in (dict(sampler="ddim", steps=5, guidance=3.0), dict(sampler="ddpm")):
-        out = d.sample(m, labels, generator=torch.Generator().manual_seed(1), **kw)
+    outs = {}
+    for kw in (dict(sampler="ddim", steps=5, guidance=3.0), dict(sampler="ddim", steps=5, guidance=1.0),
+               dict(sampler="ddpm", guidance=1.0)):
+        out = d.sample(m, labels, SampleConfig(seed=1, **kw))
         assert out.shape == (6, 1, 28, 28) and float(out.min()) >= 0 and float(out.max()) <= 1
-        again = d.sample(m, labels, generator=torch.Generator().manual_seed(1), **kw)
-        assert torch.equal(out, again)  # seeded
+        assert torch.equal(out, d.sample(m, labels, SampleConfig(seed=1, **kw)))  # seeded
+        outs[kw["sampler"], kw["guidance"]] = out
+    # guidance and the sampler change the images (a dead U-Net would make all three equal)
+    assert (outs["ddim", 3.0] - outs["ddim", 1.0]).abs().max() > 1e-3
+    assert (outs["ddpm", 1.0] - outs["ddim", 1.0]).abs().max() > 1e-3
+    assert not torch.equal(outs["ddim", 1.0], d.sample(m, labels, SampleConfig(sampler="ddim", steps=5,
+                                                                                guidance=1.0, seed=2)))
 
 
 @pytest.mark.parametrize("split", [True, False])
 def test_guided_prediction_one_call_or_two(split):
-    torch.manual_seed(0)
-    m = unet.build("tiny").eval()
-    with torch.no_grad():  # the output layer starts at zero: move every weight off its initial value
-        for w in m.parameters():
-            w.add_(0.05 * torch.randn_like(w))
+    m = live_unet()
     d = diffusion.Diffusion(T=50)
     d.guided_split = split
     x, y = torch.randn(5, 1, 28, 28), torch.tensor([0, 3, 9, 1, 1])
@@ -237,7 +244,7 @@ def test_sampler_errors():
                     (dict(guidance=float("inf")), "guidance"), (dict(guidance=1e30), "guidance"),
                     (dict(eta=float("inf")), "eta"), (dict(eta=float("nan")), "eta")):
         with pytest.raises(ValueError, match=msg):
-            d.sample(m, diffusion.balanced_labels(2), **kw)
+            d.sample(m, diffusion.balanced_labels(2), SampleConfig(**kw))
     with pytest.raises(ValueError, match="labels"):
         d.sample(m, torch.tensor([10]))
 
@@ -248,7 +255,7 @@ def test_sampler_refuses_to_return_nan(guidance):
     with torch.no_grad():
         next(m.parameters()).fill_(float("nan"))  # weights gone bad: every prediction NaN
     with pytest.raises(ValueError, match="NaN or infinity in 4 of 4 images"):
-        diffusion.Diffusion(T=20).sample(m, diffusion.balanced_labels(4), steps=3, guidance=guidance)
+        diffusion.Diffusion(T=20).sample(m, diffusion.balanced_labels(4), SampleConfig(steps=3, guidance=guidance))
 
 
 def test_every_sampler_update_goes_through_the_kernels(monkeypatch):
@@ -263,6 +270,6 @@ def test_every_sampler_update_goes_through_the_kernels(monkeypatch):
             return _real(*a, **k)
 
         monkeypatch.setattr(kernels, f"{name}_step", spy)
-    d.sample(m, diffusion.balanced_labels(2), sampler="ddpm")
-    d.sample(m, diffusion.balanced_labels(2), sampler="ddim", steps=4)
+    d.sample(m, diffusion.balanced_labels(2), SampleConfig(sampler="ddpm"))
+    d.sample(m, diffusion.balanced_labels(2), SampleConfig(sampler="ddim", steps=4))
     assert calls == {"ddpm": 10, "ddim": 4}
