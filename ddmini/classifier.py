@@ -24,7 +24,8 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 class Classifier(nn.Module):
     """conv-BN-ReLU x2, pool, conv-BN-ReLU x2, pool, linear -> features, linear -> logits."""
 
-    def __init__(self, *, width: int = 32, feature_dim: int = 128, num_classes: int = 10, in_channels: int = 1):
+    def __init__(self, *, width: int = ClassifierConfig.width, feature_dim: int = ClassifierConfig.feature_dim,
+                 num_classes: int = 10, in_channels: int = 1):
         super().__init__()
         w = width
 

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 from . import kernels, schedule
-from .config import LOSS_WEIGHTINGS, SampleConfig
+from .config import LOSS_WEIGHTINGS, DiffusionTrainConfig, SampleConfig
 from .runtime import progress
 
 
@@ -62,7 +62,7 @@ class Diffusion:
         return kernels.q_sample(x0.contiguous(), noise.contiguous(), t, self.table(x0.device))
 
     def loss(self, model, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             weighting: str = "mse", snr_gamma: float = 5.0) -> torch.Tensor:
+             weighting: str = "mse", snr_gamma: float = DiffusionTrainConfig.snr_gamma) -> torch.Tensor:
         """eps-prediction MSE at timesteps t; "min_snr" weights each sample by min(SNR_t, gamma)/SNR_t
         (Hang et al. 2023, arXiv 2303.09556), which trains faster at the same final quality."""
         x_t = self.q_sample(x0, t, noise)

@@ -23,7 +23,7 @@ from . import __version__, checkpoint, classifier, metrics, train
 from . import samples as samples_io
 from . import data as ddata
 from .attacks.stage import AttackedSet, attack_dataset
-from .config import RunConfig, key_dict, to_dict
+from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import Diffusion, balanced_labels
 
 
@@ -149,7 +149,7 @@ class Pipeline:
 
     # ---- 5. samples ---------------------------------------------------------------------------
     def samples(self, model, tcfg, dkey: str, guidance: float):
-        s = self.cfg.sample
+        s = replace(self.cfg.sample, guidance=guidance)  # the scale sampled; which one a report headlines is no part of it
         key = checkpoint.fingerprint(key_dict(s), guidance, self.cfg.num_samples, dkey)
         path = self.cache / f"samples-{key}.pt"
         got = self._try_load(path, lambda p: samples_io.load(p, model.cfg.num_classes))
@@ -159,7 +159,7 @@ class Pipeline:
         labels = balanced_labels(self.cfg.num_samples, model.cfg.num_classes)
         diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
         t0 = time.perf_counter()
-        x = diff.sample(model, labels, replace(s, guidance=guidance), device=self.device, desc=f"sample w={guidance:g}",
+        x = diff.sample(model, labels, s, device=self.device, desc=f"sample w={guidance:g}",
                         image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size))
         secs = time.perf_counter() - t0
         samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs)
@@ -179,7 +179,7 @@ class Pipeline:
             adv, akey = self.attacked(clf, ckey)
         model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey)
         _, _, xt, yt, _ = self.data()
-        ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or 10000)
+        ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or REFERENCE_IMAGES)
         results = {}
         for g in cfg.guidance_scales:
             x, labels, secs = self.samples(model, tcfg, dkey, g)
@@ -200,7 +200,7 @@ class Pipeline:
                          "platform": platform.platform(), "device": str(self.device)},
             "classifier": {"test_accuracy": cmetrics.get("test_accuracy")},
             "attack": {**att, "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"],
-                       "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or 10000)},
+                       "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES)},
             "clean_test": ev.clean_test,
             "training_set": {"images": len(ps), "attacked": int(ps.attacked.sum()),
                              "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"])},
@@ -239,7 +239,7 @@ def _exclusive(path: Path):
 class Evaluator:
     """Classifier predictions and features of the reference sets, computed once per run."""
 
-    def __init__(self, clf, xt, yt, adv: AttackedSet | None, ref_limit: int = 10000):
+    def __init__(self, clf, xt, yt, adv: AttackedSet | None, ref_limit: int = REFERENCE_IMAGES):
         self.clf = clf
         logits, self.test_feats = classifier.predict(clf, xt, features=True)
         self.test_probs = logits.softmax(1)

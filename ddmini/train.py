@@ -213,7 +213,7 @@ def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, 
         for group in state.opt.param_groups:
             group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-            loss = diff.loss(net, x0, yb, t, noise, cfg.loss_weighting)
+            loss = diff.loss(net, x0, yb, t, noise, cfg.loss_weighting, cfg.snr_gamma)
         if not torch.isfinite(loss):
             raise RuntimeError(f"training diverged at step {state.step} (loss {loss.item()}); "
                                "lower the learning rate")

@@ -5,8 +5,8 @@ from dataclasses import fields
 
 import pytest
 
-from ddmini.config import (AttackConfig, ClassifierConfig, DiffusionTrainConfig, RunConfig, SampleConfig, UNetConfig,
-                           preset)
+from ddmini.config import (PRESETS, AttackConfig, ClassifierConfig, DiffusionTrainConfig, RunConfig, SampleConfig,
+                           UNetConfig, preset)
 
 CONFIGS = [ClassifierConfig, UNetConfig, DiffusionTrainConfig, SampleConfig, AttackConfig, RunConfig]
 
@@ -25,8 +25,18 @@ def test_every_numeric_field_has_bounds(cls):
 @pytest.mark.parametrize("cls", CONFIGS)
 def test_defaults_and_presets_validate(cls):
     cls().validate()
-    for name in ("smoke", "cpu", "paper"):
+    for name in PRESETS:
         preset(name).validate()
+
+
+def test_paper_short_is_the_gpu_lease_recipe():
+    """bench/gpu_check.sh's runs (README's H200 figures) used these 13 flags on the paper preset."""
+    p, paper = preset("paper-short"), preset("paper")
+    t = p.train
+    assert (t.steps, t.time_budget, t.batch_size, t.lr, t.warmup, t.ema_decay, t.lr_schedule, t.checkpoint_every) \
+        == (4500, 5.5, 256, 5e-4, 500, 0.999, "cosine", 2000)
+    assert (p.num_samples, p.sample.steps, p.sample.batch_size, p.attack.batch_size) == (1000, 50, 1000, 2048)
+    assert p.unet == paper.unet and p.classifier == paper.classifier and p.only_successful
 
 
 @pytest.mark.parametrize("cls, field, value, msg", [
@@ -71,3 +81,25 @@ def test_whole_floats_become_ints_and_ints_stay():
 
 def test_alpha_none_is_allowed():
     assert AttackConfig(alpha=None).validate().step_size == pytest.approx(2.5 * 1.6 / 10)
+
+
+# The cache keys of every preset's stage configs as they were when the README's runs were made (taken
+# from the code of 2026-12-01 before the config checks were added): a change that moves one makes every
+# cached MNIST run recompute, which must be deliberate (and said in README), never a side effect.
+EXISTING_KEYS = {
+    "smoke": {"classifier": "92d8fde056fe4b4c", "attack": "05903035792edc0a", "unet": "7e20ac98259e8bcf",
+              "train": "3133daf83057468f", "sample": "f18d7df3055dab14"},
+    "cpu": {"classifier": "182ba558ab390fac", "attack": "1b1dbbe31d7791a2", "unet": "f689db83dd3d397a",
+            "train": "8598e883211f995c", "sample": "dfcb0e2aca69133b"},
+    "paper": {"classifier": "182ba558ab390fac", "attack": "1b1dbbe31d7791a2", "unet": "cef483219bb9b311",
+              "train": "9940ec0ebd96eddc", "sample": "1cbbd5d260a5d6ad"},
+}
+
+
+@pytest.mark.parametrize("name", sorted(EXISTING_KEYS))
+def test_cache_keys_of_existing_runs_are_stable(name):
+    from ddmini.checkpoint import fingerprint
+    from ddmini.config import key_dict
+
+    p = preset(name).validate()
+    assert {s: fingerprint(key_dict(getattr(p, s))) for s in p.SECTIONS} == EXISTING_KEYS[name]

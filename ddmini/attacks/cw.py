@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import AttackConfig
 from .base import batches, check_inputs, check_positive, frozen, model_dtype
 
 _EDGE = 1 - 1e-6  # keeps atanh finite at pixels that are exactly 0 or 1
@@ -20,7 +21,7 @@ def _margin(logits: torch.Tensor, label: torch.Tensor, targeted: bool, kappa: fl
 
 
 def cw_l2(model, x, y, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01, *,
-          target=None, batch_size: int = 1000) -> torch.Tensor:
+          target=None, batch_size: int = AttackConfig.batch_size) -> torch.Tensor:
     check_inputs(model, x, y, target)
     check_positive("c", c)
     check_positive("kappa", kappa)

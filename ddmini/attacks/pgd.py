@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import torch
 
+from ..config import AttackConfig
 from .base import batches, check_inputs, check_positive, frozen, generator, input_grad, model_dtype
 
 _TINY = 1e-12
@@ -25,7 +26,7 @@ def _l2(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1)
 
 
-def fgsm(model, x, y, eps: float, *, target=None, batch_size: int = 1000) -> torch.Tensor:
+def fgsm(model, x, y, eps: float, *, target=None, batch_size: int = AttackConfig.batch_size) -> torch.Tensor:
     """One signed-gradient step of size ``eps`` (L-inf), clamped to [0, 1]."""
     check_inputs(model, x, y, target)
     check_positive("eps", eps)
@@ -62,7 +63,7 @@ def _pgd(model, x, y, eps, alpha, steps, random_start, seed, target, batch_size,
 
 
 def pgd_linf(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool = True,
-             seed: int | None = None, target=None, batch_size: int = 1000) -> torch.Tensor:
+             seed: int | None = None, target=None, batch_size: int = AttackConfig.batch_size) -> torch.Tensor:
     """PGD in the L-inf ball: x <- clip_[0,1](proj_eps(x + alpha * sign(grad))), optional uniform start."""
 
     def start(x0, gen):
@@ -85,7 +86,7 @@ def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor
 
 
 def pgd_l2(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool = False,
-           seed: int | None = None, target=None, batch_size: int = 1000) -> torch.Tensor:
+           seed: int | None = None, target=None, batch_size: int = AttackConfig.batch_size) -> torch.Tensor:
     """PGD in the L2 ball (the paper's attack). Each step: x <- x + alpha * g / ||g||_2 (per sample),
     project onto the L2 eps-ball around the clean x, clamp to [0, 1]. Deterministic without random
     start; with it, the start is uniform in the ball (direction ~ N(0, I), radius eps * U^(1/dim))."""

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..config import AttackConfig, from_dict, to_dict
+from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
 from .base import MARGIN_SCALES, check_inputs, norms, predict_labels, scaled_success
@@ -63,7 +63,7 @@ class AttackedSet:
             "images_per_second": len(self) / self.seconds if self.seconds > 0 else float("nan"),
         }
 
-    def margin(self, model: nn.Module, x: torch.Tensor, limit: int = 10000, scales=MARGIN_SCALES) -> dict:
+    def margin(self, model: nn.Module, x: torch.Tensor, limit: int = REFERENCE_IMAGES, scales=MARGIN_SCALES) -> dict:
         """``scaled_success`` on the successful attacks (the first ``limit`` of them): the share still
         misclassified with s times their perturbation, per scale s. ``x``: the clean images attacked."""
         if x.shape != self.x_adv.shape:
