@@ -53,7 +53,7 @@ COMMON=(--preset paper-short --device cuda --run-dir "$RUN" --train-steps "$STEP
 export OMP_NUM_THREADS=6
 timeout "$(left)" $PY -c 'from ddmini.cli import main; main()' run --poison 1 "${COMMON[@]}" > "$OUT/p1.log" 2>&1 &
 P1=$!
-sleep 3  # p = 1 takes the shared-stages lock first; p = 0 waits for its classifier and attack
+sleep 3  # p = 1 takes the classifier and attack locks first; p = 0 waits, then finds them cached
 timeout "$(left)" $PY -c 'from ddmini.cli import main; main()' run --poison 0 "${COMMON[@]}" > "$OUT/p0.log" 2>&1 &
 P0=$!
 

@@ -5,7 +5,7 @@ set DDMINI_DEBUG=1 to see the traceback instead.
 """
 from __future__ import annotations
 
-import functools
+from dataclasses import fields
 import os
 import sys
 import time
@@ -14,8 +14,8 @@ from pathlib import Path
 import click
 
 from . import __version__
-from .config import (ATTACK_NAMES, LOSS_WEIGHTINGS, LR_SCHEDULES, PRESETS, SAMPLERS, SCHEDULES, UNET_PRESETS,
-                     AttackConfig, DiffusionTrainConfig, SampleConfig)
+from .config import (PRESETS, UNET_PRESETS, AttackConfig, ClassifierConfig, DiffusionTrainConfig,
+                     SampleConfig)
 from .runtime import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -54,6 +54,63 @@ def _writable_dir(path: str) -> Path:
     if not os.access(p, os.W_OK):
         raise OSError(f"{p}: run directory is not writable")
     return p
+
+
+def _field_option(cls, name: str, flags: tuple[str, ...], dest: str):
+    """The click option of config field ``cls.name``: its type from the default, click.Choice for named
+    choices, the field's help text; default None (unset: the preset's or the config's value)."""
+    from .config import CHOICES
+
+    default = getattr(cls(), name)
+    help_ = f"{cls.HELP.get(name, '')} [preset]".strip()
+    if isinstance(default, bool):
+        return click.option(f"{flags[0]}/--no-{flags[0][2:]}", dest, default=None, help=help_)
+    if isinstance(default, tuple):
+        return click.option(*flags, dest, type=str, default=None, metavar="A,B,..", help=help_)
+    if name in CHOICES:
+        return click.option(*flags, dest, type=click.Choice(CHOICES[name]), default=None, help=help_)
+    return click.option(*flags, dest, type=float if default is None else type(default), default=None, help=help_)
+
+
+def config_options(cls, section: str | None = None, exclude: tuple[str, ...] = ()):
+    """Decorator: one option per field of the config dataclass ``cls`` (--SECTION-FIELD, or --FIELD without
+    a section; fields that the data decide, ``cls.DERIVED``, are not options). Values land in keyword
+    arguments named SECTION__FIELD (cfg__FIELD without a section); :func:`_apply` sets them on a config."""
+    def deco(f):
+        for fld in reversed(fields(cls)):
+            if fld.name in exclude or fld.name in getattr(cls, "DERIVED", ()):
+                continue
+            flag = "--" + (f"{section}-" if section else "") + fld.name.replace("_", "-")
+            flags = (flag, "--attack") if (section, fld.name) == ("attack", "attack") else (flag,)
+            f = _field_option(cls, fld.name, flags, f"{section or 'cfg'}__{fld.name}")(f)
+        return f
+    return deco
+
+
+def _apply(cfg, kw: dict, section: str = "cfg"):
+    """Set the options given for ``section`` on the config object ``cfg`` (lists parsed; the config's
+    own check refuses what does not fit). Returns cfg."""
+    for k, v in kw.items():
+        if v is None or not k.startswith(section + "__"):
+            continue
+        name = k.split("__", 1)[1]
+        if isinstance(getattr(cfg, name), tuple):
+            flag = f"--{'' if section == 'cfg' else section + '-'}{name.replace('_', '-')}"
+            v = tuple(_float_list(v, flag))
+        setattr(cfg, name, v)
+    return cfg
+
+
+def preset_option(f):
+    return click.option("--preset", type=click.Choice(PRESETS), default=None,
+                        help="Take unset options from this preset (smoke: seconds). [default: cpu, or paper on a GPU]")(f)
+
+
+def _run_preset(name, dev):
+    from .config import preset
+
+    name = name or ("paper" if dev.type == "cuda" else "cpu")
+    return preset(name), name
 
 
 # --------------------------------------------------------------------------------------------
@@ -109,42 +166,38 @@ def data_download(dest, mirrors, timeout):
 @run_dir_option
 @device_option
 @seed_option
-@click.option("--preset", type=click.Choice(PRESETS), default=None,
-              help="Take the classifier config and training-image limit of this run preset (smoke: seconds). "
-                   "[default: cpu, or paper on a GPU]")
-@click.option("--epochs", type=int, default=None, help="[preset]")
-@click.option("--batch-size", type=int, default=None, help="[preset]")
-@click.option("--lr", type=float, default=None, help="Peak learning rate. [preset]")
-@click.option("--width", type=int, default=None, help="Channels of the first conv block. [preset]")
+@preset_option
+@config_options(ClassifierConfig, exclude=("seed",))
 @click.option("--limit", type=int, default=None, help="Train on the first N training images only. [preset]")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint path (default: RUN_DIR/classifier.pt).")
-def train_classifier(data_dir, run_dir, device, seed, preset, epochs, batch_size, lr, width, limit, out):
-    """Train the target classifier on MNIST and print its test accuracy."""
-    from dataclasses import replace
-
-    from . import checkpoint, classifier, data as ddata
-    from .config import preset as run_preset
+def train_classifier(data_dir, run_dir, device, seed, preset, limit, out, **kw):
+    """Train the target classifier on MNIST and print its test accuracy. It is the classifier stage of
+    `ddmini run` (cached in RUN_DIR/cache, where `ddmini attack` and the run find it), copied to --out."""
+    from . import checkpoint, classifier
+    from .pipeline import Pipeline
     from .runtime import resolve_device, seed_everything
 
     dev = resolve_device(device)
-    base = run_preset(preset or ("paper" if dev.type == "cuda" else "cpu"))
-    given = {k: v for k, v in dict(epochs=epochs, batch_size=batch_size, lr=lr, width=width).items() if v is not None}
-    cfg = replace(base.classifier, **given, seed=seed).validate()
-    limit = limit if limit is not None else (base.data_limit or None)
-    out = checkpoint.check_writable(out if out else _writable_dir(run_dir) / "classifier.pt", "classifier checkpoint")
-    seed_everything(seed)
-    x, y = ddata.load_mnist(data_dir, "train")
-    xt, yt = ddata.load_mnist(data_dir, "test")
+    base, _ = _run_preset(preset, dev)
+    base.with_seed(seed)
+    _apply(base.classifier, kw)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be >= 1; got {limit}")
-        x, y = x[:limit], y[:limit]
-    res = classifier.train(cfg, x, y, xt, yt, device=dev)
-    classifier.save(res.model, cfg, out, test_accuracy=res.test_accuracy, train_seconds=res.train_seconds,
-                    train_images=int(x.shape[0]))
-    click.echo(f"test accuracy {100 * res.test_accuracy:.2f}% after {res.train_seconds:.0f} s "
-               f"({cfg.epochs} epochs on {x.shape[0]} images, {dev}); saved {out}")
+        base.data_limit = limit
+    root = _writable_dir(run_dir)
+    out = checkpoint.check_writable(out if out else root / "classifier.pt", "classifier checkpoint")
+    seed_everything(seed)
+    pipe = Pipeline(base.validate(), root, data_dir, dev, log=lambda m: None)
+    model, _, m = pipe.classifier()
+    cfg = base.classifier
+    n = pipe.data()[0].shape[0]
+    classifier.save(model, cfg, out, test_accuracy=m["test_accuracy"], train_seconds=m.get("train_seconds"),
+                    train_images=int(n))
+    how = "cached" if pipe.stages.cached.get("classifier") else f"after {m.get('train_seconds', 0):.0f} s"
+    click.echo(f"test accuracy {100 * m['test_accuracy']:.2f}% {how} ({cfg.epochs} epochs on {n} images, {dev}); "
+               f"saved {out}")
 
 
 def _float_list(text: str, name: str) -> list[float]:
@@ -188,55 +241,56 @@ def _load_classifier(path, run_dir, dev):
 @run_dir_option
 @device_option
 @seed_option
-@click.option("--attack", "name", type=click.Choice(ATTACK_NAMES), default=AttackConfig.attack, show_default=True)
-@click.option("--eps", default=str(AttackConfig.eps), show_default=True,
-              help="Attack radius; a comma-separated list (1.0,1.5,2.0) runs an eps sweep and prints a table.")
-@click.option("--alpha", type=float, default=None, help="Step size [default: 2.5 * eps / steps].")
-@click.option("--steps", type=int, default=AttackConfig.steps, show_default=True)
-@click.option("--random-start/--no-random-start", default=AttackConfig.random_start, show_default=True)
-@click.option("--c", "cw_c", type=float, default=AttackConfig.c, show_default=True, help="cw_l2: loss weight.")
-@click.option("--kappa", type=float, default=AttackConfig.kappa, show_default=True, help="cw_l2: confidence.")
-@click.option("--lr", type=float, default=AttackConfig.lr, show_default=True, help="cw_l2: Adam step.")
-@click.option("--batch-size", type=int, default=AttackConfig.batch_size, show_default=True)
-@click.option("--chunk-size", type=int, default=AttackConfig.chunk_size, show_default=True,
-              help="Images per resumable chunk.")
+@preset_option
+@config_options(AttackConfig, exclude=("eps", "seed"))
+@click.option("--eps", default=None,
+              help="Attack radius; a comma-separated list (1.0,1.5,2.0) runs an eps sweep and prints a table. [preset]")
 @click.option("--split", type=click.Choice(["train", "test"]), default="train", show_default=True)
-@click.option("--limit", type=int, default=None, help="Attack the first N images only (quick sweeps).")
+@click.option("--limit", type=int, default=None, help="Attack the first N images only. [preset's data limit]")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), default=None,
-              help="Target classifier checkpoint [default: RUN_DIR/classifier.pt].")
+              help="Target classifier checkpoint [default: the preset's classifier, cached in RUN_DIR/cache as "
+                   "`ddmini run` makes it (trained first if it is not there)].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="Output directory [default: RUN_DIR/attacks/<attack>-eps<eps>-<key>].")
-def attack(data_dir, run_dir, device, seed, name, eps, alpha, steps, random_start, cw_c, kappa, lr,
-           batch_size, chunk_size, split, limit, classifier_path, out):
+              help="Output directory [default: RUN_DIR/cache/attack-<key>, where `ddmini run` finds it].")
+def attack(data_dir, run_dir, device, seed, preset, eps, split, limit, classifier_path, out, **kw):
     """Attack the training (or test) set with the target classifier; store float images, labels,
-    success mask and norms. Interrupted runs resume from their finished chunks."""
+    success mask and norms. Interrupted runs resume from their finished chunks. It is the attack stage of
+    `ddmini run`: with the same preset and options, the run finds this attack cached."""
+    from dataclasses import replace
+
     from . import checkpoint, data as ddata
-    from .attacks.stage import attack_dataset
-    from .config import to_dict
+    from .pipeline import Pipeline
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    eps_list = _float_list(eps, "--eps")
+    base, _ = _run_preset(preset, dev)
+    base.with_seed(seed)
+    acfg = _apply(base.attack, kw)
+    eps_list = _float_list(eps, "--eps") if eps is not None else [acfg.eps]
     if out and len(eps_list) > 1:
         raise ValueError("--out names one directory; leave it out for an eps sweep")
-    model, cpath = _load_classifier(classifier_path, run_dir, dev)
+    root = _writable_dir(run_dir)
+    pipe = Pipeline(base.validate(), root, data_dir, dev, log=click.echo)
+    if classifier_path:
+        model, cpath = _load_classifier(classifier_path, run_dir, dev)
+        ckey = checkpoint.file_digest(cpath)[:16]
+    else:
+        model, ckey, _ = pipe.classifier()
     x, y = ddata.load_mnist(data_dir, split)
+    limit = limit if limit is not None else (base.data_limit or None)
     if limit is not None:
         if limit < 1:
             raise ValueError(f"--limit must be >= 1; got {limit}")
         x, y = x[:limit], y[:limit]
-    digest = checkpoint.file_digest(cpath)
     rows = []
     for e in eps_list:
-        cfg = AttackConfig(attack=name, eps=e, alpha=alpha, steps=steps, random_start=random_start, c=cw_c,
-                           kappa=kappa, lr=lr, batch_size=batch_size, chunk_size=chunk_size, seed=seed).validate()
-        key = checkpoint.fingerprint(to_dict(cfg), digest, split, int(x.shape[0]))
-        where = Path(out) if out else _writable_dir(run_dir) / "attacks" / f"{name}-eps{e:g}-{key}"
-        res = attack_dataset(model, x, y, cfg, where, key=key, device=dev, desc=f"{name} eps={e:g}")
+        cfg = replace(acfg, eps=e).validate()
+        res, key = pipe.attacked(model, ckey, cfg=cfg, images=(x, y), split=split, out_dir=out)
         s = res.summary()
         rows.append((e, s))
-        click.echo(f"{name} eps={e:g} alpha={cfg.step_size:.4g} steps={cfg.steps} on {s['images']} {split} images: "
-                   f"success {100 * s['success_rate']:.2f}% (8-bit: {100 * s['success_rate_uint8']:.2f}%), "
+        where = Path(out) if out else pipe.attack_dir(key)
+        click.echo(f"{cfg.attack} eps={e:g} alpha={cfg.step_size:.4g} steps={cfg.steps} on {s['images']} {split} "
+                   f"images: success {100 * s['success_rate']:.2f}% (8-bit: {100 * s['success_rate_uint8']:.2f}%), "
                    f"L2 mean {s['l2_mean']:.3f} max {s['l2_max']:.3f}, Linf mean {s['linf_mean']:.3f}, "
                    f"{s['images_per_second']:.0f} img/s; saved {where / 'attacked.pt'}")
         m = res.margin(model, x)
@@ -277,41 +331,22 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
 @run_dir_option
 @device_option
 @seed_option
-@click.option("--unet", "unet_preset", type=click.Choice(list(UNET_PRESETS)), default="small", show_default=True,
-              help="U-Net size preset.")
-@click.option("--steps", type=int, default=DiffusionTrainConfig.steps, show_default=True)
-@click.option("--time-budget", type=float, default=DiffusionTrainConfig.time_budget, show_default=True,
-              help="Stop after this many minutes of training (0: no limit).")
-@click.option("--batch-size", type=int, default=DiffusionTrainConfig.batch_size, show_default=True)
-@click.option("--lr", type=float, default=DiffusionTrainConfig.lr, show_default=True)
-@click.option("--lr-schedule", type=click.Choice(LR_SCHEDULES), default=DiffusionTrainConfig.lr_schedule,
-              show_default=True, help="After the warm-up: constant, or a cosine down to 0 at --steps.")
-@click.option("--ema-decay", type=float, default=DiffusionTrainConfig.ema_decay, show_default=True)
-@click.option("--label-dropout", type=float, default=DiffusionTrainConfig.label_dropout, show_default=True)
-@click.option("--loss-weighting", type=click.Choice(LOSS_WEIGHTINGS),
-              default=DiffusionTrainConfig.loss_weighting, show_default=True)
-@click.option("--schedule", type=click.Choice(SCHEDULES), default=DiffusionTrainConfig.schedule,
-              show_default=True)
-@click.option("--low-t-share", type=float, default=DiffusionTrainConfig.low_t_share, show_default=True,
-              help="Share of each batch with timesteps drawn from [0, --low-t-max) instead of [0, T).")
-@click.option("--low-t-max", type=int, default=DiffusionTrainConfig.low_t_max, show_default=True)
-@click.option("--checkpoint-every", type=int, default=DiffusionTrainConfig.checkpoint_every, show_default=True)
-@click.option("--compile/--no-compile", "use_compile", default=DiffusionTrainConfig.compile, show_default=True)
-@click.option("--cpu-bf16/--no-cpu-bf16", default=DiffusionTrainConfig.cpu_bf16, show_default=True,
-              help="bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX); float32 elsewhere.")
+@preset_option
+@click.option("--unet", "unet_preset", type=click.Choice(list(UNET_PRESETS)), default=None,
+              help="U-Net size. [preset: small for cpu, paper for paper, tiny for smoke]")
+@config_options(DiffusionTrainConfig, exclude=("seed",))
 @click.option("--attacked", type=click.Path(dir_okay=False, exists=True), default=None,
               help="attacked.pt from `ddmini attack`: train on attacked images (original labels).")
 @click.option("--poison", type=float, default=None,
               help="With --attacked: fraction of images replaced by their attacked versions [default: 1].")
 @click.option("--only-successful", is_flag=True, help="With --attacked: leave out images whose attack failed.")
-@click.option("--limit", type=int, default=None, help="Train on the first N images only.")
+@click.option("--limit", type=int, default=None, help="Train on the first N images only. [preset's data limit]")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint [default: RUN_DIR/diffusion.pt].")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the checkpoint at --out if there is one.")
-def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_budget, batch_size, lr, lr_schedule,
-                    ema_decay, label_dropout, loss_weighting, schedule, low_t_share, low_t_max, checkpoint_every,
-                    use_compile, cpu_bf16, attacked, poison, only_successful, limit, out, resume):
+def train_diffusion(data_dir, run_dir, device, seed, preset, unet_preset, attacked, poison, only_successful, limit,
+                    out, resume, **kw):
     """Train the class-conditional diffusion model (EMA weights sample). Ctrl-C saves; --resume continues."""
     from dataclasses import replace
 
@@ -319,16 +354,16 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    cfg = DiffusionTrainConfig(steps=steps, time_budget=time_budget, batch_size=batch_size, lr=lr,
-                               lr_schedule=lr_schedule, ema_decay=ema_decay, label_dropout=label_dropout,
-                               loss_weighting=loss_weighting,
-                               schedule=schedule, low_t_share=low_t_share, low_t_max=low_t_max,
-                               checkpoint_every=checkpoint_every, compile=use_compile, cpu_bf16=cpu_bf16,
-                               seed=seed).validate()
-    mcfg = replace(UNET_PRESETS[unet_preset]).validate()
+    base, _ = _run_preset(preset, dev)
+    cfg = _apply(base.train, kw)
+    cfg.seed = seed
+    cfg.validate()
+    mcfg = (replace(UNET_PRESETS[unet_preset]) if unet_preset else base.unet).validate()
+    name = unet_preset or next((k for k, v in UNET_PRESETS.items() if v == mcfg), "custom")
+    limit = limit if limit is not None else (base.data_limit or None)
     out = checkpoint.check_writable(out if out else _writable_dir(run_dir) / "diffusion.pt", "diffusion checkpoint")
     x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit)
-    click.echo(f"U-Net '{unet_preset}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
+    click.echo(f"U-Net '{name}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
                f"{x.shape[0]} training images; {dev}")
     try:
         st = train.train(mcfg, cfg, x, y, out, device=dev, resume=resume)
@@ -349,29 +384,28 @@ def train_diffusion(data_dir, run_dir, device, seed, unet_preset, steps, time_bu
 @click.option("--checkpoint", "ckpt", type=click.Path(dir_okay=False, exists=True), required=True)
 @click.option("-n", "--num", type=int, default=100, show_default=True, help="Number of images.")
 @click.option("--labels", default=None, help="Comma-separated labels (repeated to --num) [default: balanced].")
-@click.option("--sampler", type=click.Choice(SAMPLERS), default=SampleConfig.sampler, show_default=True)
-@click.option("--steps", type=int, default=SampleConfig.steps, show_default=True, help="DDIM steps.")
-@click.option("--eta", type=float, default=SampleConfig.eta, show_default=True)
-@click.option("--guidance", type=float, default=SampleConfig.guidance, show_default=True,
-              help="Classifier-free guidance scale (1: none).")
-@click.option("--batch-size", type=int, default=SampleConfig.batch_size, show_default=True)
+@click.option("--preset", type=click.Choice(PRESETS), default=None,
+              help="Take unset options from this preset's sampling (guidance 1, as the study reports) "
+                   "[default: the sampling defaults: DDIM-100 at guidance 2].")
+@config_options(SampleConfig, exclude=("seed",))
 @seed_option
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False), default=None,
               help="Also report the share the classifier labels as their conditioning class.")
 @click.option("--out", type=click.Path(dir_okay=False), default="samples.pt", show_default=True,
               help="Tensor file (images in [0, 1], labels); a grid PNG is written beside it.")
-def sample(device, ckpt, num, labels, sampler, steps, eta, guidance, batch_size, seed, classifier_path, out):
+def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
     """Sample images from a trained diffusion model; save a tensor file and an image grid."""
     import torch
 
     from . import checkpoint, images, samples, train
-    from .config import to_dict
+    from .config import preset as run_preset, to_dict
     from .diffusion import Diffusion, balanced_labels
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    scfg = SampleConfig(sampler=sampler, steps=steps, eta=eta, guidance=guidance, batch_size=batch_size,
-                        seed=seed).validate()
+    scfg = _apply(run_preset(preset).sample if preset else SampleConfig(), kw)
+    scfg.seed = seed
+    scfg.validate()
     if not 1 <= num <= 10**7:
         raise ValueError(f"--num must be in [1, 10000000]; got {num}")
     out = Path(out)
@@ -415,27 +449,14 @@ def sample(device, ckpt, num, labels, sampler, steps, eta, guidance, batch_size,
 # the whole experiment
 # --------------------------------------------------------------------------------------------
 def _stage_options(f):
-    """One option per field of every stage's config (--attack-eps, --train-steps, ...); unset options
-    keep the preset's value. Generated from the dataclasses, so no default is written twice."""
-    from dataclasses import fields
-
+    """One option per field of every stage's config (--attack-eps, --train-steps, ...; --attack is
+    --attack-attack); unset options keep the preset's value. Generated from the dataclasses, so no
+    default is written twice."""
     from .config import RunConfig
 
     base = RunConfig()
     for section in reversed(RunConfig.SECTIONS):
-        for fld in reversed(fields(getattr(base, section))):
-            default = getattr(getattr(base, section), fld.name)
-            flag = f"--{section}-{fld.name.replace('_', '-')}"
-            dest = f"{section}__{fld.name}"
-            help_ = f"{section} {fld.name} [preset]"
-            if isinstance(default, bool):
-                f = click.option(f"{flag}/--no-{section}-{fld.name.replace('_', '-')}", dest, default=None,
-                                 help=help_)(f)
-            elif isinstance(default, tuple):
-                f = click.option(flag, dest, type=str, default=None, metavar="A,B,..", help=help_)(f)
-            else:
-                typ = float if default is None else type(default)
-                f = click.option(flag, dest, type=typ, default=None, help=help_)(f)
+        f = config_options(type(getattr(base, section)), section)(f)
     return f
 
 
@@ -457,24 +478,16 @@ def _run_options(f):
 
 
 def _build_run_config(poison, preset_name, dev, seed, kw):
-    from .config import RunConfig, preset
-
-    name = preset_name or ("paper" if dev.type == "cuda" else "cpu")
-    cfg = preset(name).with_seed(seed)
+    cfg, name = _run_preset(preset_name, dev)
+    cfg.with_seed(seed)
     cfg.poison = poison
     for key in ("only_successful", "data_limit", "test_limit", "num_samples"):
         if kw.get(key) is not None:
             setattr(cfg, key, kw[key])
     if kw.get("guidance_scales"):
         cfg.guidance_scales = tuple(_float_list(kw["guidance_scales"], "--guidance-scales"))
-    for k, v in kw.items():
-        if "__" not in k or v is None:
-            continue
-        section, name_ = k.split("__", 1)
-        sub = getattr(cfg, section)
-        if isinstance(getattr(sub, name_), tuple):  # the config check refuses 1.5 where integers are due
-            v = tuple(_float_list(v, f"--{section}-{name_}".replace("_", "-")))
-        setattr(sub, name_, v)
+    for section in cfg.SECTIONS:
+        _apply(getattr(cfg, section), kw, section)
     if kw.get("guidance_scales") and kw.get("sample__guidance") is None \
             and cfg.sample.guidance not in cfg.guidance_scales:
         cfg.sample.guidance = cfg.guidance_scales[0]  # only the scales were given: the first is the headline

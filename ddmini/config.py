@@ -14,6 +14,9 @@ SAMPLERS = ("ddim", "ddpm")                  # ddmini.diffusion.Diffusion.sample
 LR_SCHEDULES = ("constant", "cosine")        # ddmini.train.learning_rate
 ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
 SEED_MAX = 2**63 - 1
+# Fields whose value is one of a set of names: the CLI offers them as choices (click.Choice).
+CHOICES = {"attack": ATTACK_NAMES, "sampler": SAMPLERS, "schedule": SCHEDULES, "lr_schedule": LR_SCHEDULES,
+           "loss_weighting": LOSS_WEIGHTINGS}
 # At most this many images of a reference set (attacked training images for the CAFD and the margin
 # table) go into a run's evaluation: enough for stable per-class statistics, and it bounds the time.
 REFERENCE_IMAGES = 10000
@@ -91,6 +94,11 @@ class ClassifierConfig:
     weight_decay: float = 1e-4
     seed: int = 0
 
+    HELP = {"width": "Channels of the first conv block (the second has twice as many).",
+            "feature_dim": "Width of the penultimate features (the Fréchet metrics use them).",
+            "epochs": "Training epochs.", "batch_size": "Images per step.",
+            "lr": "Peak learning rate of the one-cycle schedule (AdamW).", "weight_decay": "AdamW weight decay.",
+            "seed": "Random seed."}
     BOUNDS = {"width": Range(1, 1024), "feature_dim": Range(1, 8192), "epochs": Range(1, 10000), "batch_size": SIZE,
               "lr": Range(0, 10, lo_open=True), "weight_decay": Range(0, 10), "seed": SEED}
 
@@ -115,6 +123,13 @@ class UNetConfig:
     in_channels: int = 1
     image_size: int = 28
 
+    HELP = {"base_channels": "Channels at full resolution.",
+            "channel_mult": "Channel multiplier per level, e.g. 1,2,4 (three levels: 28, 14, 7).",
+            "num_res_blocks": "Residual blocks per level.", "attention": "Self-attention at the lowest resolution.",
+            "num_heads": "Attention heads.", "groups": "GroupNorm groups (capped at the channel count).",
+            "dropout": "Dropout in the residual blocks."}
+    # Decided by the data (channels, image side) and the classes, never set by hand.
+    DERIVED = ("num_classes", "in_channels", "image_size")
     BOUNDS = {"base_channels": Range(1, 1024), "channel_mult": Range(1, 64), "num_res_blocks": Range(1, 16),
               "num_heads": Range(1, 64), "groups": Range(1, 1024), "dropout": PROB, "num_classes": Range(1, 100000),
               "in_channels": Range(1, 64), "image_size": Range(1, 4096)}
@@ -179,6 +194,22 @@ class DiffusionTrainConfig:
     channels_last: bool = True
     seed: int = 0
 
+    HELP = {"steps": "Optimiser steps.", "time_budget": "Stop after this many minutes of training (0: no limit).",
+            "batch_size": "Images per step.", "lr": "Peak learning rate (AdamW).",
+            "warmup": "Linear learning-rate warm-up steps.",
+            "lr_schedule": "After the warm-up: constant, or a cosine down to 0 at the last step.",
+            "weight_decay": "AdamW weight decay.", "grad_clip": "Gradient-norm clip (0: off).",
+            "ema_decay": "Decay of the EMA weights that sample (per step after the warm-up).",
+            "label_dropout": "Share of labels replaced by the null label (classifier-free guidance).",
+            "loss_weighting": "mse (DDPM's L_simple) or min_snr (Hang et al. 2023).",
+            "snr_gamma": "min_snr: the SNR weight is clamped at this value.",
+            "low_t_share": "Share of each batch with timesteps drawn from [0, low-t-max) instead of [0, T).",
+            "low_t_max": "Upper end of the low timesteps.", "schedule": "Noise schedule.",
+            "T": "Diffusion timesteps.", "checkpoint_every": "Write a checkpoint every this many steps.",
+            "amp": "bfloat16 autocast on CUDA.",
+            "cpu_bf16": "bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX); float32 elsewhere.",
+            "compile": "torch.compile the model.", "channels_last": "channels_last memory format (float32).",
+            "seed": "Random seed."}
     BOUNDS = {"steps": Range(1, 10**8), "time_budget": Range(0, 10**6), "batch_size": SIZE,
               "lr": Range(0, 1, lo_open=True), "warmup": Range(0, 10**8), "weight_decay": Range(0, 10),
               "grad_clip": Range(0, 10**6), "snr_gamma": Range(0, 10**6, lo_open=True), "ema_decay": PROB, "label_dropout": PROB, "low_t_share": Range(0, 1),
@@ -221,6 +252,10 @@ class SampleConfig:
     batch_size: int = 128
     seed: int = 0
 
+    HELP = {"sampler": "ddim, or ddpm (ancestral, all T steps).", "steps": "DDIM steps.",
+            "eta": "DDIM stochasticity (0: deterministic, 1: DDPM-like).",
+            "guidance": "Classifier-free guidance scale (1: none).", "batch_size": "Images per batch.",
+            "seed": "Random seed."}
     BOUNDS = {"steps": Range(1, 10**5), "eta": Range(0, 1), "guidance": Range(0, GUIDANCE_MAX), "batch_size": SIZE,
               "seed": SEED}
 
@@ -251,6 +286,11 @@ class AttackConfig:
     chunk_size: int = 5000       # images per resumable chunk
     seed: int = 0
 
+    HELP = {"attack": "Attack.", "eps": "Attack radius (L2 for pgd_l2, L-inf for pgd_linf and fgsm).",
+            "alpha": "Step size [2.5 * eps / steps].", "steps": "Attack iterations.",
+            "random_start": "Start from a random point in the ball.", "c": "cw_l2: weight of the loss term.",
+            "kappa": "cw_l2: confidence margin.", "lr": "cw_l2: Adam step size.", "batch_size": "Images per batch.",
+            "chunk_size": "Images per resumable chunk.", "seed": "Random seed."}
     BOUNDS = {"eps": Range(0, 1000), "alpha": Range(0, 1000), "steps": Range(1, 10**5), "c": Range(0, 10**6),
               "kappa": Range(0, 10**6), "lr": Range(0, 100, lo_open=True), "batch_size": SIZE,
               "chunk_size": Range(1, 10**8), "seed": SEED}

@@ -22,7 +22,7 @@ import torch
 from . import __version__, checkpoint, classifier, metrics, train
 from . import samples as samples_io
 from . import data as ddata
-from .attacks.stage import AttackedSet, attack_dataset
+from .attacks.stage import AttackedSet, attack_dataset, attack_key
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import Diffusion, balanced_labels
 
@@ -84,38 +84,47 @@ class Pipeline:
         key = checkpoint.fingerprint(key_dict(self.cfg.classifier), dkey)
         path = self.cache / f"classifier-{key}.pt"
         self.stages.artefacts["classifier"] = str(path)
-        got = self._try_load(path, lambda p: classifier.load(p, self.device))
-        if got is not None:
-            model, _, m = got
-            self.stages.cached["classifier"] = True
-            self._stage(1, "classifier", f"cached ({path.name}, test accuracy {100 * m['test_accuracy']:.2f}%)")
-        else:
-            t0 = time.perf_counter()
-            res = classifier.train(self.cfg.classifier, x, y, xt, yt, device=self.device)
-            classifier.save(res.model, self.cfg.classifier, path, test_accuracy=res.test_accuracy,
-                            train_seconds=res.train_seconds)
-            model, m = res.model.eval(), {"test_accuracy": res.test_accuracy}
-            self.stages.timings["classifier"] = time.perf_counter() - t0
-            self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")
+        with _exclusive(path.with_name(f".{path.name}.lock")):  # a concurrent run waits, then finds it cached
+            got = self._try_load(path, lambda p: classifier.load(p, self.device))
+            if got is not None:
+                model, _, m = got
+                self.stages.cached["classifier"] = True
+                self._stage(1, "classifier", f"cached ({path.name}, test accuracy {100 * m['test_accuracy']:.2f}%)")
+            else:
+                t0 = time.perf_counter()
+                res = classifier.train(self.cfg.classifier, x, y, xt, yt, device=self.device)
+                classifier.save(res.model, self.cfg.classifier, path, test_accuracy=res.test_accuracy,
+                                train_seconds=res.train_seconds)
+                model, m = res.model.eval(), {"test_accuracy": res.test_accuracy, "train_seconds": res.train_seconds}
+                self.stages.timings["classifier"] = time.perf_counter() - t0
+                self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")
         return model, checkpoint.file_digest(path)[:16], m
 
     # ---- 2. attack ------------------------------------------------------------------------
-    def attacked(self, model, ckey: str) -> tuple[AttackedSet, str]:
-        x, y, _, _, _ = self.data()
-        key = checkpoint.fingerprint(key_dict(self.cfg.attack), ckey, int(x.shape[0]))
-        out = self.cache / f"attack-{key}"
+    def attack_dir(self, key: str) -> Path:
+        return self.cache / f"attack-{key}"
+
+    def attacked(self, model, ckey: str, *, cfg=None, images=None, split: str = "train",
+                 out_dir=None) -> tuple[AttackedSet, str]:
+        """The attack stage: ``cfg`` (the run's attack config) on ``images`` (the run's training images),
+        keyed by attack_key and cached in RUN_DIR/cache/attack-<key> (or ``out_dir``). `ddmini attack`
+        calls this too, so what it makes, a run with the same settings finds cached."""
+        cfg = cfg or self.cfg.attack
+        x, y = images if images is not None else self.data()[:2]
+        key = attack_key(cfg, ckey, int(x.shape[0]), split)
+        out = Path(out_dir) if out_dir else self.attack_dir(key)
         done = out / "attacked.pt"
         self.stages.artefacts["attack"] = str(done)
-        cached = self._try_load(done, AttackedSet.load) is not None
         t0 = time.perf_counter()
-        res = attack_dataset(model, x, y, self.cfg.attack, out, key=key, device=self.device,
-                             desc=f"attack {self.cfg.attack.attack}")
+        with _exclusive(out.with_name(f".{out.name}.lock")):  # a concurrent run waits, then finds it cached
+            cached = self._try_load(done, AttackedSet.load) is not None
+            res = attack_dataset(model, x, y, cfg, out, key=key, device=self.device, desc=f"attack {cfg.attack}")
         self.stages.cached["attack"] = cached
         if not cached:
             self.stages.timings["attack"] = time.perf_counter() - t0
         s = res.summary()
-        self._stage(2, "attack", f"{'cached' if cached else 'done'}: {self.cfg.attack.attack} eps={self.cfg.attack.eps:g}"
-                    f" succeeded on {100 * s['success_rate']:.2f}% of {s['images']} training images"
+        self._stage(2, "attack", f"{'cached' if cached else 'done'}: {cfg.attack} eps={cfg.eps:g}"
+                    f" succeeded on {100 * s['success_rate']:.2f}% of {s['images']} {split} images"
                     f" (mean L2 {s['l2_mean']:.3f})")
         return res, key
 
@@ -174,9 +183,8 @@ class Pipeline:
         where = self.run_dir / f"p{cfg.poison:g}"
         where.mkdir(parents=True, exist_ok=True)
         report.write_json(to_dict(cfg), where / "config.json")
-        with _exclusive(self.cache / ".shared-stages.lock"):  # concurrent runs share these two stages
-            clf, ckey, cmetrics = self.classifier()
-            adv, akey = self.attacked(clf, ckey)
+        clf, ckey, cmetrics = self.classifier()
+        adv, akey = self.attacked(clf, ckey)
         model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey)
         _, _, xt, yt, _ = self.data()
         ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or REFERENCE_IMAGES)
@@ -223,8 +231,8 @@ class Pipeline:
 
 @contextlib.contextmanager
 def _exclusive(path: Path):
-    """An advisory lock: a second run on the same run directory waits here until the first has
-    cached the stages they share, then finds them cached instead of computing them again."""
+    """An advisory lock per artefact: a second run on the same run directory that needs the same one
+    waits here until the first has cached it, then finds it cached instead of computing it again."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         try:

@@ -205,17 +205,17 @@ def test_cli_attack_sweep_and_errors(data_dir, small_classifier, tmp_path, capsy
 
     classifier.save(small_classifier, ClassifierConfig(width=8), tmp_path / "classifier.pt")
     args = ["attack", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--split", "test",
-            "--limit", "60", "--steps", "2", "--device", "cpu"]
+            "--limit", "60", "--steps", "2", "--device", "cpu", "--classifier", str(tmp_path / "classifier.pt")]
     with pytest.raises(SystemExit) as e:
         main(args + ["--eps", "0.5,3"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "| eps | success %" in out and "| 3 |" in out
     assert "still misclassified" in out and "s=0.9" in out
-    assert len(list((tmp_path / "attacks").glob("*/attacked.pt"))) == 2
+    assert len(list((tmp_path / "cache").glob("attack-*/attacked.pt"))) == 2
     for bad, msg in ((["--eps", "x"], "--eps must be"), (["--eps", "-1"], "eps must be in [0, 1000]"),
                      (["--classifier", str(tmp_path / "none.pt")], "no classifier checkpoint")):
         with pytest.raises(SystemExit) as e:
-            main(args + bad)
+            main(args[:-2] + bad if bad[0] == "--classifier" else args + bad)
         assert e.value.code == 1 and msg in capsys.readouterr().err
 
 

@@ -1,7 +1,6 @@
 import gzip
 import shutil
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest

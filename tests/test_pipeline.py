@@ -146,6 +146,26 @@ def test_every_stage_knob_is_an_option(capsys):
     for flag in ("--classifier-epochs", "--attack-eps", "--attack-random-start", "--unet-channel-mult",
                  "--train-steps", "--train-ema-decay", "--sample-guidance", "--sample-steps"):
         assert flag in out
+    # named choices are choices, every option has its field's help, what the data decide is no option
+    for text in ("--attack-attack, --attack [pgd_l2|pgd_linf|fgsm|cw_l2]", "--train-schedule [linear|cosine]",
+                 "--sample-sampler [ddim|ddpm]", "--train-lr-schedule [constant|cosine]",
+                 "--train-loss-weighting [mse|min_snr]", "Noise schedule."):
+        assert text in " ".join(out.split()), text
+    for flag in ("--unet-in-channels", "--unet-image-size", "--unet-num-classes"):
+        assert flag not in out
+    assert "TEXT" not in out
+
+
+@pytest.mark.parametrize("command", ["train-classifier", "attack", "train-diffusion", "sample"])
+def test_stage_commands_take_generated_options_and_a_preset(command, capsys):
+    code, out, _ = _run([command, "--help"], capsys)
+    assert code == 0 and "--preset [smoke|cpu|paper|paper-short]" in " ".join(out.split())
+    flat = " ".join(out.split())
+    expect = {"train-classifier": "--width INTEGER Channels of the first conv block",
+              "attack": "--attack [pgd_l2|pgd_linf|fgsm|cw_l2]",
+              "train-diffusion": "--lr-schedule [constant|cosine]",
+              "sample": "--sampler [ddim|ddpm]"}[command]
+    assert expect in flat, flat
 
 
 def test_config_roundtrip_and_presets():
@@ -237,3 +257,16 @@ def test_two_runs_on_one_run_dir_train_the_model_once(data_dir, tmp_path):
     trained = [any("diffusion model: training" in m for m in lg) for lg in logs]
     cached = [any("diffusion model: cached" in m for m in lg) for lg in logs]
     assert sorted(trained) == [False, True] and sorted(cached) == [False, True], logs
+
+
+def test_stage_commands_fill_the_runs_cache(data_dir, tmp_path, capsys):
+    """train-classifier and attack are the run's classifier and attack stages: run after them, with the
+    same preset, finds both cached (one key per stage, whichever command made it)."""
+    base = ["--preset", "smoke", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--device", "cpu"]
+    code, out, err = _run(["train-classifier", *base], capsys)
+    assert code == 0 and "saved" in out, err
+    code, out, err = _run(["attack", *base], capsys)
+    assert code == 0 and "cache/attack-" in out, err
+    code, out, err = _run(["run", "--poison", "0.5", *base], capsys)
+    assert code == 0, err
+    assert "[1/7] classifier: cached" in out and "[2/7] attack: cached" in out, out

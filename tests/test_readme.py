@@ -143,8 +143,8 @@ def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, caps
             ran.append(f"SKIPPED {cmd}: {spec[5:].strip()}")
             continue
         readme_args = shlex.split(cmd.replace(DATA_IN_README, str(data_dir)).replace("~/", f"{home}/"))[1:]
-        attacked = sorted((tmp_path / "runs").glob("attacks/*/attacked.pt"))
-        fill["attacked"] = str(attacked[0]) if attacked else "(no attacked.pt yet)"
+        attacked = sorted((tmp_path / "runs").glob("cache/attack-*/attacked.pt"), key=lambda p: p.stat().st_mtime)
+        fill["attacked"] = str(attacked[-1]) if attacked else "(no attacked.pt yet)"
         args = []
         for tok in shlex.split(spec):
             args += readme_args if tok == "{readme}" else [tok.format(**fill)]

@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint
-from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, to_dict
+from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, key_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
 from .base import MARGIN_SCALES, check_inputs, norms, predict_labels, scaled_success
@@ -89,6 +89,13 @@ class AttackedSet:
 
 
 _TENSORS = ("x_adv", "y", "pred", "success", "success_uint8", "l2", "linf")
+
+
+def attack_key(cfg: AttackConfig, classifier_key: str, n: int, split: str = "train") -> str:
+    """The attack stage's cache key: its config, the classifier's key (a digest of its checkpoint) and
+    the images attacked (the first n of a split; the training split's keys are those of earlier runs)."""
+    parts = (key_dict(cfg), classifier_key, int(n)) + (() if split == "train" else (split,))
+    return checkpoint.fingerprint(*parts)
 
 
 def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
