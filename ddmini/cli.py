@@ -311,11 +311,12 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
     x, y = ddata.load_mnist(data_dir, "train")
     if attacked:
         from .attacks.stage import AttackedSet
+        from .poison import poisoned_set
 
         adv = AttackedSet.load(attacked)
         if len(adv) != x.shape[0]:
             x, y = x[:len(adv)], y[:len(adv)]
-        ps = ddata.poisoned_set((x, y), adv, 1.0 if poison is None else poison, seed=seed, only_successful=only_successful)
+        ps = poisoned_set((x, y), adv, 1.0 if poison is None else poison, seed=seed, only_successful=only_successful)
         x, y = ps.x, ps.y
     elif poison is not None:
         raise ValueError("--poison needs --attacked (an attacked.pt from `ddmini attack`)")
@@ -556,7 +557,7 @@ def evaluate(data_dir, samples_path, classifier_path, attacked, out):
     """Misclassification (overall, per class, confusion) and CAFD of generated images."""
     from . import checkpoint, classifier, data as ddata, report, samples
     from .attacks.stage import AttackedSet
-    from .pipeline import Evaluator
+    from .evaluate import Evaluator
 
     if out:
         checkpoint.check_writable(out, "JSON report")

@@ -25,6 +25,8 @@ from . import data as ddata
 from .attacks.stage import AttackedSet, attack_dataset, attack_key
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import Diffusion, balanced_labels
+from .evaluate import Evaluator
+from .poison import poisoned_set
 
 
 @dataclass
@@ -132,7 +134,7 @@ class Pipeline:
     def diffusion(self, adv: AttackedSet, akey: str):
         x, y, _, _, dkey = self.data()
         cfg = self.cfg
-        ps = ddata.poisoned_set((x, y), adv, cfg.poison, seed=cfg.train.seed, only_successful=cfg.only_successful)
+        ps = poisoned_set((x, y), adv, cfg.poison, seed=cfg.train.seed, only_successful=cfg.only_successful)
         self._stage(3, "poisoned set", f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
                     f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})")
         inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
@@ -242,43 +244,3 @@ def _exclusive(path: Path):
         except (ImportError, OSError):  # no flock (e.g. Windows): run unlocked
             pass
         yield
-
-
-class Evaluator:
-    """Classifier predictions and features of the reference sets, computed once per run."""
-
-    def __init__(self, clf, xt, yt, adv: AttackedSet | None, ref_limit: int = REFERENCE_IMAGES):
-        self.clf = clf
-        logits, self.test_feats = classifier.predict(clf, xt, features=True)
-        self.test_probs = logits.softmax(1)
-        self.yt = yt
-        self.clean_test = metrics.misclassification(yt, logits.argmax(1))
-        self.adv_feats = None
-        if adv is not None:
-            n = min(ref_limit, len(adv))
-            alog, self.adv_feats = classifier.predict(clf, adv.x_adv[:n], features=True)
-            self.adv_probs, self.adv_y = alog.softmax(1), adv.y[:n]
-        self.samples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-
-    def generated(self, x: torch.Tensor, labels: torch.Tensor, name: str) -> dict:
-        """Misclassification and CAFD of generated images x (finite, in [0, 1]) with conditioning labels."""
-        samples_io.check_images(x, f"generated images ({name})")
-        samples_io.check_labels(labels, x.shape[0], self.clf.num_classes, f"labels of the generated images ({name})")
-        logits, feats = classifier.predict(self.clf, x, features=True)
-        probs, pred = logits.softmax(1), logits.argmax(1)
-        self.samples[name] = (x, labels, pred)
-        out = {"misclassification": metrics.misclassification(labels, pred), "cafd": {}}
-        k = probs.shape[1]
-        refs = [("clean_test", self.test_feats, self.test_probs, self.yt)]
-        if self.adv_feats is not None:
-            refs.append(("attacked", self.adv_feats, self.adv_probs, self.adv_y))
-        for ref, rf, rp, ry in refs:
-            for mode in ("soft", "hard"):
-                wa, wb = (probs, rp) if mode == "soft" else (labels, ry)
-                try:
-                    mean, per = metrics.class_aware_frechet_distance(feats, wa, rf, wb)
-                    out["cafd"][f"{ref}_{mode}"] = {"mean": float(mean), "per_class": per.tolist()}
-                except ValueError as e:  # a class with no samples at all (tiny runs)
-                    out["cafd"][f"{ref}_{mode}"] = {"mean": float("nan"), "error": str(e)}
-        out["num_classes"] = k
-        return out

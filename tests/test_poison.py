@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ddmini.data import poisoned_set
+from ddmini.poison import poisoned_set
 
 
 def _sets(n=1000, seed=0):

@@ -195,6 +195,6 @@ def test_readme_python_block_runs(line, code, block_dir, data_dir, tmp_path):
 
 def test_a_broken_block_fails(block_dir, data_dir, tmp_path):
     # the check itself can fail: README's second block without its ddmini import stops with a NameError
-    code = BLOCKS[-1][1].replace("from ddmini import attacks, classifier, data, diffusion, unet", "")
+    code = BLOCKS[-1][1].replace("from ddmini import attacks, classifier, data, diffusion, poison, unet", "")
     r = run_block(code, tmp_path, data_dir)
     assert r.returncode != 0 and "NameError" in r.stderr
