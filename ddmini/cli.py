@@ -535,7 +535,7 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
         seed_everything(seed)
         click.echo(f"--- p = {p:g} (preset {name}) ---")
         rows.append(Pipeline(cfg, root, data_dir, dev, log=click.echo).run())
-    g = f"{rows[0]['headline_guidance']:g}"
+    g = rows[0].headline()[0]
     out = write_sweep(rows, root / "sweep", g)
     fm = out["fits"]["misclassification"]
     click.echo("\n| p | misclassified | CAFD |\n|---|---|---|")
@@ -566,14 +566,16 @@ def evaluate(data_dir, samples_path, classifier_path, attacked, out):
     xt, yt = ddata.load_mnist(data_dir, "test")
     ev = Evaluator(clf, xt, yt, AttackedSet.load(attacked) if attacked else None)
     r = ev.generated(s["images"], s["labels"], "samples")
-    m = r["misclassification"]
-    click.echo(f"{m['n']} generated images: misclassified {100 * m['rate']:.2f}% "
-               f"(clean test images: {100 * ev.clean_test['rate']:.2f}%)")
-    click.echo("per class: " + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in enumerate(m["per_class"])))
-    for name, v in r["cafd"].items():
-        click.echo(f"CAFD {name}: {v['mean']:.3f}")
+    m = r.misclassification
+    click.echo(f"{m.n} generated images: misclassified {100 * m.rate:.2f}% "
+               f"(clean test images: {100 * ev.clean_test.rate:.2f}%)")
+    click.echo("per class: " + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in enumerate(m.per_class)))
+    for name, v in r.cafd.items():
+        click.echo(f"CAFD {name}: {v.mean:.3f}")
     if out:
-        report.write_json({"generated": r, "clean_test": ev.clean_test}, Path(out))
+        from dataclasses import asdict
+
+        report.write_json({"generated": asdict(r), "clean_test": asdict(ev.clean_test)}, Path(out))
 
 
 # --------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from . import classifier, metrics
 from . import samples as samples_io
 from .attacks.stage import AttackedSet
 from .config import REFERENCE_IMAGES
+from .result import Cafd, GeneratedResult, Misclassification
 
 
 class Evaluator:
@@ -18,7 +19,7 @@ class Evaluator:
         logits, self.test_feats = classifier.predict(clf, xt, features=True)
         self.test_probs = logits.softmax(1)
         self.yt = yt
-        self.clean_test = metrics.misclassification(yt, logits.argmax(1))
+        self.clean_test = Misclassification(**metrics.misclassification(yt, logits.argmax(1)))
         self.adv_feats = None
         if adv is not None:
             n = min(ref_limit, len(adv))
@@ -26,15 +27,14 @@ class Evaluator:
             self.adv_probs, self.adv_y = alog.softmax(1), adv.y[:n]
         self.samples: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
 
-    def generated(self, x: torch.Tensor, labels: torch.Tensor, name: str) -> dict:
+    def generated(self, x: torch.Tensor, labels: torch.Tensor, name: str) -> GeneratedResult:
         """Misclassification and CAFD of generated images x (finite, in [0, 1]) with conditioning labels."""
         samples_io.check_images(x, f"generated images ({name})")
         samples_io.check_labels(labels, x.shape[0], self.clf.num_classes, f"labels of the generated images ({name})")
         logits, feats = classifier.predict(self.clf, x, features=True)
         probs, pred = logits.softmax(1), logits.argmax(1)
         self.samples[name] = (x, labels, pred)
-        out = {"misclassification": metrics.misclassification(labels, pred), "cafd": {}}
-        k = probs.shape[1]
+        cafd = {}
         refs = [("clean_test", self.test_feats, self.test_probs, self.yt)]
         if self.adv_feats is not None:
             refs.append(("attacked", self.adv_feats, self.adv_probs, self.adv_y))
@@ -43,8 +43,7 @@ class Evaluator:
                 wa, wb = (probs, rp) if mode == "soft" else (labels, ry)
                 try:
                     mean, per = metrics.class_aware_frechet_distance(feats, wa, rf, wb)
-                    out["cafd"][f"{ref}_{mode}"] = {"mean": float(mean), "per_class": per.tolist()}
+                    cafd[f"{ref}_{mode}"] = Cafd(float(mean), per.tolist())
                 except ValueError as e:  # a class with no samples at all (tiny runs)
-                    out["cafd"][f"{ref}_{mode}"] = {"mean": float("nan"), "error": str(e)}
-        out["num_classes"] = k
-        return out
+                    cafd[f"{ref}_{mode}"] = Cafd(float("nan"), error=str(e))
+        return GeneratedResult(Misclassification(**metrics.misclassification(labels, pred)), cafd, probs.shape[1])

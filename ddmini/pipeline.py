@@ -26,6 +26,7 @@ from .attacks.stage import AttackedSet, attack_dataset, attack_key
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import Diffusion, balanced_labels
 from .evaluate import Evaluator
+from .result import RunResult
 from .poison import poisoned_set
 
 
@@ -177,7 +178,7 @@ class Pipeline:
         return x, labels, secs
 
     # ---- the whole run ----------------------------------------------------------------------------
-    def run(self) -> dict:
+    def run(self) -> RunResult:
         from . import report
 
         cfg = self.cfg
@@ -194,38 +195,35 @@ class Pipeline:
         for g in cfg.guidance_scales:
             x, labels, secs = self.samples(model, tcfg, dkey, g)
             r = ev.generated(x, labels, f"{g:g}")
-            r["sample_seconds"] = secs
-            r["seconds_per_image"] = secs / max(len(labels), 1)
-            wrong = r["misclassification"]["rate"] * len(labels)
-            r["seconds_per_misleading_image"] = secs / wrong if wrong else None  # none misled
+            r.set_timing(secs)
             results[f"{g:g}"] = r
             self._stage(5, "samples", f"guidance {g:g}: {len(labels)} images in {secs:.0f} s, "
-                        f"misclassified {100 * r['misclassification']['rate']:.2f}%")
+                        f"misclassified {100 * r.misclassification.rate:.2f}%")
         self._stage(6, "evaluation", "done")
         att = adv.summary()
-        out = {
-            "poison": cfg.poison,
-            "config": to_dict(cfg),
-            "versions": {"ddmini": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                         "platform": platform.platform(), "device": str(self.device)},
-            "classifier": {"test_accuracy": cmetrics.get("test_accuracy")},
-            "attack": {**att, "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"],
-                       "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES)},
-            "clean_test": ev.clean_test,
-            "training_set": {"images": len(ps), "attacked": int(ps.attacked.sum()),
-                             "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"])},
-            "generated": results,
-            "headline_guidance": cfg.sample.guidance,
-            "cost": {
+        out = RunResult(
+            poison=cfg.poison,
+            config=to_dict(cfg),
+            versions={"ddmini": __version__, "torch": torch.__version__, "python": platform.python_version(),
+                      "platform": platform.platform(), "device": str(self.device)},
+            classifier={"test_accuracy": cmetrics.get("test_accuracy")},
+            attack={**att, "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"],
+                    "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES)},
+            clean_test=ev.clean_test,
+            training_set={"images": len(ps), "attacked": int(ps.attacked.sum()),
+                          "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"])},
+            generated=results,
+            headline_guidance=cfg.sample.guidance,
+            cost={
                 "attack_seconds_per_adversarial_example": att["seconds"] / max(att["successful"], 1),
-                "sampling_seconds_per_misleading_image": {k: v["seconds_per_misleading_image"]
+                "sampling_seconds_per_misleading_image": {k: v.seconds_per_misleading_image
                                                           for k, v in results.items()},
                 "diffusion_training_seconds": float(ckpt["seconds"]),
             },
-            "timings": {**self.stages.timings, "total": time.perf_counter() - t_start},
-            "cached": self.stages.cached,
-            "artefacts": self.stages.artefacts,
-        }
+            timings={**self.stages.timings, "total": time.perf_counter() - t_start},
+            cached=self.stages.cached,
+            artefacts=self.stages.artefacts,
+        )
         report.write(out, where, ev, adv, self.data()[0])
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
         return out

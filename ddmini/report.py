@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from . import images
 from .checkpoint import atomic_open
+from .result import RunResult
 
 W_COLOR = {True: images.RED, False: images.GREEN}
 
@@ -45,43 +46,42 @@ def write_text(text: str, path: Path) -> None:
         f.write(text)
 
 
-def summary_lines(r: dict) -> list[str]:
+def summary_lines(r: RunResult) -> list[str]:
     """The one-screen summary (also the top of report.md)."""
-    hg = f"{r['headline_guidance']:g}"
-    g = r["generated"].get(hg) or next(iter(r["generated"].values()))
+    hg, g = r.headline()
     lines = [
-        f"poison p = {r['poison']:g}: diffusion model trained on {r['training_set']['images']} images, "
-        f"{r['training_set']['attacked']} of them attacked",
-        f"classifier test accuracy {_pct(r['classifier']['test_accuracy'])}; "
-        f"attack success on the training set {_pct(r['attack']['success_rate'])}",
-        f"generated images misclassified (guidance {hg}): {_pct(g['misclassification']['rate'])} "
-        f"of {g['misclassification']['n']}; clean test images: {_pct(r['clean_test']['rate'])}",
-        f"CAFD (soft) generated vs clean test: {_num(g['cafd']['clean_test_soft']['mean'])}, "
-        f"vs attacked set: {_num(g['cafd']['attacked_soft']['mean'])}",
+        f"poison p = {r.poison:g}: diffusion model trained on {r.training_set['images']} images, "
+        f"{r.training_set['attacked']} of them attacked",
+        f"classifier test accuracy {_pct(r.classifier['test_accuracy'])}; "
+        f"attack success on the training set {_pct(r.attack['success_rate'])}",
+        f"generated images misclassified (guidance {hg}): {_pct(g.misclassification.rate)} "
+        f"of {g.misclassification.n}; clean test images: {_pct(r.clean_test.rate)}",
+        f"CAFD (soft) generated vs clean test: {_num(g.cafd['clean_test_soft'].mean)}, "
+        f"vs attacked set: {_num(g.cafd['attacked_soft'].mean)}",
     ]
     return lines
 
 
-def markdown(r: dict) -> str:
+def markdown(r: RunResult) -> str:
     out = ["# ddmini run report", "", *[f"- {line}" for line in summary_lines(r)], "",
            "## Generated images by guidance scale", "",
            "| guidance | misclassified | CAFD soft vs test | CAFD hard vs test | CAFD soft vs attacked "
            "| CAFD hard vs attacked | s / image | s / misleading image |",
            "|---|---|---|---|---|---|---|---|"]
-    for g, v in r["generated"].items():
-        c = v["cafd"]
-        out.append(f"| {g} | {_pct(v['misclassification']['rate'])} | {_num(c['clean_test_soft']['mean'])} "
-                   f"| {_num(c['clean_test_hard']['mean'])} | {_num(c['attacked_soft']['mean'])} "
-                   f"| {_num(c['attacked_hard']['mean'])} | {_num(v['seconds_per_image'], '.4f')} "
-                   f"| {_num(v['seconds_per_misleading_image'], '.4f')} |")
+    for g, v in r.generated.items():
+        c = v.cafd
+        out.append(f"| {g} | {_pct(v.misclassification.rate)} | {_num(c['clean_test_soft'].mean)} "
+                   f"| {_num(c['clean_test_hard'].mean)} | {_num(c['attacked_soft'].mean)} "
+                   f"| {_num(c['attacked_hard'].mean)} | {_num(v.seconds_per_image, '.4f')} "
+                   f"| {_num(v.seconds_per_misleading_image, '.4f')} |")
     out += ["", "## Misclassification per class", "",
-            "| class | attacked training set | clean test | " + " | ".join(f"generated (w={g})" for g in r["generated"]) + " |",
-            "|---" * (3 + len(r["generated"])) + "|"]
-    for k in range(len(r["clean_test"]["per_class"])):
-        row = [_pct(r["attack"]["per_class_success"][k]), _pct(r["clean_test"]["per_class"][k])]
-        row += [_pct(v["misclassification"]["per_class"][k]) for v in r["generated"].values()]
+            "| class | attacked training set | clean test | " + " | ".join(f"generated (w={g})" for g in r.generated) + " |",
+            "|---" * (3 + len(r.generated)) + "|"]
+    for k in range(len(r.clean_test.per_class)):
+        row = [_pct(r.attack["per_class_success"][k]), _pct(r.clean_test.per_class[k])]
+        row += [_pct(v.misclassification.per_class[k]) for v in r.generated.values()]
         out.append(f"| {k} | " + " | ".join(row) + " |")
-    m = r["attack"].get("margin")
+    m = r.attack.get("margin")
     if m and m["images"]:
         out += ["", "## How much of the perturbation misleads", "",
                 f"Share of the successfully attacked training images (the first {m['images']}) that the classifier still "
@@ -91,13 +91,13 @@ def markdown(r: dict) -> str:
                 "| s | " + " | ".join(f"{s:g}" for s in m["scales"]) + " |",
                 "|---" * (len(m["scales"]) + 1) + "|",
                 "| still misclassified | " + " | ".join(_pct(v) for v in m["still_misclassified"]) + " |"]
-    c = r["cost"]
+    c = r.cost
     out += ["", "## Cost", "",
             f"- attack: {_num(c['attack_seconds_per_adversarial_example'], '.4f')} s per successful adversarial example",
             *[f"- deceptive sampling (w={g}): {_num(v, '.4f')} s per misclassified generated image"
               for g, v in c["sampling_seconds_per_misleading_image"].items()],
             f"- plus a one-off {c['diffusion_training_seconds']:.0f} s of diffusion training",
-            "", "## Timings (s)", "", *[f"- {k}: {v:.1f}" for k, v in r["timings"].items()],
+            "", "## Timings (s)", "", *[f"- {k}: {v:.1f}" for k, v in r.timings.items()],
             "", "Pictures: `samples.png` (rows = conditioning class; red frame = classifier disagrees), "
             "`comparison.png` (clean / attacked / generated), `confusion.png`.", ""]
     return "\n".join(out)
@@ -139,18 +139,17 @@ def confusion_png(cm: list[list[int]], path: Path, cell: int = 34) -> None:
     images.save_png(img, path)
 
 
-def write(r: dict, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
+def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
     where.mkdir(parents=True, exist_ok=True)
-    write_json(r, where / "report.json")
+    write_json(r.to_dict(), where / "report.json")
     write_text(markdown(r), where / "report.md")
-    hg = f"{r['headline_guidance']:g}"
-    name = hg if hg in ev.samples else next(iter(ev.samples))
+    name, g = r.headline()
     x, lab, pred = ev.samples[name]
     samples_png(x, lab, pred, where / "samples.png")
-    confusion_png(r["generated"][name]["misclassification"]["confusion"], where / "confusion.png")
+    confusion_png(g.misclassification.confusion, where / "confusion.png")
     # clean / attacked / generated, one column per class
     cols, frames = [[], [], []], [[], [], []]
-    for k in range(len(r["clean_test"]["per_class"])):
+    for k in range(len(r.clean_test.per_class)):
         members = (adv.y == k).nonzero().flatten()
         gen = (lab == k).nonzero().flatten()
         if not len(members) or not len(gen):
@@ -224,19 +223,19 @@ def plot_png(panels: list[dict], path: Path, size=(420, 320)) -> None:
     images.save_png(img, path)
 
 
-def write_sweep(rows: list[dict], where: Path, guidance: str) -> dict:
+def write_sweep(rows: list[RunResult], where: Path, guidance: str) -> dict:
     where.mkdir(parents=True, exist_ok=True)
-    ps = [r["poison"] for r in rows]
-    mis = [r["generated"][guidance]["misclassification"]["rate"] for r in rows]
-    cafd = [r["generated"][guidance]["cafd"]["clean_test_soft"]["mean"] for r in rows]
+    ps = [r.poison for r in rows]
+    mis = [r.generated[guidance].misclassification.rate for r in rows]
+    cafd = [r.generated[guidance].cafd["clean_test_soft"].mean for r in rows]
     fits = {"misclassification": linear_fit(ps, mis), "cafd_clean_test_soft": linear_fit(ps, cafd)}
     table = ["| p | misclassified | CAFD soft vs clean test | attacked images in training set |", "|---|---|---|---|"]
     for r, m, c in zip(rows, mis, cafd):
-        table.append(f"| {r['poison']:g} | {_pct(m)} | {_num(c)} | {r['training_set']['attacked']} |")
+        table.append(f"| {r.poison:g} | {_pct(m)} | {_num(c)} | {r.training_set['attacked']} |")
     fm, fc = fits["misclassification"], fits["cafd_clean_test_soft"]
     # the same fit at every guidance scale the runs sampled (guidance pulls samples to clean prototypes)
-    scales = [g for g in rows[0]["generated"] if all(g in r["generated"] for r in rows)]
-    by_g = {g: [r["generated"][g]["misclassification"]["rate"] for r in rows] for g in scales}
+    scales = [g for g in rows[0].generated if all(g in r.generated for r in rows)]
+    by_g = {g: [r.generated[g].misclassification.rate for r in rows] for g in scales}
     fits_g = {g: linear_fit(ps, v) for g, v in by_g.items()}
     gtable = ["| p | " + " | ".join(f"guidance {g}" for g in scales) + " |", "|---" * (len(scales) + 1) + "|"]
     gtable += [f"| {p:g} | " + " | ".join(_pct(by_g[g][i]) for g in scales) + " |" for i, p in enumerate(ps)]

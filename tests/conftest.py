@@ -72,7 +72,7 @@ def smoke_run(data_dir, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("smoke-run")
     out = Pipeline(preset("smoke").with_seed(0), root, data_dir, "cpu", log=lambda m: None).run()
-    return {"root": root, "report": out, **{k: Path(v) for k, v in out["artefacts"].items()}}
+    return {"root": root, "report": out, **{k: Path(v) for k, v in out.artefacts.items()}}
 
 
 @pytest.fixture(scope="session")

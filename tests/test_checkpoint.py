@@ -66,10 +66,10 @@ def test_corrupted_cached_stage_is_recomputed(smoke_run, data_dir, tmp_path, sta
     flip(root / rel, 0.6)
     logs = []
     out = Pipeline(preset("smoke").with_seed(0), root, data_dir, "cpu", log=logs.append).run()
-    assert not out["cached"].get(stage, False), logs
+    assert not out.cached.get(stage, False), logs
     # recomputed, it equals what the first run made
-    assert out["classifier"] == smoke_run["report"]["classifier"]
-    assert out["attack"]["success_rate"] == smoke_run["report"]["attack"]["success_rate"]
+    assert out.classifier == smoke_run["report"].classifier
+    assert out.attack["success_rate"] == smoke_run["report"].attack["success_rate"]
     checkpoint.verify(root / rel)
 
 

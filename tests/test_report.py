@@ -34,3 +34,24 @@ def test_linear_fit_of_noisy_points_and_degenerate_input():
     assert math.isclose(f["r2"], 1 - res / tot)
     assert all(math.isnan(v) for v in linear_fit([0.5], [1.0]).values())
     assert math.isnan(linear_fit([1.0, 1.0], [2.0, 3.0])["slope"])  # no spread in x: no line
+
+
+def test_typed_result_timing_and_headline():
+    from ddmini.result import Cafd, GeneratedResult, Misclassification, RunResult
+
+    def gen(rate):
+        return GeneratedResult(Misclassification(rate, 200, [rate] * 10, [[0] * 10] * 10),
+                               {"clean_test_soft": Cafd(1.0, [1.0] * 10)}, 10)
+
+    g1, g3 = gen(0.25), gen(0.0)
+    g1.set_timing(10.0)
+    g3.set_timing(4.0)
+    assert g1.seconds_per_image == 0.05 and g1.seconds_per_misleading_image == 0.2
+    assert g3.seconds_per_misleading_image is None  # no image misled: no cost per misleading image
+    r = RunResult(0.5, {}, {}, {"test_accuracy": 0.99}, {}, Misclassification(0.01, 10, [], []), {}, {"1": g1, "3": g3},
+                  3.0, {}, {}, {}, {})
+    assert r.headline() == ("3", g3)
+    r.headline_guidance = 2.0  # not sampled: the first scale stands in
+    assert r.headline() == ("1", g1)
+    d = r.to_dict()
+    assert d["generated"]["1"]["misclassification"]["rate"] == 0.25 and d["generated"]["1"]["cafd"]["clean_test_soft"]["mean"] == 1.0

@@ -1,0 +1,73 @@
+"""What a run measured, as typed objects: the pipeline builds a :class:`RunResult`, ``ddmini.report``
+renders it (report.md, the PNGs, the sweep), and :meth:`RunResult.to_dict` is report.json."""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class Misclassification:
+    """How often predictions differ from the labels: overall, per class (NaN for a class with no image)
+    and the confusion matrix (rows: label, columns: prediction)."""
+
+    rate: float
+    n: int
+    per_class: list[float]
+    confusion: list[list[int]]
+
+
+@dataclass
+class Cafd:
+    """A class-aware Fréchet distance: its mean over classes and each class's; ``error`` says why it
+    could not be computed (a class without images in a tiny run), with ``mean`` NaN."""
+
+    mean: float
+    per_class: list[float] = field(default_factory=list)
+    error: str | None = None
+
+
+@dataclass
+class GeneratedResult:
+    """The generated images of one guidance scale, scored by the target classifier."""
+
+    misclassification: Misclassification
+    cafd: dict[str, Cafd]          # "clean_test_soft", "clean_test_hard", "attacked_soft", "attacked_hard"
+    num_classes: int
+    sample_seconds: float = math.nan
+    seconds_per_image: float = math.nan
+    seconds_per_misleading_image: float | None = None   # None: no image misled
+
+    def set_timing(self, seconds: float) -> None:
+        n = self.misclassification.n
+        self.sample_seconds = seconds
+        self.seconds_per_image = seconds / max(n, 1)
+        wrong = self.misclassification.rate * n
+        self.seconds_per_misleading_image = seconds / wrong if wrong else None
+
+
+@dataclass
+class RunResult:
+    """One run of the experiment (``ddmini run``): the stages' summaries and what was cached."""
+
+    poison: float
+    config: dict
+    versions: dict
+    classifier: dict                      # {"test_accuracy": ...}
+    attack: dict                          # the attack stage's summary, per-class success and margin table
+    clean_test: Misclassification
+    training_set: dict                    # images, attacked, diffusion steps and seconds
+    generated: dict[str, GeneratedResult]  # by guidance scale ("1", "2", ...)
+    headline_guidance: float
+    cost: dict
+    timings: dict
+    cached: dict
+    artefacts: dict
+
+    def headline(self) -> tuple[str, GeneratedResult]:
+        """The headline guidance scale's name and result (the first sampled if it is not among them)."""
+        g = f"{self.headline_guidance:g}"
+        return (g, self.generated[g]) if g in self.generated else next(iter(self.generated.items()))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
