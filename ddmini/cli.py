@@ -8,7 +8,6 @@ from __future__ import annotations
 from dataclasses import fields
 import os
 import sys
-import time
 from pathlib import Path
 
 import click
@@ -400,7 +399,7 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
 
     from . import checkpoint, images, samples, train
     from .config import preset as run_preset, to_dict
-    from .diffusion import Diffusion, balanced_labels
+    from .diffusion import balanced_labels
     from .runtime import resolve_device
 
     dev = resolve_device(device)
@@ -428,14 +427,10 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
         lab = torch.tensor(vals, dtype=torch.long).repeat((num + len(vals) - 1) // len(vals))[:num]
     else:
         lab = balanced_labels(num, k)
-    diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
-    t0 = time.perf_counter()
-    x = diff.sample(model, lab, scfg, image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size),
-                    device=dev)
-    secs = time.perf_counter() - t0
+    x, secs = samples.generate(model, tcfg, lab, scfg, device=dev)
     samples.save(out, x, lab, k, config=to_dict(scfg), seconds=secs)
     images.save_grid(x, png, nrow=min(10, num))
-    n_steps = diff.T if scfg.sampler == "ddpm" else scfg.steps
+    n_steps = tcfg.T if scfg.sampler == "ddpm" else scfg.steps
     msg = (f"{num} images ({scfg.sampler}, {n_steps} steps, guidance {scfg.guidance:g}) in {secs:.1f} s "
            f"({num / secs:.1f} img/s); saved {out} and {png}")
     if clf is not None:

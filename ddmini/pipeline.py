@@ -24,7 +24,7 @@ from . import samples as samples_io
 from . import data as ddata
 from .attacks.stage import AttackedSet, attack_dataset, attack_key
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
-from .diffusion import Diffusion, balanced_labels
+from .diffusion import balanced_labels
 from .evaluate import Evaluator
 from .result import RunResult
 from .poison import poisoned_set
@@ -169,11 +169,7 @@ class Pipeline:
             self.stages.cached[f"samples_w{guidance:g}"] = True
             return got["images"], got["labels"], float(got.get("seconds", float("nan")))
         labels = balanced_labels(self.cfg.num_samples, model.cfg.num_classes)
-        diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
-        t0 = time.perf_counter()
-        x = diff.sample(model, labels, s, device=self.device, desc=f"sample w={guidance:g}",
-                        image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size))
-        secs = time.perf_counter() - t0
+        x, secs = samples_io.generate(model, tcfg, labels, s, device=self.device, desc=f"sample w={guidance:g}")
         samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs)
         return x, labels, secs
 

@@ -7,6 +7,7 @@ holding images in [0, 255] is refused with one line, never scored.
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import torch
@@ -39,6 +40,18 @@ def check_labels(labels, n: int, num_classes: int, what: str = "labels") -> None
     if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
         raise ValueError(f"{what} must be in [0, {num_classes}); got values from {int(labels.min())} "
                          f"to {int(labels.max())}")
+
+
+def generate(model, tcfg, labels: torch.Tensor, cfg, *, device, desc: str = "sample") -> tuple[torch.Tensor, float]:
+    """The sampling stage's compute: images for ``labels`` from the EMA ``model`` trained with ``tcfg``
+    (its schedule), by the sampling config ``cfg``; returns (images in [0, 1], seconds)."""
+    from .diffusion import Diffusion
+
+    t0 = time.perf_counter()
+    x = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T).sample(
+        model, labels, cfg, image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size),
+        device=device, desc=desc)
+    return x, time.perf_counter() - t0
 
 
 def save(path: str | Path, images: torch.Tensor, labels: torch.Tensor, num_classes: int, **extra) -> None:
