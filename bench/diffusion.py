@@ -14,6 +14,11 @@
    backward, AdamW; no EMA or clipping) in the precision and layout ddmini.train picks on this CPU:
    --shapes "16:1,2,4:1 16:1,2,6:1", each BASE:CHANNEL_MULT:NUM_RES_BLOCKS, the first the reference
    for the ratio column.
+6. (--only flops) The training step's arithmetic: FLOPs of forward + backward (torch.utils.flop_counter),
+   ms per step and achieved GFLOP/s in float32 (channels_last, as ddmini trains without native bf16)
+   and, where the CPU has native bf16, bf16 autocast; and the ratio to the machine's FMA peak (cores x
+   clock x FLOP per cycle of the vector ISA torch uses; assumptions printed). An AVX2-only CPU is
+   approximated on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
 diffusers is a bench-only dependency (pip install diffusers).
 """
 from __future__ import annotations
@@ -115,6 +120,57 @@ def bench_train(batch: int, n: int) -> None:
     else:
         rows.append("(no native bf16 on this CPU: bf16 rows skipped; ddmini trains in float32 here)")
     print("\n".join(rows))
+
+
+def fma_peak_gflops(bf16: bool) -> tuple[float, str]:
+    """Cores x clock x FLOP per cycle for the vector ISA torch runs (two FMA pipes of that width, as on
+    Zen 3/4/5 and recent Intel cores; bf16 dot products count twice a float32 FMA's work per lane)."""
+    import os
+
+    cap = torch.backends.cpu.get_cpu_capability()
+    lanes = 16 if cap.startswith("AVX512") else 8 if cap.startswith("AVX2") else 4
+    mhz = 0.0
+    try:
+        with open("/proc/cpuinfo") as f:
+            mhz = next(float(line.split(":")[1]) for line in f if line.startswith("cpu MHz"))
+    except (OSError, StopIteration, ValueError):
+        pass
+    cores = torch.get_num_threads() or os.cpu_count()
+    per_cycle = 2 * lanes * 2 * (2 if bf16 else 1)  # 2 pipes x lanes x (multiply + add) [x 2 for bf16 pairs]
+    peak = cores * mhz / 1000 * per_cycle
+    return peak, (f"{cores} threads x {mhz / 1000:.2f} GHz (/proc/cpuinfo) x {per_cycle} FLOP/cycle "
+                  f"({cap}: 2 FMA pipes of {lanes} float32 lanes{', bf16 pairs' if bf16 else ''})")
+
+
+def bench_flops(batch: int, n: int) -> None:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from ddmini.runtime import cpu_has_native_bf16
+
+    model = unet.build("small")
+    d = diffusion.Diffusion()
+    x0 = torch.rand(batch, 1, 28, 28) * 2 - 1
+    y = torch.randint(0, 11, (batch,))
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    with FlopCounterMode(display=False) as fc:
+        t = torch.randint(0, 1000, (batch,))
+        d.loss(model, x0, y, t, torch.randn_like(x0)).backward()
+    flops = fc.get_total_flops()
+    opt.zero_grad(set_to_none=True)
+    print(f"\n## Training step arithmetic, U-Net 'small', batch {batch}: {flops / 1e9:.1f} GFLOP per step "
+          "(forward + backward; AdamW not counted)")
+    print("| precision | ms / step | achieved GFLOP/s | FMA peak GFLOP/s | share of peak | 12,000 steps |")
+    print("|---|---|---|---|---|---|")
+    modes = [("float32, channels_last", False)] + ([("bf16 autocast", True)] if cpu_has_native_bf16() else [])
+    notes = []
+    for name, bf16 in modes:
+        model.to(memory_format=torch.contiguous_format if bf16 else torch.channels_last)
+        ts = time_steps(lambda: train_step(d, model, opt, x0, y, bf16), n)
+        peak, how = fma_peak_gflops(bf16)
+        notes.append(f"{name}: peak = {how}")
+        print(f"| {name} | {1000 * ts:.0f} | {flops / ts / 1e9:.0f} | {peak:.0f} | {flops / ts / 1e9 / peak:.0%} "
+              f"| {12000 * ts / 60:.0f} min |", flush=True)
+    print("\n".join(notes))
 
 
 def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
@@ -248,7 +304,7 @@ def main():
     p.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps for the sampling throughput")
     p.add_argument("--guided-batches", default="128,256", help="batch sizes for the guided-sampling rows")
-    p.add_argument("--only", choices=["train", "sample", "guided", "overhead", "shapes"], default=None)
+    p.add_argument("--only", choices=["train", "sample", "guided", "overhead", "shapes", "flops"], default=None)
     p.add_argument("--shapes", default="16:1,2,4:1 16:1,2,6:1 16:1,2,8:1 16:1,3,6:1 16:1,4,4:1 "
                    "16:1,2,4:2 20:1,2,4:1 24:1,2,4:1 32:1,1,2:1",
                    help="U-Net shapes for --only shapes, BASE:CHANNEL_MULT:RES_BLOCKS, space-separated")
@@ -264,6 +320,8 @@ def main():
         bench_overhead(a.sample_batch)
     if a.only == "shapes":
         bench_shapes(a.batch, a.steps, a.shapes.split())
+    if a.only == "flops":
+        bench_flops(a.batch, a.steps)
 
 
 if __name__ == "__main__":

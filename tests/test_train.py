@@ -55,3 +55,17 @@ def test_double_ctrl_c_saves_a_whole_step_and_resumes_exactly(data_dir, tmp_path
     for part in ("model", "ema"):
         for k in uninterrupted[part]:
             assert torch.equal(uninterrupted[part][k], b[part][k]), (part, k)
+
+
+def test_native_bf16_needs_onednn_allowed_to_use_it(monkeypatch):
+    from ddmini import runtime
+
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert runtime.cpu_has_native_bf16() is False  # whatever the CPU: oneDNN may not use bf16 here
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE")
+    assert runtime.cpu_has_native_bf16() is False
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_BF16")
+    with_flag = runtime.cpu_has_native_bf16()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert runtime.cpu_has_native_bf16() == with_flag  # then the CPU's flags decide, as without the variable
