@@ -264,6 +264,8 @@ def attack(data_dir, run_dir, device, seed, preset, eps, split, limit, classifie
     dev = resolve_device(device)
     base, _ = _run_preset(preset, dev)
     base.with_seed(seed)
+    if kw.get("cfg__attack"):  # a named attack brings its own calibrated strength; given options win
+        base.attack = base.attack.with_attack(kw["cfg__attack"])
     acfg = _apply(base.attack, kw)
     eps_list = _float_list(eps, "--eps") if eps is not None else [acfg.eps]
     if out and len(eps_list) > 1:
@@ -288,8 +290,7 @@ def attack(data_dir, run_dir, device, seed, preset, eps, split, limit, classifie
         s = res.summary()
         rows.append((e, s))
         where = Path(out) if out else pipe.attack_dir(key)
-        click.echo(f"{cfg.attack} eps={e:g} alpha={cfg.step_size:.4g} steps={cfg.steps} on {s['images']} {split} "
-                   f"images: success {100 * s['success_rate']:.2f}% (8-bit: {100 * s['success_rate_uint8']:.2f}%), "
+        click.echo(f"{cfg.describe()} on {s['images']} {split} images: success {100 * s['success_rate']:.2f}% (8-bit: {100 * s['success_rate_uint8']:.2f}%), "
                    f"L2 mean {s['l2_mean']:.3f} max {s['l2_max']:.3f}, Linf mean {s['linf_mean']:.3f}, "
                    f"{s['images_per_second']:.0f} img/s; saved {where / 'attacked.pt'}")
         m = res.margin(model, x)
@@ -482,6 +483,8 @@ def _build_run_config(poison, preset_name, dev, seed, kw):
             setattr(cfg, key, kw[key])
     if kw.get("guidance_scales"):
         cfg.guidance_scales = tuple(_float_list(kw["guidance_scales"], "--guidance-scales"))
+    if kw.get("attack__attack"):  # a named attack brings its own calibrated strength; given options win
+        cfg.attack = cfg.attack.with_attack(kw["attack__attack"])
     for section in cfg.SECTIONS:
         _apply(getattr(cfg, section), kw, section)
     if kw.get("guidance_scales") and kw.get("sample__guidance") is None \

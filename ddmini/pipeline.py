@@ -126,7 +126,7 @@ class Pipeline:
         if not cached:
             self.stages.timings["attack"] = time.perf_counter() - t0
         s = res.summary()
-        self._stage(2, "attack", f"{'cached' if cached else 'done'}: {cfg.attack} eps={cfg.eps:g}"
+        self._stage(2, "attack", f"{'cached' if cached else 'done'}: {cfg.describe()}"
                     f" succeeded on {100 * s['success_rate']:.2f}% of {s['images']} {split} images"
                     f" (mean L2 {s['l2_mean']:.3f})")
         return res, key

@@ -258,3 +258,33 @@ def test_stage_commands_fill_the_runs_cache(data_dir, tmp_path, capsys):
     code, out, err = _run(["run", "--poison", "0.5", *base], capsys)
     assert code == 0, err
     assert "[1/7] classifier: cached" in out and "[2/7] attack: cached" in out, out
+
+
+@pytest.mark.parametrize("attack", ["fgsm", "pgd_linf", "pgd_l2", "cw_l2"])
+def test_every_attack_is_a_path_through_the_run(attack, data_dir, tmp_path, capsys):
+    from ddmini.config import ATTACK_DEFAULTS
+
+    code, out, err = _run(["run", "--preset", "smoke", "--poison", "1", "--attack", attack, "--data-dir", str(data_dir),
+                           "--run-dir", str(tmp_path), "--device", "cpu"], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "p1" / "report.json").read_text())
+    a = r["config"]["attack"]
+    assert a["attack"] == attack and all(a[k] == v for k, v in ATTACK_DEFAULTS[attack].items())
+    assert r["attack"]["successful"] > 0 and r["training_set"]["attacked"] == r["training_set"]["images"]
+    if attack == "cw_l2":
+        assert r["attack"]["l2_mean"] > 0  # CW moved the images (10 Adam steps of 0.01 did not)
+
+
+def test_a_named_attack_brings_its_strength_and_given_options_win():
+    import torch
+
+    from ddmini.cli import _build_run_config
+
+    cfg, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm"})
+    assert (cfg.attack.attack, cfg.attack.eps) == ("fgsm", 0.25)
+    cfg, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm", "attack__eps": 0.1})
+    assert cfg.attack.eps == 0.1
+    cfg, _ = _build_run_config(1.0, "smoke", torch.device("cpu"), 0, {"attack__attack": "cw_l2"})
+    assert (cfg.attack.steps, cfg.attack.chunk_size) == (100, 256)  # CW's steps; the preset's chunks stay
+    cfg, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {})
+    assert cfg.attack == preset("cpu").attack  # no attack named: the preset's, untouched (cache keys)
