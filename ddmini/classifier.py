@@ -51,6 +51,59 @@ class Classifier(nn.Module):
         return self.head(self.features(x))
 
 
+class _Zoo(nn.Module):
+    """A zoo member: ``body`` maps normalised images to ``feature_dim`` features, a linear head to logits
+    (the interface of Classifier: features(x), forward(x), num_classes, feature_dim)."""
+
+    def __init__(self, body: nn.Module, feature_dim: int, num_classes: int):
+        super().__init__()
+        self.body, self.head = body, nn.Linear(feature_dim, num_classes)
+        self.feature_dim, self.num_classes = feature_dim, num_classes
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body((x - MNIST_MEAN) / MNIST_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class MLP(_Zoo):
+    """Two hidden layers on the flattened image (a zoo member with no convolution at all)."""
+
+    def __init__(self, *, width: int = ClassifierConfig.width, feature_dim: int = ClassifierConfig.feature_dim,
+                 num_classes: int = 10, in_features: int = 784):
+        hidden = 32 * width
+        super().__init__(nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
+                                       nn.Linear(hidden, feature_dim), nn.ReLU(inplace=True)), feature_dim, num_classes)
+
+
+class _Residual(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
+                                  nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+                                  nn.BatchNorm2d(cout))
+        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
+            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.body(x) + self.skip(x))
+
+
+class ResNet(_Zoo):
+    """A small residual CNN, twice the target's width: stem, residual blocks at full, half and quarter
+    resolution, global average pooling (a zoo member of another design than the target)."""
+
+    def __init__(self, *, width: int = ClassifierConfig.width, feature_dim: int = ClassifierConfig.feature_dim,
+                 num_classes: int = 10, in_channels: int = 1):
+        w = 2 * width
+        super().__init__(nn.Sequential(
+            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+            _Residual(w, w, 1), _Residual(w, 2 * w, 2), _Residual(2 * w, 4 * w, 2),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, feature_dim), nn.ReLU(inplace=True)),
+            feature_dim, num_classes)
+
+
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with every Conv2d followed by a BatchNorm2d (inside any
     nn.Sequential) folded into one Conv2d. Same outputs up to float rounding, about 1.4x faster
@@ -80,7 +133,12 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
-def build(cfg: ClassifierConfig, image_shape=(1, 28, 28)) -> Classifier:
+def build(cfg: ClassifierConfig, image_shape=(1, 28, 28)) -> nn.Module:
+    """The classifier ``cfg.arch`` names, for images of ``image_shape``."""
+    if cfg.arch == "mlp":
+        return MLP(width=cfg.width, feature_dim=cfg.feature_dim, in_features=math.prod(image_shape))
+    if cfg.arch == "resnet":
+        return ResNet(width=cfg.width, feature_dim=cfg.feature_dim, in_channels=image_shape[0])
     model = Classifier(width=cfg.width, feature_dim=cfg.feature_dim, in_channels=image_shape[0])
     with torch.no_grad():  # materialise the lazy layer
         model.eval()(torch.zeros(1, *image_shape))
@@ -147,6 +205,12 @@ def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch
         for i in range(steps_per_epoch):
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
             xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            if cfg.adv_eps > 0:  # Madry: train on the PGD-L2 attack of the current model (random start)
+                from .attacks import pgd_l2
+
+                xb = pgd_l2(model, xb, yb, cfg.adv_eps, 2.5 * cfg.adv_eps / cfg.adv_steps, cfg.adv_steps,
+                            random_start=True, seed=int(torch.randint(0, 2**62, (1,), generator=gen)),
+                            batch_size=xb.shape[0])
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()

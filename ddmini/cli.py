@@ -543,6 +543,71 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
                f"see {root / 'sweep' / 'sweep.md'}")
 
 
+@cli.command("zoo", context_settings=CONTEXT)
+@data_dir_option
+@run_dir_option
+@device_option
+@seed_option
+@preset_option
+def zoo(data_dir, run_dir, device, seed, preset):
+    """Train (or find cached) the classifier zoo of the transfer study: the target's architecture with two
+    other seeds, an MLP, a residual CNN, and the target adversarially trained with PGD-L2 at the attack's eps."""
+    from .pipeline import Pipeline
+    from .runtime import resolve_device
+    from .transfer import zoo_configs
+
+    dev = resolve_device(device)
+    base, name = _run_preset(preset, dev)
+    pipe = Pipeline(base.with_seed(seed).validate(), _writable_dir(run_dir), data_dir, dev, log=lambda m: None)
+    click.echo(f"| classifier (preset {name}) | architecture | seed | adversarial eps | test accuracy | train s |\n"
+               "|---|---|---|---|---|---|")
+    for member, cfg in {"target": base.classifier, **zoo_configs(base.classifier, base.attack.eps)}.items():
+        _, _, m = pipe.classifier(cfg)
+        click.echo(f"| {member} | {cfg.arch} | {cfg.seed} | {cfg.adv_eps:g} | {100 * m['test_accuracy']:.2f}% "
+                   f"| {m.get('train_seconds') or 0:.0f} |")
+
+
+@cli.command("transfer", context_settings=CONTEXT)
+@data_dir_option
+@run_dir_option
+@device_option
+@seed_option
+@preset_option
+@click.option("--samples", "samples_paths", multiple=True, metavar="[NAME=]PATH",
+              help="A samples file from `ddmini sample` or a run's cache (repeatable), e.g. p1=S1.pt.")
+def transfer(data_dir, run_dir, device, seed, preset, samples_paths):
+    """The transfer matrix: how often the target and every zoo member (`ddmini zoo`, trained here if not
+    cached) misclassify generated images, the attacked training images, and fresh PGD-L2 attacks on test
+    images made against the target. Writes RUN_DIR/transfer/transfer.md, .json and .png."""
+    from . import samples as samples_io
+    from . import transfer as tr
+    from .pipeline import Pipeline
+    from .runtime import resolve_device
+
+    dev = resolve_device(device)
+    base, name = _run_preset(preset, dev)
+    root = _writable_dir(run_dir)
+    pipe = Pipeline(base.with_seed(seed).validate(), root, data_dir, dev, log=lambda m: None)
+    target, ckey, _ = pipe.classifier()
+    models = {"target": target}
+    for member, cfg in tr.zoo_configs(base.classifier, base.attack.eps).items():
+        models[member] = pipe.classifier(cfg)[0]
+    sources = {}
+    for spec in samples_paths:
+        label, _, path = spec.rpartition("=")
+        s = samples_io.load(path, target.num_classes)
+        sources[f"generated: {label or Path(path).stem}"] = (s["images"], s["labels"])
+    adv, _ = pipe.attacked(target, ckey)
+    sources["attacked training images"] = tr.attacked_source(adv)
+    _, _, xt, yt, _ = pipe.data()
+    fresh, _ = pipe.attacked(target, ckey, images=(xt, yt), split="test")
+    sources["fresh PGD-L2 on test images"] = tr.attacked_source(fresh)
+    t = tr.matrix(models, sources)
+    tr.write(t, root / "transfer", f"Transfer matrix (preset {name}, attack {base.attack.describe()})")
+    click.echo(t.markdown())
+    click.echo(f"written: {root / 'transfer' / 'transfer.md'}, transfer.json, transfer.png")
+
+
 @cli.command("evaluate", context_settings=CONTEXT)
 @data_dir_option
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False, exists=True), required=True,

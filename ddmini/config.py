@@ -13,9 +13,10 @@ LOSS_WEIGHTINGS = ("mse", "min_snr")         # diffusion training loss (ddmini.d
 SAMPLERS = ("ddim", "ddpm")                  # ddmini.diffusion.Diffusion.sample
 LR_SCHEDULES = ("constant", "cosine")        # ddmini.train.learning_rate
 ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
+CLASSIFIER_ARCHS = ("cnn", "mlp", "resnet")  # ddmini.classifier.build
 SEED_MAX = 2**63 - 1
 # Fields whose value is one of a set of names: the CLI offers them as choices (click.Choice).
-CHOICES = {"attack": ATTACK_NAMES, "sampler": SAMPLERS, "schedule": SCHEDULES, "lr_schedule": LR_SCHEDULES,
+CHOICES = {"attack": ATTACK_NAMES, "arch": CLASSIFIER_ARCHS, "sampler": SAMPLERS, "schedule": SCHEDULES, "lr_schedule": LR_SCHEDULES,
            "loss_weighting": LOSS_WEIGHTINGS}
 # At most this many images of a reference set (attacked training images for the CAFD and the margin
 # table) go into a run's evaluation: enough for stable per-class statistics, and it bounds the time.
@@ -93,17 +94,27 @@ class ClassifierConfig:
     lr: float = 3e-3           # peak of the one-cycle schedule (AdamW)
     weight_decay: float = 1e-4
     seed: int = 0
+    # Added after runs were cached (key-neutral at their defaults): the architecture, and PGD-L2
+    # adversarial training (Madry et al. 1706.06083) at radius adv_eps with adv_steps steps (0: clean).
+    arch: str = field(default="cnn", metadata={"key_neutral": True})
+    adv_eps: float = field(default=0.0, metadata={"key_neutral": True})
+    adv_steps: int = field(default=7, metadata={"key_neutral": True})
 
     HELP = {"width": "Channels of the first conv block (the second has twice as many).",
             "feature_dim": "Width of the penultimate features (the Fréchet metrics use them).",
             "epochs": "Training epochs.", "batch_size": "Images per step.",
             "lr": "Peak learning rate of the one-cycle schedule (AdamW).", "weight_decay": "AdamW weight decay.",
-            "seed": "Random seed."}
+            "seed": "Random seed.", "arch": "Architecture: cnn (the target), mlp, resnet (a small residual CNN).",
+            "adv_eps": "PGD-L2 adversarial training radius (0: clean training).",
+            "adv_steps": "PGD steps per batch of adversarial training."}
     BOUNDS = {"width": Range(1, 1024), "feature_dim": Range(1, 8192), "epochs": Range(1, 10000), "batch_size": SIZE,
-              "lr": Range(0, 10, lo_open=True), "weight_decay": Range(0, 10), "seed": SEED}
+              "lr": Range(0, 10, lo_open=True), "weight_decay": Range(0, 10), "seed": SEED,
+              "adv_eps": Range(0, 1000), "adv_steps": Range(1, 1000)}
 
     def validate(self) -> "ClassifierConfig":
         check_fields(self, "classifier", self.BOUNDS)
+        if self.arch not in CLASSIFIER_ARCHS:
+            raise ValueError(f"classifier arch must be one of {', '.join(CLASSIFIER_ARCHS)}; got {self.arch!r}")
         return self
 
 

@@ -82,11 +82,15 @@ class Pipeline:
         return self._data
 
     # ---- 1. classifier ----------------------------------------------------------------------
-    def classifier(self):
+    def classifier(self, cfg=None):
+        """The classifier stage: the run's target (or the classifier ``cfg`` describes, e.g. a zoo
+        member), trained on the run's data and cached by its config and the data's digest."""
+        cfg = cfg or self.cfg.classifier
         x, y, xt, yt, dkey = self.data()
-        key = checkpoint.fingerprint(key_dict(self.cfg.classifier), dkey)
+        key = checkpoint.fingerprint(key_dict(cfg), dkey)
         path = self.cache / f"classifier-{key}.pt"
-        self.stages.artefacts["classifier"] = str(path)
+        if cfg is self.cfg.classifier:
+            self.stages.artefacts["classifier"] = str(path)
         with _exclusive(path.with_name(f".{path.name}.lock")):  # a concurrent run waits, then finds it cached
             got = self._try_load(path, lambda p: classifier.load(p, self.device))
             if got is not None:
@@ -95,9 +99,8 @@ class Pipeline:
                 self._stage(1, "classifier", f"cached ({path.name}, test accuracy {100 * m['test_accuracy']:.2f}%)")
             else:
                 t0 = time.perf_counter()
-                res = classifier.train(self.cfg.classifier, x, y, xt, yt, device=self.device)
-                classifier.save(res.model, self.cfg.classifier, path, test_accuracy=res.test_accuracy,
-                                train_seconds=res.train_seconds)
+                res = classifier.train(cfg, x, y, xt, yt, device=self.device)
+                classifier.save(res.model, cfg, path, test_accuracy=res.test_accuracy, train_seconds=res.train_seconds)
                 model, m = res.model.eval(), {"test_accuracy": res.test_accuracy, "train_seconds": res.train_seconds}
                 self.stages.timings["classifier"] = time.perf_counter() - t0
                 self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")

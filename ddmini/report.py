@@ -139,6 +139,27 @@ def confusion_png(cm: list[list[int]], path: Path, cell: int = 34) -> None:
     images.save_png(img, path)
 
 
+def matrix_png(rows: list[str], cols: list[str], values: list[list[float]], path: Path, cell: int = 70) -> None:
+    """A heat map of shares in [0, 1] (white 0, red 1), with row and column names and each value in %."""
+    left, top = 8 + 7 * max(len(r) for r in rows), 16 + 7 * max(len(c) for c in cols) // 2
+    img = Image.new("RGB", (left + cell * len(cols) + 10, top + cell // 2 * len(rows) + 10), "white")
+    d = ImageDraw.Draw(img)
+    h = cell // 2
+    for j, c in enumerate(cols):  # names in two lines where long, above their column
+        words = c.split(" ")
+        line1 = " ".join(words[:max(1, len(words) // 2)])
+        d.text((left + j * cell + 2, top - 30), line1, fill="black")
+        d.text((left + j * cell + 2, top - 16), " ".join(words[max(1, len(words) // 2):]), fill="black")
+    for i, r in enumerate(rows):
+        d.text((4, top + i * h + h // 2 - 5), r, fill="black")
+        for j, v in enumerate(values[i]):
+            shade = int(255 * (1 - min(max(v, 0.0), 1.0)))
+            x0, y0 = left + j * cell, top + i * h
+            d.rectangle([x0, y0, x0 + cell - 1, y0 + h - 1], fill=(255, shade, shade), outline=(200, 200, 200))
+            d.text((x0 + 6, y0 + h // 2 - 5), f"{100 * v:.1f}%", fill="black")
+    images.save_png(img, path)
+
+
 def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
     where.mkdir(parents=True, exist_ok=True)
     write_json(r.to_dict(), where / "report.json")

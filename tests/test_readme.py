@@ -54,6 +54,9 @@ COMMANDS = {
     "ddmini sample --checkpoint D.pt [-n N] [--sampler ddim|ddpm] [--steps --eta --guidance --labels] "
     "[--classifier C.pt]":
         "sample --checkpoint {ckpt} -n 20 --steps 3 --classifier {clf} --out {samples}",
+    "ddmini zoo [--preset P]": "zoo --preset smoke --data-dir {data} --run-dir {run}",
+    "ddmini transfer [--samples NAME=S.pt]...":
+        "transfer --preset smoke --samples generated={samples} --data-dir {data} --run-dir {run}",
     "ddmini evaluate --samples S.pt --classifier C.pt [--attacked A.pt]":
         "evaluate --samples {samples} --classifier {clf} --attacked {attacked} --data-dir {data}",
     "ddmini data check [--verify]": "data check --verify --data-dir {data}",
@@ -134,7 +137,7 @@ def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, caps
             "ckpt": str(tmp_path / "D.pt"), "samples": str(tmp_path / "S.pt"), "mirror": served_mnist,
             "dl2": str(tmp_path / "dl2")}
     cmds, other = readme_commands(README.read_text())
-    order = ["train-classifier", "attack", "train-diffusion", "sample", "evaluate"]
+    order = ["train-classifier", "attack", "train-diffusion", "sample", "zoo", "transfer", "evaluate"]
     cmds.sort(key=lambda c: next((i for i, w in enumerate(order) if c.startswith(f"ddmini {w}")), -1))
     ran = [f"NOT RUN HERE {c}: {NOT_DDMINI[c]}" for c in other]
     for cmd in cmds:

@@ -1,0 +1,76 @@
+"""Do deceptive samples fool other classifiers? The classifier zoo and the transfer matrix.
+
+The zoo (``ddmini zoo``): the target's architecture with two other seeds, an MLP, a residual CNN and the
+target's architecture adversarially trained with PGD-L2 at the attack's eps (Madry et al. 1706.06083),
+each a classifier stage of the run (cached by its config in RUN_DIR/cache). The transfer matrix
+(``ddmini transfer``): the misclassified share, on the target and on every zoo member, of generated
+images (samples files, scored against their conditioning labels), of the attacked training images the
+diffusion model learns from, and of fresh PGD-L2 attacks on test images made against the target: do
+generated images transfer more or less than the perturbations they imitate?
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import classifier
+from .config import REFERENCE_IMAGES, ClassifierConfig
+
+
+def zoo_configs(target: ClassifierConfig, attack_eps: float) -> dict[str, ClassifierConfig]:
+    """The zoo's members, by name: other seeds, other architectures, and adversarial training."""
+    return {
+        f"cnn seed {target.seed + 1}": replace(target, seed=target.seed + 1),
+        f"cnn seed {target.seed + 2}": replace(target, seed=target.seed + 2),
+        "mlp": replace(target, arch="mlp"),
+        "resnet": replace(target, arch="resnet"),
+        f"cnn PGD-L2 trained (eps {attack_eps:g})": replace(target, adv_eps=attack_eps),
+    }
+
+
+@dataclass
+class Transfer:
+    """Misclassified share (rows: image sources, columns: classifiers) and each source's image count."""
+
+    sources: list[str]
+    classifiers: list[str]
+    rates: list[list[float]]
+    images: list[int]
+
+    def markdown(self) -> str:
+        head = "| images | n | " + " | ".join(self.classifiers) + " |"
+        rows = [head, "|---" * (len(self.classifiers) + 2) + "|"]
+        for s, n, r in zip(self.sources, self.images, self.rates):
+            rows.append(f"| {s} | {n} | " + " | ".join(f"{100 * v:.1f} %" for v in r) + " |")
+        return "\n".join(rows)
+
+
+def matrix(models: dict[str, torch.nn.Module], sources: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Transfer:
+    """The share of each source's images (x, labels) that each model labels otherwise."""
+    rates, counts = [], []
+    for name, (x, y) in sources.items():
+        if x.shape[0] == 0:
+            raise ValueError(f"transfer: the source '{name}' has no images (an attack that succeeded on none?)")
+        counts.append(int(x.shape[0]))
+        rates.append([1.0 - classifier.accuracy(m, x, y) for m in models.values()])
+    return Transfer(list(sources), list(models), rates, counts)
+
+
+def attacked_source(adv, limit: int = REFERENCE_IMAGES) -> tuple[torch.Tensor, torch.Tensor]:
+    """The successfully attacked images of an attacked set (the first ``limit``), with their true labels."""
+    idx = adv.success.nonzero().flatten()[:limit]
+    return adv.x_adv[idx], adv.y[idx]
+
+
+def write(t: Transfer, where: Path, title: str) -> None:
+    from .report import matrix_png, write_json, write_text
+
+    where.mkdir(parents=True, exist_ok=True)
+    write_text(f"# {title}\n\nShare of each source's images that each classifier gets wrong (generated images: "
+               f"against their conditioning label; attacked images: against their true label).\n\n"
+               f"{t.markdown()}\n\nPicture: `transfer.png`.\n", where / "transfer.md")
+    write_json({"sources": t.sources, "classifiers": t.classifiers, "misclassified": t.rates, "images": t.images},
+               where / "transfer.json")
+    matrix_png(t.sources, t.classifiers, t.rates, where / "transfer.png")
