@@ -127,37 +127,50 @@ def cli():
 
 @cli.group(context_settings=CONTEXT)
 def data():
-    """Check or download the MNIST files."""
+    """Check or download a dataset's files (MNIST, Fashion-MNIST, CIFAR-10)."""
+
+
+def dataset_option(f):
+    from .data import DATASETS
+
+    return click.option("--dataset", type=click.Choice(list(DATASETS)), default="mnist", show_default=True,
+                        help="Which dataset (its files, checksums and mirrors).")(f)
 
 
 @data.command("check", context_settings=CONTEXT)
 @data_dir_option
+@dataset_option
 @click.option("--verify/--no-verify", default=False, help="Also check the content sha256 of every file.")
-def data_check(data_dir, verify):
-    """Validate the MNIST files and print what was found."""
+def data_check(data_dir, dataset, verify):
+    """Validate a dataset's files and print what was found."""
     from . import data as ddata
 
-    root = ddata.resolve_data_dir(data_dir)
-    counts = ddata.check(root, verify=verify)
-    click.echo(f"MNIST in {root}: {counts['train']} train / {counts['test']} test images, 28x28, 10 classes"
+    spec = ddata.get(dataset)
+    root = ddata.resolve_data_dir(data_dir, dataset)
+    counts = ddata.check(root, verify=verify, dataset=dataset)
+    c, h, w = spec.shape
+    click.echo(f"{'MNIST' if dataset == 'mnist' else dataset} in {root}: {counts['train']} train / {counts['test']} "
+               f"test images, {h}x{w}{'' if c == 1 else f'x{c}'}, {spec.num_classes} classes"
                + (", checksums ok" if verify else ""))
 
 
 @data.command("download", context_settings=CONTEXT)
 @click.argument("dest", type=click.Path(file_okay=False))
+@dataset_option
 @click.option("--mirror", "mirrors", multiple=True, metavar="URL",
-              help="Base URL to fetch from (repeatable, tried in order). Default: the usual MNIST mirrors.")
+              help="Base URL to fetch from (repeatable, tried in order). Default: the dataset's usual mirrors.")
 @click.option("--timeout", type=float, default=30.0, show_default=True, help="Seconds per connection.")
-def data_download(dest, mirrors, timeout):
-    """Download the four MNIST files into DEST, verify checksums, skip files already good."""
+def data_download(dest, dataset, mirrors, timeout):
+    """Download a dataset's files into DEST, verify checksums, skip files already good."""
     from . import data as ddata
     from .runtime import progress
 
     with progress(desc="download", unit="B", total=None) as bar:
-        ddata.download(dest, mirrors or ddata.DEFAULT_MIRRORS, timeout=timeout,
-                       log=lambda m: bar.write(m), on_bytes=bar.update)
-    counts = ddata.check(dest, verify=True)
-    click.echo(f"MNIST in {dest}: {counts['train']} train / {counts['test']} test images, checksums ok")
+        ddata.download(dest, mirrors or None, timeout=timeout, log=lambda m: bar.write(m), on_bytes=bar.update,
+                       dataset=dataset)
+    counts = ddata.check(dest, verify=True, dataset=dataset)
+    click.echo(f"{'MNIST' if dataset == 'mnist' else dataset} in {dest}: {counts['train']} train / {counts['test']} "
+               "test images, checksums ok")
 
 
 @cli.command("train-classifier", context_settings=CONTEXT)

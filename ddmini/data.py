@@ -21,13 +21,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 
-from .checkpoint import fsync_dir
+from .checkpoint import file_digest, fsync_dir
 
 ENV_VAR = "DDMINI_DATA"
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
-NUM_CLASSES = 10
-IMAGE_SIZE = 28
 
 # split -> (images file, labels file, number of examples)
 SPLITS = {
@@ -46,6 +44,62 @@ DEFAULT_MIRRORS = (
     "https://storage.googleapis.com/cvdf-datasets/mnist/",
     "http://yann.lecun.com/exdb/mnist/",
 )
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset ddmini reads: name, image shape (C, H, W), class names, on-disk format, files per split,
+    content checksums and download mirrors. ``format`` "idx" is MNIST's layout (images file, labels
+    file, examples per split); "cifar10-binary" is CIFAR-10's binary version (records of 1 label byte
+    and 3,072 pixel bytes, R then G then B planes, in the batch files of each split, read from the
+    extracted folder or straight from the tar.gz ``archive``, never from the pickled Python version)."""
+
+    name: str
+    shape: tuple[int, int, int]
+    class_names: tuple[str, ...]
+    format: str
+    splits: dict
+    content_sha256: dict
+    mirrors: tuple[str, ...]
+    archive: str = ""            # cifar10-binary: the official tar.gz
+    archive_sha256: str = ""
+    archive_bytes: int = 0
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+
+MNIST = DatasetSpec("mnist", (1, 28, 28), tuple(str(k) for k in range(10)), "idx", SPLITS, CONTENT_SHA256,
+                    DEFAULT_MIRRORS)
+# Xiao, Rasul and Vollgraf 2017 (arXiv 1708.07747): MNIST's layout and file names, clothing classes.
+FASHION_MNIST = DatasetSpec(
+    "fashion-mnist", (1, 28, 28),
+    ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+    "idx", SPLITS,
+    {"train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+     "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+     "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"},
+    ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",))
+# Krizhevsky 2009; the binary version's archive as the authors publish it (170,052,171 bytes).
+CIFAR10 = DatasetSpec(
+    "cifar10", (3, 32, 32),
+    ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    "cifar10-binary",
+    {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)},
+    {}, ("https://www.cs.toronto.edu/~kriz/",), archive="cifar-10-binary.tar.gz",
+    archive_sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", archive_bytes=170052171)
+DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST, CIFAR10)}
+CIFAR_RECORD = 1 + 3 * 32 * 32
+CIFAR_FOLDER = "cifar-10-batches-bin"  # the folder inside the archive
+
+
+def get(name: str) -> DatasetSpec:
+    """The registered dataset ``name``; one line listing the names otherwise."""
+    if name not in DATASETS:
+        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    return DATASETS[name]
 
 
 class DataError(ValueError):
@@ -109,15 +163,16 @@ def content_sha256(path: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------------
 # MNIST splits
 # ---------------------------------------------------------------------------------------------
-def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
-    """``data_dir`` if given, else $DDMINI_DATA; it must be an existing directory."""
+def resolve_data_dir(data_dir: str | os.PathLike | None = None, dataset: str = "mnist") -> Path:
+    """``data_dir`` if given, else $DDMINI_DATA (MNIST); it must be an existing directory."""
+    label = "MNIST" if dataset == "mnist" else dataset
     if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(ENV_VAR)
+        data_dir = os.environ.get(ENV_VAR) if dataset == "mnist" else None
         if not data_dir:
-            raise DataError(f"no MNIST directory: pass --data-dir or set {ENV_VAR}")
+            raise DataError(f"no {label} directory: pass --data-dir" + (f" or set {ENV_VAR}" if dataset == "mnist" else ""))
     path = Path(data_dir).expanduser()
     if not path.is_dir():
-        raise DataError(f"{path}: MNIST directory not found")
+        raise DataError(f"{path}: {label} directory not found")
     return path
 
 
@@ -131,7 +186,7 @@ def _locate(data_dir: Path, name: str) -> Path:
 
 @dataclass(frozen=True)
 class Split:
-    """One MNIST split: uint8 images (N, 28, 28) and int64 labels (N,)."""
+    """One split of a dataset: uint8 images (N, C, H, W) and int64 labels (N,)."""
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -140,62 +195,130 @@ class Split:
         return int(self.labels.shape[0])
 
     def float_images(self) -> torch.Tensor:
-        """Images as float32 (N, 1, 28, 28) in [0, 1]."""
-        return self.images.unsqueeze(1).float().div_(255.0)
+        """Images as float32 (N, C, H, W) in [0, 1]."""
+        return self.images.float().div_(255.0)
 
 
-def load_split(data_dir: str | os.PathLike | None, split: str = "train", verify: bool = False) -> Split:
-    """Read and validate one split; ``verify`` also checks the content sha256 of both files."""
-    if split not in SPLITS:
-        raise ValueError(f"split must be one of {sorted(SPLITS)}; got {split!r}")
-    root = resolve_data_dir(data_dir)
-    img_name, lbl_name, _ = SPLITS[split]
+def load_split(data_dir: str | os.PathLike | None, split: str = "train", verify: bool = False,
+               dataset: str = "mnist") -> Split:
+    """Read and validate one split of ``dataset``; ``verify`` also checks the content checksums."""
+    spec = get(dataset)
+    if split not in spec.splits:
+        raise ValueError(f"split must be one of {sorted(spec.splits)}; got {split!r}")
+    root = resolve_data_dir(data_dir, dataset)
+    if spec.format == "cifar10-binary":
+        return _load_cifar10(root, split, spec, verify)
+    img_name, lbl_name, _ = spec.splits[split]
     img_path, lbl_path = _locate(root, img_name), _locate(root, lbl_name)
     img_buf, lbl_buf = _read_bytes(img_path), _read_bytes(lbl_path)
     if verify:
         for name, path, buf in ((img_name, img_path, img_buf), (lbl_name, lbl_path, lbl_buf)):
             got = hashlib.sha256(buf).hexdigest()
-            if got != CONTENT_SHA256[name]:
-                raise DataError(f"{path}: content checksum mismatch (sha256 {got[:16]}…)")
+            if got != spec.content_sha256[name]:
+                other = next((d.name for d in DATASETS.values() if d.content_sha256.get(name) == got), None)
+                raise DataError(f"{path}: content checksum mismatch (sha256 {got[:16]}…)"
+                                + (f": these are {other} files, not {dataset}" if other else ""))
     images = parse_idx(img_buf, str(img_path), IMAGE_MAGIC)
     labels = parse_idx(lbl_buf, str(lbl_path), LABEL_MAGIC)
-    if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
-        raise DataError(f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected 28x28")
+    if images.shape[1:] != spec.shape[1:]:
+        raise DataError(f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected "
+                        f"{spec.shape[1]}x{spec.shape[2]}")
     if labels.shape[0] != images.shape[0]:
         raise DataError(
             f"{lbl_path}: {labels.shape[0]} labels for {images.shape[0]} images in {img_path.name}"
         )
-    if labels.size and labels.max() >= NUM_CLASSES:
-        raise DataError(f"{lbl_path}: label {int(labels.max())} outside 0..9")
-    return Split(torch.from_numpy(images.copy()), torch.from_numpy(labels.astype(np.int64)))
+    if labels.size and labels.max() >= spec.num_classes:
+        raise DataError(f"{lbl_path}: label {int(labels.max())} outside 0..{spec.num_classes - 1}")
+    return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
+
+
+def _cifar_members(root: Path, names: tuple[str, ...], spec: DatasetSpec, verify: bool) -> list[tuple[str, bytes]]:
+    """The bytes of the batch files ``names``: from the extracted folder (root, or root/cifar-10-batches-bin)
+    or from the tar.gz in root, read member by member (no extraction, no other member touched)."""
+    for folder in (root, root / CIFAR_FOLDER):
+        if all((folder / n).is_file() for n in names):
+            return [(str(folder / n), (folder / n).read_bytes()) for n in names]
+    archive = root / spec.archive
+    if archive.is_file():
+        import tarfile
+
+        if verify:
+            got = file_digest(archive)
+            if got != spec.archive_sha256:
+                raise DataError(f"{archive}: checksum mismatch (sha256 {got[:16]}…)")
+        out = []
+        try:
+            with tarfile.open(archive, "r:gz") as tar:
+                for n in names:
+                    try:
+                        member = tar.getmember(f"{CIFAR_FOLDER}/{n}")
+                    except KeyError:
+                        raise DataError(f"{archive}: no member {CIFAR_FOLDER}/{n}") from None
+                    f = tar.extractfile(member) if member.isfile() else None
+                    if f is None:
+                        raise DataError(f"{archive}: {CIFAR_FOLDER}/{n} is not a regular file")
+                    out.append((f"{archive}:{n}", f.read()))
+        except (tarfile.TarError, EOFError, OSError, zlib.error) as e:
+            raise DataError(f"{archive}: corrupt archive ({e})") from None
+        return out
+    found = "MNIST-layout IDX files" if any(root.glob("*-idx?-ubyte*")) else "none of its files"
+    raise DataError(f"{root}: no CIFAR-10 binary files (looked for {names[0]}, {CIFAR_FOLDER}/ and {spec.archive}); "
+                    f"it holds {found}")
+
+
+def _load_cifar10(root: Path, split: str, spec: DatasetSpec, verify: bool) -> Split:
+    images, labels = [], []
+    for where, buf in _cifar_members(root, spec.splits[split], spec, verify):
+        if not buf or len(buf) % CIFAR_RECORD:
+            raise DataError(f"{where}: {len(buf)} bytes is not a whole number of {CIFAR_RECORD}-byte records "
+                            "(truncated or not a CIFAR-10 batch)")
+        rec = np.frombuffer(buf, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
+        if rec[:, 0].max() >= spec.num_classes:
+            raise DataError(f"{where}: label byte {int(rec[:, 0].max())} outside 0..{spec.num_classes - 1}")
+        labels.append(rec[:, 0].astype(np.int64))
+        images.append(rec[:, 1:].reshape(-1, *spec.shape))
+    return Split(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)))
+
+
+def load(data_dir: str | os.PathLike | None, split: str = "train", dataset: str = "mnist"):
+    """(x, y): float32 images (N, C, H, W) in [0, 1] and int64 labels (N,) of a split of ``dataset``."""
+    s = load_split(data_dir, split, dataset=dataset)
+    return s.float_images(), s.labels
 
 
 def load_mnist(data_dir: str | os.PathLike | None, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y): float32 images (N, 1, 28, 28) in [0, 1] and int64 labels (N,)."""
-    s = load_split(data_dir, split)
-    return s.float_images(), s.labels
+    return load(data_dir, split, "mnist")
 
 
-def check(data_dir: str | os.PathLike | None, verify: bool = False) -> dict[str, int]:
-    """Validate both splits; returns {split: number of examples}."""
-    return {split: len(load_split(data_dir, split, verify=verify)) for split in SPLITS}
+def check(data_dir: str | os.PathLike | None, verify: bool = False, dataset: str = "mnist") -> dict[str, int]:
+    """Validate every split; returns {split: number of examples}."""
+    return {split: len(load_split(data_dir, split, verify=verify, dataset=dataset)) for split in get(dataset).splits}
 
 
 # ---------------------------------------------------------------------------------------------
 # Download
 # ---------------------------------------------------------------------------------------------
-def _file_is_good(path: Path, name: str) -> bool:
+def _file_is_good(path: Path, name: str, spec: DatasetSpec = MNIST) -> bool:
+    """The file's checksum is the registered one: the uncompressed content's for IDX files (mirrors
+    re-compress), the archive's own bytes for CIFAR-10."""
     try:
-        return path.is_file() and content_sha256(path) == CONTENT_SHA256[name]
+        if not path.is_file():
+            return False
+        if name == spec.archive:
+            return path.stat().st_size == spec.archive_bytes and file_digest(path) == spec.archive_sha256
+        return content_sha256(path) == spec.content_sha256[name]
     except DataError:
         return False
+
 
 
 # The largest MNIST file is under 10 MB compressed, 47 MB raw: a server sending more is not serving it.
 MAX_DOWNLOAD_BYTES = 64 << 20
 
 
-def _fetch(url: str, part: Path, timeout: float, on_bytes: Callable[[int], None] | None) -> None:
+def _fetch(url: str, part: Path, timeout: float, on_bytes: Callable[[int], None] | None,
+           limit: int = MAX_DOWNLOAD_BYTES) -> None:
     """Download ``url`` into ``part``, continuing from its current size with an HTTP Range request."""
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "ddmini"})
@@ -213,8 +336,8 @@ def _fetch(url: str, part: Path, timeout: float, on_bytes: Callable[[int], None]
         with open(part, mode) as f:
             while chunk := resp.read(1 << 16):
                 size += len(chunk)
-                if size > MAX_DOWNLOAD_BYTES:
-                    raise ValueError(f"more than {MAX_DOWNLOAD_BYTES >> 20} MiB, larger than any file it should be")
+                if size > limit:
+                    raise ValueError(f"more than {limit >> 20} MiB, larger than the file it should be")
                 f.write(chunk)
                 if on_bytes:
                     on_bytes(len(chunk))
@@ -224,27 +347,32 @@ def _fetch(url: str, part: Path, timeout: float, on_bytes: Callable[[int], None]
 
 def download(
     dest: str | os.PathLike,
-    mirrors: Sequence[str] = DEFAULT_MIRRORS,
+    mirrors: Sequence[str] | None = None,
     *,
     timeout: float = 30.0,
     log: Callable[[str], None] = print,
     on_bytes: Callable[[int], None] | None = None,
+    dataset: str = "mnist",
 ) -> dict[str, str]:
-    """Fetch the four MNIST files into ``dest``, trying ``mirrors`` in order.
+    """Fetch the files of ``dataset`` into ``dest`` (MNIST's and Fashion-MNIST's four IDX files, CIFAR-10's
+    binary archive), trying ``mirrors`` (default: the dataset's) in order.
 
     Files whose content checksum is already right are skipped; an interrupted download continues
     from its ``.part`` file; a file is renamed into place only after its checksum matches.
     Returns {file name: "present" | "downloaded from <mirror>"}; raises DataError if a file
     cannot be had from any mirror.
     """
+    spec = get(dataset)
+    mirrors = spec.mirrors if mirrors is None else mirrors
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if not mirrors:
         raise ValueError("mirrors: need at least one URL")
+    limit = max(MAX_DOWNLOAD_BYTES, spec.archive_bytes)
     outcome: dict[str, str] = {}
-    for name in CONTENT_SHA256:
+    for name in ([spec.archive] if spec.archive else list(spec.content_sha256)):
         target = dest / name
-        if _file_is_good(target, name):
+        if _file_is_good(target, name, spec):
             outcome[name] = "present"
             log(f"{name}: present, checksum ok")
             continue
@@ -253,13 +381,13 @@ def download(
         for mirror in mirrors:
             url = mirror.rstrip("/") + "/" + name
             try:
-                _fetch(url, part, timeout, on_bytes)
+                _fetch(url, part, timeout, on_bytes, limit)
             except (urllib.error.URLError, OSError, ValueError) as e:
                 errors.append(f"{url}: {getattr(e, 'reason', e)}")
                 if isinstance(e, ValueError):  # oversized: nothing to resume from
                     part.unlink(missing_ok=True)
                 continue
-            if _file_is_good(part, name):
+            if _file_is_good(part, name, spec):
                 os.replace(part, target)
                 fsync_dir(dest)
                 outcome[name] = f"downloaded from {mirror}"

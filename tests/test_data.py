@@ -1,9 +1,11 @@
 import gzip
 import shutil
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from ddmini import data
 from ddmini.cli import main
@@ -52,7 +54,7 @@ def test_env_var_and_missing_dir(data_dir, monkeypatch, tmp_path):
 
 def test_loaded_tensors(data_dir):
     s = data.load_split(data_dir, "test")
-    assert s.images.shape == (10000, 28, 28) and s.images.dtype.is_floating_point is False
+    assert s.images.shape == (10000, 1, 28, 28) and s.images.dtype.is_floating_point is False
     assert s.labels.dtype.is_signed and set(s.labels.unique().tolist()) == set(range(10))
     x = s.float_images()
     assert x.shape == (10000, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
@@ -180,3 +182,124 @@ def test_download_caps_what_it_reads(data_dir, tmp_path, monkeypatch):
         with pytest.raises(data.DataError, match="more than 0 MiB"):
             data.download(tmp_path / "dl", [base + "/"], log=lambda m: None)
     assert not any(p.suffix == ".part" for p in (tmp_path / "dl").iterdir())
+
+
+# ---------------------------------------------------------------------------------------------
+# The dataset registry: Fashion-MNIST (shared data) and CIFAR-10 (small files in the official binary layout)
+# ---------------------------------------------------------------------------------------------
+FASHION = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fashion-mnist"
+
+
+def test_registry_names_and_one_line_for_unknown():
+    assert list(data.DATASETS) == ["mnist", "fashion-mnist", "cifar10"]
+    assert data.get("cifar10").shape == (3, 32, 32) and data.get("fashion-mnist").class_names[9] == "Ankle boot"
+    with pytest.raises(ValueError, match="dataset must be one of mnist, fashion-mnist, cifar10; got 'svhn'"):
+        data.get("svhn")
+
+
+@pytest.mark.skipif(not (FASHION / "train-labels-idx1-ubyte.gz").exists(), reason="no Fashion-MNIST in shared/data")
+def test_fashion_mnist_reads_and_verifies_and_is_told_from_mnist(data_dir):
+    counts = data.check(FASHION, verify=True, dataset="fashion-mnist")
+    assert counts == {"train": 60000, "test": 10000}
+    x, y = data.load(FASHION, "test", "fashion-mnist")
+    assert x.shape == (10000, 1, 28, 28) and int(y.max()) == 9
+    with pytest.raises(data.DataError, match="these are mnist files, not fashion-mnist"):
+        data.check(data_dir, verify=True, dataset="fashion-mnist")
+
+
+def cifar_batch(n: int, seed: int, labels=None) -> bytes:
+    """n records of the official layout: 1 label byte, then 1,024 R, 1,024 G and 1,024 B bytes."""
+    g = np.random.default_rng(seed)
+    lab = g.integers(0, 10, n) if labels is None else np.asarray(labels)
+    pix = g.integers(0, 256, (n, 3072))
+    return np.concatenate([lab[:, None], pix], 1).astype(np.uint8).tobytes()
+
+
+def write_cifar(folder: Path, n: int = 7) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {f"data_batch_{i}.bin": cifar_batch(n, i) for i in range(1, 6)}
+    files["test_batch.bin"] = cifar_batch(n, 9)
+    for name, buf in files.items():
+        (folder / name).write_bytes(buf)
+    return files
+
+
+def cifar_tar(path: Path, files: dict[str, bytes], skip: str | None = None) -> Path:
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w:gz") as tar:
+        for name, buf in files.items():
+            if name != skip:
+                info = tarfile.TarInfo(f"cifar-10-batches-bin/{name}")
+                info.size = len(buf)
+                tar.addfile(info, io.BytesIO(buf))
+    return path
+
+
+@pytest.mark.parametrize("layout", ["flat", "folder", "targz"])
+def test_cifar10_binary_layout_is_read_exactly(tmp_path, layout):
+    root = tmp_path / "cifar10"
+    files = write_cifar(root / "src")
+    if layout == "flat":
+        for n, b in files.items():
+            (root / n).write_bytes(b)
+    elif layout == "folder":
+        write_cifar(root / "cifar-10-batches-bin")
+    else:
+        cifar_tar(root / "cifar-10-binary.tar.gz", files)
+    s = data.load_split(root, "train", dataset="cifar10")
+    assert s.images.shape == (35, 3, 32, 32) and s.labels.shape == (35,)
+    rec = np.frombuffer(files["data_batch_2.bin"], np.uint8).reshape(7, 3073)
+    assert int(s.labels[7]) == rec[0, 0]  # batch 2's first record follows batch 1's seven
+    img = s.images[7].numpy()
+    assert (img[0].reshape(-1) == rec[0, 1:1025]).all() and (img[2].reshape(-1) == rec[0, 2049:]).all()  # R ... B
+    x, y = data.load(root, "test", "cifar10")
+    assert x.shape == (7, 3, 32, 32) and x.dtype == torch.float32 and float(x.max()) <= 1
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("truncated", "not a whole number of 3073-byte records"),
+    ("label", "label byte 12 outside 0..9"),
+    ("missing_member", "no member cifar-10-batches-bin/data_batch_3.bin"),
+    ("mnist_folder", "no CIFAR-10 binary files"),
+])
+def test_cifar10_bad_files_are_one_line(tmp_path, capsys, data_dir, damage, message):
+    root = tmp_path / "c"
+    files = write_cifar(tmp_path / "src")
+    root.mkdir()
+    if damage == "truncated":
+        write_cifar(root)
+        (root / "data_batch_4.bin").write_bytes(files["data_batch_4.bin"][:-100])
+    elif damage == "label":
+        write_cifar(root)
+        (root / "test_batch.bin").write_bytes(cifar_batch(3, 1, labels=[1, 12, 0]))
+    elif damage == "missing_member":
+        cifar_tar(root / "cifar-10-binary.tar.gz", files, skip="data_batch_3.bin")
+    else:
+        root = data_dir
+    code, out, err = run_cli(["data", "check", "--dataset", "cifar10", "--data-dir", str(root)], capsys)
+    assert code == 1 and message in err and err.count("\n") == 1, err
+
+
+def test_cifar10_download_checks_the_archive(tmp_path, monkeypatch, capsys):
+    import dataclasses
+
+    files = write_cifar(tmp_path / "src")
+    www = tmp_path / "www"
+    www.mkdir()
+    good = cifar_tar(www / "cifar-10-binary.tar.gz", files)
+    with http_server(www) as (base, _):
+        # the registered checksum is the real archive's: this small one is refused, nothing left behind
+        with pytest.raises(data.DataError, match="checksum mismatch"):
+            data.download(tmp_path / "dl", [base + "/"], log=lambda m: None, dataset="cifar10")
+        assert list((tmp_path / "dl").iterdir()) == []
+        # registered as this archive (size and sha256), it downloads and reads
+        from ddmini.checkpoint import file_digest
+
+        spec = dataclasses.replace(data.CIFAR10, archive_sha256=file_digest(good), archive_bytes=good.stat().st_size)
+        monkeypatch.setitem(data.DATASETS, "cifar10", spec)
+        code, out, err = run_cli(["data", "download", str(tmp_path / "dl"), "--dataset", "cifar10",
+                                  "--mirror", base + "/"], capsys)
+    assert code == 0, err
+    assert "cifar10 in" in out and "35 train / 7 test" in out
