@@ -226,15 +226,21 @@ def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch
     return TrainResult(model, acc, seconds)
 
 
-def save(model: Classifier, cfg: ClassifierConfig, path: str | Path, **metrics) -> None:
-    """Write the classifier checkpoint atomically."""
-    checkpoint.save({"kind": "classifier", "config": to_dict(cfg),
-                     "state_dict": model.state_dict(), "metrics": metrics}, path)
+def save(model: Classifier, cfg: ClassifierConfig, path: str | Path, dataset: str = "mnist",
+         image_shape=(1, 28, 28), **metrics) -> None:
+    """Write the classifier checkpoint atomically, with the dataset and image shape it was trained on."""
+    checkpoint.save({"kind": "classifier", "config": to_dict(cfg), "dataset": dataset,
+                     "image_shape": list(image_shape), "state_dict": model.state_dict(), "metrics": metrics}, path)
 
 
-def load(path: str | Path, device: torch.device | str = "cpu") -> tuple[Classifier, ClassifierConfig, dict]:
-    """Load a classifier checkpoint (eval mode); a wrong or corrupt file raises ValueError."""
+def load(path: str | Path, device: torch.device | str = "cpu",
+         dataset: str | None = None) -> tuple[Classifier, ClassifierConfig, dict]:
+    """Load a classifier checkpoint (eval mode); a wrong or corrupt file, or one trained on another
+    dataset than ``dataset`` (when given), raises one ValueError line."""
     ckpt = checkpoint.load_kind(path, "classifier", "classifier checkpoint", ("config", "state_dict"))
+    trained_on = ckpt.get("dataset", "mnist")  # checkpoints from before datasets were named: MNIST
+    if dataset is not None and trained_on != dataset:
+        raise ValueError(f"{path}: a classifier trained on {trained_on}, not {dataset}")
     cfg = from_dict(ClassifierConfig, ckpt["config"])
-    model = checkpoint.load_weights(build(cfg), ckpt["state_dict"], path)
+    model = checkpoint.load_weights(build(cfg, tuple(ckpt.get("image_shape", (1, 28, 28)))), ckpt["state_dict"], path)
     return model.to(device).eval(), cfg, ckpt.get("metrics", {})

@@ -24,8 +24,16 @@ CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
 # shared options
 # --------------------------------------------------------------------------------------------
 def data_dir_option(f):
-    return click.option("--data-dir", type=click.Path(file_okay=False), envvar="DDMINI_DATA",
-                        show_envvar=True, help="Directory holding the four MNIST IDX files.")(f)
+    return click.option("--data-dir", type=click.Path(file_okay=False), default=None,
+                        help="Directory holding the dataset's files [default: $DDMINI_DATA for MNIST, else "
+                             "$DDMINI_DATA_ROOT/<dataset>].")(f)
+
+
+def dataset_option(f):
+    from .config import DATASET_SHAPES
+
+    return click.option("--dataset", type=click.Choice(list(DATASET_SHAPES)), default="mnist", show_default=True,
+                        help="Which dataset (ddmini.data.DATASETS: files, checksums, mirrors, image shape).")(f)
 
 
 def device_option(f):
@@ -105,11 +113,13 @@ def preset_option(f):
                         help="Take unset options from this preset (smoke: seconds). [default: cpu, or paper on a GPU]")(f)
 
 
-def _run_preset(name, dev):
+def _run_preset(name, dev, dataset: str = "mnist"):
     from .config import preset
 
     name = name or ("paper" if dev.type == "cuda" else "cpu")
-    return preset(name), name
+    cfg = preset(name)
+    cfg.dataset = dataset
+    return cfg, name
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,13 +138,6 @@ def cli():
 @cli.group(context_settings=CONTEXT)
 def data():
     """Check or download a dataset's files (MNIST, Fashion-MNIST, CIFAR-10)."""
-
-
-def dataset_option(f):
-    from .data import DATASETS
-
-    return click.option("--dataset", type=click.Choice(list(DATASETS)), default="mnist", show_default=True,
-                        help="Which dataset (its files, checksums and mirrors).")(f)
 
 
 @data.command("check", context_settings=CONTEXT)
@@ -179,11 +182,12 @@ def data_download(dest, dataset, mirrors, timeout):
 @device_option
 @seed_option
 @preset_option
+@dataset_option
 @config_options(ClassifierConfig, exclude=("seed",))
 @click.option("--limit", type=int, default=None, help="Train on the first N training images only. [preset]")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint path (default: RUN_DIR/classifier.pt).")
-def train_classifier(data_dir, run_dir, device, seed, preset, limit, out, **kw):
+def train_classifier(data_dir, run_dir, device, seed, preset, dataset, limit, out, **kw):
     """Train the target classifier on MNIST and print its test accuracy. It is the classifier stage of
     `ddmini run` (cached in RUN_DIR/cache, where `ddmini attack` and the run find it), copied to --out."""
     from . import checkpoint, classifier
@@ -191,7 +195,7 @@ def train_classifier(data_dir, run_dir, device, seed, preset, limit, out, **kw):
     from .runtime import resolve_device, seed_everything
 
     dev = resolve_device(device)
-    base, _ = _run_preset(preset, dev)
+    base, _ = _run_preset(preset, dev, dataset)
     base.with_seed(seed)
     _apply(base.classifier, kw)
     if limit is not None:
@@ -205,7 +209,8 @@ def train_classifier(data_dir, run_dir, device, seed, preset, limit, out, **kw):
     model, _, m = pipe.classifier()
     cfg = base.classifier
     n = pipe.data()[0].shape[0]
-    classifier.save(model, cfg, out, test_accuracy=m["test_accuracy"], train_seconds=m.get("train_seconds"),
+    classifier.save(model, cfg, out, base.dataset, tuple(pipe.data()[0].shape[1:]),
+                    test_accuracy=m["test_accuracy"], train_seconds=m.get("train_seconds"),
                     train_images=int(n))
     how = "cached" if pipe.stages.cached.get("classifier") else f"after {m.get('train_seconds', 0):.0f} s"
     click.echo(f"test accuracy {100 * m['test_accuracy']:.2f}% {how} ({cfg.epochs} epochs on {n} images, {dev}); "
@@ -237,14 +242,14 @@ def _int_list(text: str, name: str) -> list[int]:
     return vals
 
 
-def _load_classifier(path, run_dir, dev):
+def _load_classifier(path, run_dir, dev, dataset="mnist"):
     from . import classifier
 
     path = Path(path) if path else Path(run_dir) / "classifier.pt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no classifier checkpoint (train one with `ddmini train-classifier`"
                                 " or pass --classifier)")
-    model, _, _ = classifier.load(path, dev)
+    model, _, _ = classifier.load(path, dev, dataset)
     return model, path
 
 
@@ -254,6 +259,7 @@ def _load_classifier(path, run_dir, dev):
 @device_option
 @seed_option
 @preset_option
+@dataset_option
 @config_options(AttackConfig, exclude=("eps", "seed"))
 @click.option("--eps", default=None,
               help="Attack radius; a comma-separated list (1.0,1.5,2.0) runs an eps sweep and prints a table. [preset]")
@@ -264,7 +270,7 @@ def _load_classifier(path, run_dir, dev):
                    "`ddmini run` makes it (trained first if it is not there)].")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Output directory [default: RUN_DIR/cache/attack-<key>, where `ddmini run` finds it].")
-def attack(data_dir, run_dir, device, seed, preset, eps, split, limit, classifier_path, out, **kw):
+def attack(data_dir, run_dir, device, seed, preset, dataset, eps, split, limit, classifier_path, out, **kw):
     """Attack the training (or test) set with the target classifier; store float images, labels,
     success mask and norms. Interrupted runs resume from their finished chunks. It is the attack stage of
     `ddmini run`: with the same preset and options, the run finds this attack cached."""
@@ -275,7 +281,7 @@ def attack(data_dir, run_dir, device, seed, preset, eps, split, limit, classifie
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    base, _ = _run_preset(preset, dev)
+    base, _ = _run_preset(preset, dev, dataset)
     base.with_seed(seed)
     if kw.get("cfg__attack"):  # a named attack brings its own calibrated strength; given options win
         base.attack = base.attack.with_attack(kw["cfg__attack"])
@@ -286,11 +292,11 @@ def attack(data_dir, run_dir, device, seed, preset, eps, split, limit, classifie
     root = _writable_dir(run_dir)
     pipe = Pipeline(base.validate(), root, data_dir, dev, log=click.echo)
     if classifier_path:
-        model, cpath = _load_classifier(classifier_path, run_dir, dev)
+        model, cpath = _load_classifier(classifier_path, run_dir, dev, dataset)
         ckey = checkpoint.file_digest(cpath)[:16]
     else:
         model, ckey, _ = pipe.classifier()
-    x, y = ddata.load_mnist(data_dir, split)
+    x, y = ddata.load(data_dir, split, dataset)
     limit = limit if limit is not None else (base.data_limit or None)
     if limit is not None:
         if limit < 1:
@@ -317,11 +323,11 @@ def attack(data_dir, run_dir, device, seed, preset, eps, split, limit, classifie
                        f"| {s['l2_mean']:.3f} | {s['linf_mean']:.3f} |")
 
 
-def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
-    """(x, y) to train the diffusion model on: clean MNIST, or a poisoned mix with an attacked set."""
+def _training_set(data_dir, attacked, poison, only_successful, seed, limit, dataset="mnist"):
+    """(x, y) to train the diffusion model on: the clean dataset, or a poisoned mix with an attacked set."""
     from . import data as ddata
 
-    x, y = ddata.load_mnist(data_dir, "train")
+    x, y = ddata.load(data_dir, "train", dataset)
     if attacked:
         from .attacks.stage import AttackedSet
         from .poison import poisoned_set
@@ -346,6 +352,7 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
 @device_option
 @seed_option
 @preset_option
+@dataset_option
 @click.option("--unet", "unet_preset", type=click.Choice(list(UNET_PRESETS)), default=None,
               help="U-Net size. [preset: small for cpu, paper for paper, tiny for smoke]")
 @config_options(DiffusionTrainConfig, exclude=("seed",))
@@ -359,8 +366,8 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit):
               help="Checkpoint [default: RUN_DIR/diffusion.pt].")
 @click.option("--resume/--no-resume", default=True, show_default=True,
               help="Continue from the checkpoint at --out if there is one.")
-def train_diffusion(data_dir, run_dir, device, seed, preset, unet_preset, attacked, poison, only_successful, limit,
-                    out, resume, **kw):
+def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_preset, attacked, poison, only_successful,
+                    limit, out, resume, **kw):
     """Train the class-conditional diffusion model (EMA weights sample). Ctrl-C saves; --resume continues."""
     from dataclasses import replace
 
@@ -368,19 +375,23 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, unet_preset, attack
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    base, _ = _run_preset(preset, dev)
+    base, _ = _run_preset(preset, dev, dataset)
     cfg = _apply(base.train, kw)
     cfg.seed = seed
     cfg.validate()
-    mcfg = (replace(UNET_PRESETS[unet_preset]) if unet_preset else base.unet).validate()
-    name = unet_preset or next((k for k, v in UNET_PRESETS.items() if v == mcfg), "custom")
+    if unet_preset:
+        base.unet = replace(UNET_PRESETS[unet_preset])
+    base.validate()  # the U-Net's channels, image size and classes come from the dataset
+    mcfg = base.unet
+    name = unet_preset or next((k for k, v in UNET_PRESETS.items() if v.base_channels == mcfg.base_channels
+                                and v.channel_mult == mcfg.channel_mult), "custom")
     limit = limit if limit is not None else (base.data_limit or None)
     out = checkpoint.check_writable(out if out else _writable_dir(run_dir) / "diffusion.pt", "diffusion checkpoint")
-    x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit)
+    x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit, dataset)
     click.echo(f"U-Net '{name}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
                f"{x.shape[0]} training images; {dev}")
     try:
-        st = train.train(mcfg, cfg, x, y, out, device=dev, resume=resume)
+        st = train.train(mcfg, cfg, x, y, out, device=dev, resume=resume, extra={"dataset": dataset})
     except KeyboardInterrupt:
         import signal
 
@@ -427,13 +438,13 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
     if png == out:
         raise ValueError(f"--out {out}: name the tensor file (e.g. samples.pt); the PNG grid is written beside it")
     checkpoint.check_writable(out, "samples file")
-    model, tcfg, _ = train.load_ema(ckpt, dev)
+    model, tcfg, state = train.load_ema(ckpt, dev)
     k = model.cfg.num_classes
     clf = None
     if classifier_path:
         from . import classifier
 
-        clf, _, _ = classifier.load(classifier_path)
+        clf, _, _ = classifier.load(classifier_path, dataset=state.get("extra", {}).get("dataset", "mnist"))
     if labels:
         vals = _int_list(labels, "--labels")
         if min(vals) < 0 or max(vals) >= k:
@@ -481,14 +492,14 @@ def _run_options(f):
         click.option("--num-samples", type=int, default=None, help="Generated images per guidance scale. [preset]"),
         click.option("--guidance-scales", default=None, metavar="A,B,..",
                      help="Guidance scales to sample and report (1: none). [preset]"),
-        data_dir_option, run_dir_option, device_option, seed_option, _stage_options,
+        data_dir_option, dataset_option, run_dir_option, device_option, seed_option, _stage_options,
     ]):
         f = opt(f)
     return f
 
 
 def _build_run_config(poison, preset_name, dev, seed, kw):
-    cfg, name = _run_preset(preset_name, dev)
+    cfg, name = _run_preset(preset_name, dev, kw.get("dataset") or "mnist")
     cfg.with_seed(seed)
     cfg.poison = poison
     for key in ("only_successful", "data_limit", "test_limit", "num_samples"):
@@ -562,7 +573,8 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
 @device_option
 @seed_option
 @preset_option
-def zoo(data_dir, run_dir, device, seed, preset):
+@dataset_option
+def zoo(data_dir, run_dir, device, seed, preset, dataset):
     """Train (or find cached) the classifier zoo of the transfer study: the target's architecture with two
     other seeds, an MLP, a residual CNN, and the target adversarially trained with PGD-L2 at the attack's eps."""
     from .pipeline import Pipeline
@@ -570,7 +582,7 @@ def zoo(data_dir, run_dir, device, seed, preset):
     from .transfer import zoo_configs
 
     dev = resolve_device(device)
-    base, name = _run_preset(preset, dev)
+    base, name = _run_preset(preset, dev, dataset)
     pipe = Pipeline(base.with_seed(seed).validate(), _writable_dir(run_dir), data_dir, dev, log=lambda m: None)
     click.echo(f"| classifier (preset {name}) | architecture | seed | adversarial eps | test accuracy | train s |\n"
                "|---|---|---|---|---|---|")
@@ -586,9 +598,10 @@ def zoo(data_dir, run_dir, device, seed, preset):
 @device_option
 @seed_option
 @preset_option
+@dataset_option
 @click.option("--samples", "samples_paths", multiple=True, metavar="[NAME=]PATH",
               help="A samples file from `ddmini sample` or a run's cache (repeatable), e.g. p1=S1.pt.")
-def transfer(data_dir, run_dir, device, seed, preset, samples_paths):
+def transfer(data_dir, run_dir, device, seed, preset, dataset, samples_paths):
     """The transfer matrix: how often the target and every zoo member (`ddmini zoo`, trained here if not
     cached) misclassify generated images, the attacked training images, and fresh PGD-L2 attacks on test
     images made against the target. Writes RUN_DIR/transfer/transfer.md, .json and .png."""
@@ -598,7 +611,7 @@ def transfer(data_dir, run_dir, device, seed, preset, samples_paths):
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    base, name = _run_preset(preset, dev)
+    base, name = _run_preset(preset, dev, dataset)
     root = _writable_dir(run_dir)
     pipe = Pipeline(base.with_seed(seed).validate(), root, data_dir, dev, log=lambda m: None)
     target, ckey, _ = pipe.classifier()
@@ -623,13 +636,14 @@ def transfer(data_dir, run_dir, device, seed, preset, samples_paths):
 
 @cli.command("evaluate", context_settings=CONTEXT)
 @data_dir_option
+@dataset_option
 @click.option("--samples", "samples_path", type=click.Path(dir_okay=False, exists=True), required=True,
               help="A samples file from `ddmini sample`.")
 @click.option("--classifier", "classifier_path", type=click.Path(dir_okay=False, exists=True), required=True)
 @click.option("--attacked", type=click.Path(dir_okay=False, exists=True), default=None,
               help="attacked.pt: also compare with the attacked set.")
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the figures as JSON.")
-def evaluate(data_dir, samples_path, classifier_path, attacked, out):
+def evaluate(data_dir, dataset, samples_path, classifier_path, attacked, out):
     """Misclassification (overall, per class, confusion) and CAFD of generated images."""
     from . import checkpoint, classifier, data as ddata, report, samples
     from .attacks.stage import AttackedSet
@@ -637,9 +651,9 @@ def evaluate(data_dir, samples_path, classifier_path, attacked, out):
 
     if out:
         checkpoint.check_writable(out, "JSON report")
-    clf, _, _ = classifier.load(classifier_path)
+    clf, _, _ = classifier.load(classifier_path, dataset=dataset)
     s = samples.load(samples_path, clf.num_classes)
-    xt, yt = ddata.load_mnist(data_dir, "test")
+    xt, yt = ddata.load(data_dir, "test", dataset)
     ev = Evaluator(clf, xt, yt, AttackedSet.load(attacked) if attacked else None)
     r = ev.generated(s["images"], s["labels"], "samples")
     m = r.misclassification

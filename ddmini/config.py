@@ -14,6 +14,9 @@ SAMPLERS = ("ddim", "ddpm")                  # ddmini.diffusion.Diffusion.sample
 LR_SCHEDULES = ("constant", "cosine")        # ddmini.train.learning_rate
 ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
 CLASSIFIER_ARCHS = ("cnn", "mlp", "resnet")  # ddmini.classifier.build
+# The datasets (ddmini.data.DATASETS holds their files and readers; a test keeps the two equal): image
+# shape (C, H, W) and number of classes, which decide the U-Net's in_channels, image_size and classes.
+DATASET_SHAPES = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
 SEED_MAX = 2**63 - 1
 # Fields whose value is one of a set of names: the CLI offers them as choices (click.Choice).
 CHOICES = {"attack": ATTACK_NAMES, "arch": CLASSIFIER_ARCHS, "sampler": SAMPLERS, "schedule": SCHEDULES, "lr_schedule": LR_SCHEDULES,
@@ -404,6 +407,7 @@ class RunConfig:
     test_limit: int = 0                  # evaluate against the first N test images only (0: all)
     num_samples: int = 1000              # generated images per guidance scale (balanced over classes)
     guidance_scales: tuple[float, ...] = (1.0, 2.0, 3.0)
+    dataset: str = "mnist"               # ddmini.data.DATASETS; its images enter every stage's key through the data digest
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -421,6 +425,10 @@ class RunConfig:
             raise ValueError(f"poison fraction p must be in [0, 1]; got {self.poison}")
         if isinstance(self.guidance_scales, list):
             self.guidance_scales = tuple(self.guidance_scales)
+        if self.dataset not in DATASET_SHAPES:
+            raise ValueError(f"dataset must be one of {', '.join(DATASET_SHAPES)}; got {self.dataset!r}")
+        (c, h, _), k = DATASET_SHAPES[self.dataset]  # what the data decide (UNetConfig.DERIVED)
+        self.unet.in_channels, self.unet.image_size, self.unet.num_classes = c, h, k
         check_fields(self, "run", self.BOUNDS)
         self.guidance_scales = tuple(float(g) for g in self.guidance_scales)
         for name in self.SECTIONS:

@@ -23,7 +23,8 @@ import torch
 
 from .checkpoint import file_digest, fsync_dir
 
-ENV_VAR = "DDMINI_DATA"
+ENV_VAR = "DDMINI_DATA"            # MNIST's folder
+ROOT_ENV_VAR = "DDMINI_DATA_ROOT"  # a folder holding <dataset>/ folders
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
@@ -168,8 +169,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, dataset: str = "
     label = "MNIST" if dataset == "mnist" else dataset
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get(ENV_VAR) if dataset == "mnist" else None
+        if not data_dir and os.environ.get(ROOT_ENV_VAR):
+            data_dir = Path(os.environ[ROOT_ENV_VAR]) / dataset
         if not data_dir:
-            raise DataError(f"no {label} directory: pass --data-dir" + (f" or set {ENV_VAR}" if dataset == "mnist" else ""))
+            raise DataError(f"no {label} directory: pass --data-dir or set {ROOT_ENV_VAR} (a folder with one "
+                            f"folder per dataset)" + (f" or {ENV_VAR}" if dataset == "mnist" else ""))
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise DataError(f"{path}: {label} directory not found")
@@ -211,11 +215,13 @@ def load_split(data_dir: str | os.PathLike | None, split: str = "train", verify:
     img_name, lbl_name, _ = spec.splits[split]
     img_path, lbl_path = _locate(root, img_name), _locate(root, lbl_name)
     img_buf, lbl_buf = _read_bytes(img_path), _read_bytes(lbl_path)
-    if verify:
-        for name, path, buf in ((img_name, img_path, img_buf), (lbl_name, lbl_path, lbl_buf)):
-            got = hashlib.sha256(buf).hexdigest()
-            if got != spec.content_sha256[name]:
-                other = next((d.name for d in DATASETS.values() if d.content_sha256.get(name) == got), None)
+    for name, path, buf in ((img_name, img_path, img_buf), (lbl_name, lbl_path, lbl_buf)):
+        # always: another registered dataset's files (MNIST and Fashion-MNIST share file names) are refused;
+        # with verify, anything but this dataset's own content is
+        got = hashlib.sha256(buf).hexdigest()
+        if got != spec.content_sha256[name]:
+            other = next((d.name for d in DATASETS.values() if d.content_sha256.get(name) == got), None)
+            if other or verify:
                 raise DataError(f"{path}: content checksum mismatch (sha256 {got[:16]}…)"
                                 + (f": these are {other} files, not {dataset}" if other else ""))
     images = parse_idx(img_buf, str(img_path), IMAGE_MAGIC)

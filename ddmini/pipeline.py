@@ -69,8 +69,8 @@ class Pipeline:
     # ---- 0. data --------------------------------------------------------------------------
     def data(self):
         if self._data is None:
-            x, y = ddata.load_mnist(self.data_dir, "train")
-            xt, yt = ddata.load_mnist(self.data_dir, "test")
+            x, y = ddata.load(self.data_dir, "train", self.cfg.dataset)
+            xt, yt = ddata.load(self.data_dir, "test", self.cfg.dataset)
             if self.cfg.data_limit:
                 x, y = x[:self.cfg.data_limit], y[:self.cfg.data_limit]
             if self.cfg.test_limit:
@@ -92,7 +92,7 @@ class Pipeline:
         if cfg is self.cfg.classifier:
             self.stages.artefacts["classifier"] = str(path)
         with _exclusive(path.with_name(f".{path.name}.lock")):  # a concurrent run waits, then finds it cached
-            got = self._try_load(path, lambda p: classifier.load(p, self.device))
+            got = self._try_load(path, lambda p: classifier.load(p, self.device, self.cfg.dataset))
             if got is not None:
                 model, _, m = got
                 self.stages.cached["classifier"] = True
@@ -100,7 +100,8 @@ class Pipeline:
             else:
                 t0 = time.perf_counter()
                 res = classifier.train(cfg, x, y, xt, yt, device=self.device)
-                classifier.save(res.model, cfg, path, test_accuracy=res.test_accuracy, train_seconds=res.train_seconds)
+                classifier.save(res.model, cfg, path, self.cfg.dataset, tuple(x.shape[1:]),
+                                test_accuracy=res.test_accuracy, train_seconds=res.train_seconds)
                 model, m = res.model.eval(), {"test_accuracy": res.test_accuracy, "train_seconds": res.train_seconds}
                 self.stages.timings["classifier"] = time.perf_counter() - t0
                 self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")
@@ -157,7 +158,7 @@ class Pipeline:
                             + (f", resuming at step {start}" if start else ""))
                 t0 = time.perf_counter()
                 train.train(cfg.unet, cfg.train, ps.x, ps.y, path, device=self.device, resume=True,
-                            extra={"poison": cfg.poison})
+                            extra={"poison": cfg.poison, "dataset": cfg.dataset})
                 self.stages.timings["diffusion"] = time.perf_counter() - t0
             model, tcfg, ckpt = train.load_ema(path, self.device)
         return model, tcfg, ckpt, ps, checkpoint.file_digest(path)[:16]

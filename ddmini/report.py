@@ -62,8 +62,16 @@ def summary_lines(r: RunResult) -> list[str]:
     return lines
 
 
+def class_names(r: RunResult) -> list[str]:
+    """The run's dataset's class names ("0".."9" for MNIST)."""
+    from .data import get
+
+    names = list(get(r.config.get("dataset", "mnist")).class_names)
+    return names + [str(k) for k in range(len(names), len(r.clean_test.per_class))]
+
+
 def markdown(r: RunResult) -> str:
-    out = ["# ddmini run report", "", *[f"- {line}" for line in summary_lines(r)], "",
+    out = [f"# ddmini run report ({r.config.get('dataset', 'mnist')})", "", *[f"- {line}" for line in summary_lines(r)], "",
            "## Generated images by guidance scale", "",
            "| guidance | misclassified | CAFD soft vs test | CAFD hard vs test | CAFD soft vs attacked "
            "| CAFD hard vs attacked | s / image | s / misleading image |",
@@ -77,10 +85,11 @@ def markdown(r: RunResult) -> str:
     out += ["", "## Misclassification per class", "",
             "| class | attacked training set | clean test | " + " | ".join(f"generated (w={g})" for g in r.generated) + " |",
             "|---" * (3 + len(r.generated)) + "|"]
+    names = class_names(r)
     for k in range(len(r.clean_test.per_class)):
         row = [_pct(r.attack["per_class_success"][k]), _pct(r.clean_test.per_class[k])]
         row += [_pct(v.misclassification.per_class[k]) for v in r.generated.values()]
-        out.append(f"| {k} | " + " | ".join(row) + " |")
+        out.append(f"| {names[k]} | " + " | ".join(row) + " |")
     m = r.attack.get("margin")
     if m and m["images"]:
         out += ["", "## How much of the perturbation misleads", "",

@@ -4,6 +4,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -130,3 +131,20 @@ def http_server(root: Path):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def cifar_batch(n: int, seed: int, labels=None) -> bytes:
+    """n records of the official layout: 1 label byte, then 1,024 R, 1,024 G and 1,024 B bytes."""
+    g = np.random.default_rng(seed)
+    lab = g.integers(0, 10, n) if labels is None else np.asarray(labels)
+    pix = g.integers(0, 256, (n, 3072))
+    return np.concatenate([lab[:, None], pix], 1).astype(np.uint8).tobytes()
+
+
+def write_cifar(folder: Path, n: int = 7) -> dict[str, bytes]:
+    folder.mkdir(parents=True, exist_ok=True)
+    files = {f"data_batch_{i}.bin": cifar_batch(n, i) for i in range(1, 6)}
+    files["test_batch.bin"] = cifar_batch(n, 9)
+    for name, buf in files.items():
+        (folder / name).write_bytes(buf)
+    return files

@@ -10,7 +10,7 @@ import torch
 from ddmini import data
 from ddmini.cli import main
 
-from conftest import http_server
+from conftest import cifar_batch, http_server, write_cifar
 
 FILES = list(data.CONTENT_SHA256)
 
@@ -207,23 +207,6 @@ def test_fashion_mnist_reads_and_verifies_and_is_told_from_mnist(data_dir):
         data.check(data_dir, verify=True, dataset="fashion-mnist")
 
 
-def cifar_batch(n: int, seed: int, labels=None) -> bytes:
-    """n records of the official layout: 1 label byte, then 1,024 R, 1,024 G and 1,024 B bytes."""
-    g = np.random.default_rng(seed)
-    lab = g.integers(0, 10, n) if labels is None else np.asarray(labels)
-    pix = g.integers(0, 256, (n, 3072))
-    return np.concatenate([lab[:, None], pix], 1).astype(np.uint8).tobytes()
-
-
-def write_cifar(folder: Path, n: int = 7) -> dict[str, bytes]:
-    folder.mkdir(parents=True, exist_ok=True)
-    files = {f"data_batch_{i}.bin": cifar_batch(n, i) for i in range(1, 6)}
-    files["test_batch.bin"] = cifar_batch(n, 9)
-    for name, buf in files.items():
-        (folder / name).write_bytes(buf)
-    return files
-
-
 def cifar_tar(path: Path, files: dict[str, bytes], skip: str | None = None) -> Path:
     import io
     import tarfile
@@ -303,3 +286,9 @@ def test_cifar10_download_checks_the_archive(tmp_path, monkeypatch, capsys):
                                   "--mirror", base + "/"], capsys)
     assert code == 0, err
     assert "cifar10 in" in out and "35 train / 7 test" in out
+
+
+def test_config_knows_every_dataset_as_the_registry_does():
+    from ddmini.config import DATASET_SHAPES
+
+    assert {n: (d.shape, d.num_classes) for n, d in data.DATASETS.items()} == DATASET_SHAPES

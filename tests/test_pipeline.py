@@ -288,3 +288,43 @@ def test_a_named_attack_brings_its_strength_and_given_options_win():
     assert (cfg.attack.steps, cfg.attack.chunk_size) == (100, 256)  # CW's steps; the preset's chunks stay
     cfg, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {})
     assert cfg.attack == preset("cpu").attack  # no attack named: the preset's, untouched (cache keys)
+
+
+FASHION = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fashion-mnist"
+
+
+@pytest.mark.skipif(not (FASHION / "train-labels-idx1-ubyte.gz").exists(), reason="no Fashion-MNIST in shared/data")
+def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("DDMINI_DATA", str(data_dir))  # MNIST's variable: never read for another dataset
+    base = ["--preset", "smoke", "--dataset", "fashion-mnist", "--run-dir", str(tmp_path), "--device", "cpu"]
+    code, _, err = _run(["run", "--poison", "0.3", *base], capsys)
+    assert code == 1 and "no fashion-mnist directory" in err
+    code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(data_dir)], capsys)
+    assert code == 1 and "these are mnist files, not fashion-mnist" in err
+    code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(FASHION)], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "p0.3" / "report.json").read_text())
+    assert r["config"]["dataset"] == "fashion-mnist"
+    assert "| Ankle boot |" in (tmp_path / "p0.3" / "report.md").read_text()
+    # a classifier is used only on its own dataset
+    (clf,) = (tmp_path / "cache").glob("classifier-*.pt")
+    code, _, err = _run(["attack", "--preset", "smoke", "--classifier", str(clf), "--data-dir", str(data_dir),
+                         "--run-dir", str(tmp_path), "--device", "cpu"], capsys)
+    assert code == 1 and "a classifier trained on fashion-mnist, not mnist" in err
+
+
+def test_cifar10_smoke_run_on_a_synthetic_folder(tmp_path, capsys):
+    from conftest import write_cifar
+
+    write_cifar(tmp_path / "cifar", n=130)
+    code, out, err = _run(["run", "--preset", "smoke", "--dataset", "cifar10", "--poison", "0.5", "--data-dir",
+                           str(tmp_path / "cifar"), "--run-dir", str(tmp_path / "runs"), "--device", "cpu"], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "runs" / "p0.5" / "report.json").read_text())
+    assert r["config"]["unet"]["in_channels"] == 3 and r["config"]["unet"]["image_size"] == 32
+    assert r["training_set"]["images"] == 600 and "| airplane |" in (tmp_path / "runs" / "p0.5" / "report.md").read_text()
+    from ddmini import train
+
+    (ckpt,) = (tmp_path / "runs" / "cache").glob("diffusion-*.pt")
+    model, _, state = train.load_ema(ckpt)
+    assert model.cfg.in_channels == 3 and state["extra"]["dataset"] == "cifar10"
