@@ -117,8 +117,12 @@ def _run_preset(name, dev, dataset: str = "mnist"):
     from .config import preset
 
     name = name or ("paper" if dev.type == "cuda" else "cpu")
+    from .config import DATASET_PGD_EPS
+
     cfg = preset(name)
     cfg.dataset = dataset
+    if cfg.attack.attack == "pgd_l2" and dataset in DATASET_PGD_EPS:
+        cfg.attack.eps = DATASET_PGD_EPS[dataset]
     return cfg, name
 
 

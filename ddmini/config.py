@@ -17,6 +17,10 @@ CLASSIFIER_ARCHS = ("cnn", "mlp", "resnet")  # ddmini.classifier.build
 # The datasets (ddmini.data.DATASETS holds their files and readers; a test keeps the two equal): image
 # shape (C, H, W) and number of classes, which decide the U-Net's in_channels, image_size and classes.
 DATASET_SHAPES = {"mnist": ((1, 28, 28), 10), "fashion-mnist": ((1, 28, 28), 10), "cifar10": ((3, 32, 32), 10)}
+# PGD-L2's radius per dataset where it differs from MNIST's 1.6: chosen, as there, so that 85-90 % of the
+# training images are successfully attacked (Fashion-MNIST: eps 0.75 -> 89.7 % of the first 5,000 with the
+# cpu preset's classifier, 92.42 % test accuracy; README "Data").
+DATASET_PGD_EPS = {"fashion-mnist": 0.75}
 SEED_MAX = 2**63 - 1
 # Fields whose value is one of a set of names: the CLI offers them as choices (click.Choice).
 CHOICES = {"attack": ATTACK_NAMES, "arch": CLASSIFIER_ARCHS, "sampler": SAMPLERS, "schedule": SCHEDULES, "lr_schedule": LR_SCHEDULES,

@@ -328,3 +328,16 @@ def test_cifar10_smoke_run_on_a_synthetic_folder(tmp_path, capsys):
     (ckpt,) = (tmp_path / "runs" / "cache").glob("diffusion-*.pt")
     model, _, state = train.load_ema(ckpt)
     assert model.cfg.in_channels == 3 and state["extra"]["dataset"] == "cifar10"
+
+
+def test_fashion_mnist_runs_attack_at_its_own_radius():
+    import torch
+
+    from ddmini.cli import _build_run_config
+
+    cfg, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist"})
+    assert cfg.attack.eps == 0.75 and cfg.unet.in_channels == 1
+    cfg, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist", "attack__eps": 1.0})
+    assert cfg.attack.eps == 1.0
+    cfg, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {})
+    assert cfg.attack.eps == 1.6
