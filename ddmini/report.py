@@ -112,7 +112,27 @@ def markdown(r: RunResult) -> str:
     return "\n".join(out)
 
 
-def samples_png(x, labels, pred, path: Path, per_class: int = 10, num_classes: int = 10) -> None:
+def annotated_grid(x: torch.Tensor, path: Path, nrow: int, frames, title: str, row_names=(), col_names=()) -> None:
+    """images.grid with a title line, a name left of each row and above each column (a picture that reads
+    on its own: which dataset, p and guidance; which class; which kind of image)."""
+    img = images.grid(x, nrow=nrow, frames=frames)
+    rows = max(1, (x.shape[0] + nrow - 1) // nrow)
+    cw, ch = img.width // nrow, img.height // rows
+    left = 8 + 6 * max((len(r) for r in row_names), default=0)
+    top = 18 + (14 if col_names else 0)
+    out = Image.new("RGB", (img.width + left, img.height + top), "white")
+    out.paste(img, (left, top))
+    d = ImageDraw.Draw(out)
+    d.text((4, 3), title, fill="black")
+    for j, c in enumerate(col_names):
+        d.text((left + j * cw + 2, top - 13), c[:max(1, cw // 6)], fill="black")
+    for i, r in enumerate(row_names):
+        d.text((4, top + i * ch + ch // 2 - 5), r, fill="black")
+    images.save_png(out, path)
+
+
+def samples_png(x, labels, pred, path: Path, per_class: int = 10, num_classes: int = 10, title: str = "",
+                class_names=()) -> None:
     """Rows = conditioning class, up to ``per_class`` images each; red frame where the classifier
     disagrees with the conditioning label, green where it agrees."""
     rows, frames = [], []
@@ -125,7 +145,7 @@ def samples_png(x, labels, pred, path: Path, per_class: int = 10, num_classes: i
             else:
                 rows.append(torch.ones_like(x[0]))
                 frames.append(None)
-    images.save_grid(torch.stack(rows), path, nrow=per_class, frames=frames)
+    annotated_grid(torch.stack(rows), path, per_class, frames, title, list(class_names)[:num_classes])
 
 
 def confusion_png(cm: list[list[int]], path: Path, cell: int = 34) -> None:
@@ -175,10 +195,13 @@ def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
     write_text(markdown(r), where / "report.md")
     name, g = r.headline()
     x, lab, pred = ev.samples[name]
-    samples_png(x, lab, pred, where / "samples.png")
+    names = class_names(r)
+    title = f"{r.config.get('dataset', 'mnist')}, p = {r.poison:g}, guidance {name}"
+    samples_png(x, lab, pred, where / "samples.png", num_classes=len(names), class_names=names,
+                title=f"{title}: generated, rows = conditioning class, red = classifier disagrees")
     confusion_png(g.misclassification.confusion, where / "confusion.png")
     # clean / attacked / generated, one column per class
-    cols, frames = [[], [], []], [[], [], []]
+    cols, frames, shown = [[], [], []], [[], [], []], []
     for k in range(len(r.clean_test.per_class)):
         members = (adv.y == k).nonzero().flatten()
         gen = (lab == k).nonzero().flatten()
@@ -191,10 +214,12 @@ def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
         frames[1].append(W_COLOR[bool(adv.success[i])])
         cols[2].append(x[gen[0]])
         frames[2].append(W_COLOR[bool(pred[gen[0]] != k)])
+        shown.append(names[k])
     if cols[0]:
         n = len(cols[0])
-        images.save_grid(torch.stack(cols[0] + cols[1] + cols[2]), where / "comparison.png", nrow=n,
-                         frames=frames[0] + frames[1] + frames[2])
+        annotated_grid(torch.stack(cols[0] + cols[1] + cols[2]), where / "comparison.png", n,
+                       frames[0] + frames[1] + frames[2], f"{title}: red = misclassified",
+                       ["clean", "attacked", "generated"], shown)
 
 
 # ---------------------------------------------------------------------------------------------
