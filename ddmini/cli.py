@@ -113,6 +113,13 @@ def preset_option(f):
                         help="Take unset options from this preset (smoke: seconds). [default: cpu, or paper on a GPU]")(f)
 
 
+def stage_options(f):
+    """The options every stage command shares: data and run folders, device, seed, preset and dataset."""
+    for opt in reversed([data_dir_option, run_dir_option, device_option, seed_option, preset_option, dataset_option]):
+        f = opt(f)
+    return f
+
+
 def _run_preset(name, dev, dataset: str = "mnist"):
     from .config import preset
 
@@ -181,12 +188,7 @@ def data_download(dest, dataset, mirrors, timeout):
 
 
 @cli.command("train-classifier", context_settings=CONTEXT)
-@data_dir_option
-@run_dir_option
-@device_option
-@seed_option
-@preset_option
-@dataset_option
+@stage_options
 @config_options(ClassifierConfig, exclude=("seed",))
 @click.option("--limit", type=int, default=None, help="Train on the first N training images only. [preset]")
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
@@ -258,12 +260,7 @@ def _load_classifier(path, run_dir, dev, dataset="mnist"):
 
 
 @cli.command("attack", context_settings=CONTEXT)
-@data_dir_option
-@run_dir_option
-@device_option
-@seed_option
-@preset_option
-@dataset_option
+@stage_options
 @config_options(AttackConfig, exclude=("eps", "seed"))
 @click.option("--eps", default=None,
               help="Attack radius; a comma-separated list (1.0,1.5,2.0) runs an eps sweep and prints a table. [preset]")
@@ -351,12 +348,7 @@ def _training_set(data_dir, attacked, poison, only_successful, seed, limit, data
 
 
 @cli.command("train-diffusion", context_settings=CONTEXT)
-@data_dir_option
-@run_dir_option
-@device_option
-@seed_option
-@preset_option
-@dataset_option
+@stage_options
 @click.option("--unet", "unet_preset", type=click.Choice(list(UNET_PRESETS)), default=None,
               help="U-Net size. [preset: small for cpu, paper for paper, tiny for smoke]")
 @config_options(DiffusionTrainConfig, exclude=("seed",))
@@ -572,12 +564,7 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
 
 
 @cli.command("zoo", context_settings=CONTEXT)
-@data_dir_option
-@run_dir_option
-@device_option
-@seed_option
-@preset_option
-@dataset_option
+@stage_options
 def zoo(data_dir, run_dir, device, seed, preset, dataset):
     """Train (or find cached) the classifier zoo of the transfer study: the target's architecture with two
     other seeds, an MLP, a residual CNN, and the target adversarially trained with PGD-L2 at the attack's eps."""
@@ -597,12 +584,7 @@ def zoo(data_dir, run_dir, device, seed, preset, dataset):
 
 
 @cli.command("transfer", context_settings=CONTEXT)
-@data_dir_option
-@run_dir_option
-@device_option
-@seed_option
-@preset_option
-@dataset_option
+@stage_options
 @click.option("--samples", "samples_paths", multiple=True, metavar="[NAME=]PATH",
               help="A samples file from `ddmini sample` or a run's cache (repeatable), e.g. p1=S1.pt.")
 def transfer(data_dir, run_dir, device, seed, preset, dataset, samples_paths):
