@@ -89,6 +89,56 @@ class Diffusion:
             cond, uncond = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, ynull])).float().chunk(2)
         return (uncond + guidance * (cond - uncond)).contiguous()
 
+    def _chain(self, model, x, ts: list[int], y, sampler: str, eta: float, guidance: float, null, seed: int,
+               table, bar) -> torch.Tensor:
+        """Denoise x (model space, at timestep ts[0]) through the timesteps ts down to 0, in place, with the
+        noise of Philox stream ``seed`` (offset i + 1 at step i): the loop of sampling and purification."""
+        for i, t in enumerate(ts):
+            eps = self._eps(model, x, t, y, guidance, null)
+            if sampler == "ddpm":
+                x = kernels.ddpm_step(x, eps, t, table, kernels.PhiloxNoise(seed, i + 1), out=x)
+            else:
+                t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+                noise = kernels.PhiloxNoise(seed, i + 1) if eta > 0 else None
+                x = kernels.ddim_step(x, eps, t, t_prev, table, eta, noise, out=x)
+            bar.update(y.shape[0])
+        return x
+
+    @torch.inference_mode()
+    def purify(self, model, x01: torch.Tensor, t_star: int, steps: int = 20, *, batch_size: int = 128, seed: int = 0,
+               device=None, desc: str = "purify") -> torch.Tensor:
+        """Diffusion purification (Nie et al. 2022, arXiv 2205.07460): noise images x01 (N, C, H, W) in [0, 1]
+        to timestep t_star (q_sample), then run DDIM back to 0 in ``steps`` evenly spaced steps with the
+        null label (the class-conditional model used unconditionally). Returns images in [0, 1]."""
+        if isinstance(t_star, bool) or not isinstance(t_star, int) or not 1 <= t_star < self.T:
+            raise ValueError(f"t* must be an integer in [1, {self.T}); got {t_star!r}")
+        if not isinstance(steps, int) or not 1 <= steps <= t_star + 1:
+            raise ValueError(f"purification steps must be in [1, t* + 1 = {t_star + 1}]; got {steps!r}")
+        null = getattr(model, "null_label", None)
+        if null is None:
+            raise ValueError("purification needs a class-conditional model with a null label")
+        device = torch.device(device) if device else next(model.parameters()).device
+        table = self.table(device)
+        ts = sorted(set(torch.linspace(t_star, 0, steps).round().long().tolist()), reverse=True)
+        gen = torch.Generator().manual_seed(seed)
+        was_training = getattr(model, "training", False)
+        model.eval()
+        out = []
+        bar = progress(total=x01.shape[0] * len(ts), desc=desc, unit="img-step")
+        try:
+            for s in range(0, x01.shape[0], batch_size):
+                xb = to_model(x01[s:s + batch_size].float().to(device)).contiguous()
+                bseed = int(torch.randint(0, 2**62, (1,), generator=gen))
+                noise = kernels.philox_normal(torch.empty_like(xb), bseed, 0)
+                x = kernels.q_sample(xb, noise, t_star, table)
+                y = torch.full((xb.shape[0],), null, dtype=torch.long, device=device)
+                x = self._chain(model, x, ts, y, "ddim", 0.0, 1.0, null, bseed, table, bar)
+                out.append(from_model(x).cpu())
+        finally:
+            bar.close()
+            model.train(was_training)
+        return torch.cat(out) if out else torch.empty_like(x01)
+
     @torch.inference_mode()
     def sample(self, model, labels: torch.Tensor, cfg: SampleConfig | None = None, *, image_shape=(1, 28, 28),
                device=None, desc: str = "sample") -> torch.Tensor:
@@ -121,15 +171,7 @@ class Diffusion:
                 # one seed per batch from the generator, one offset per step.
                 seed = int(torch.randint(0, 2**62, (1,), generator=gen))
                 x = kernels.philox_normal(torch.empty(shape, device=device), seed, 0)
-                for i, t in enumerate(ts):
-                    eps = self._eps(model, x, t, y, guidance, null)
-                    if sampler == "ddpm":
-                        x = kernels.ddpm_step(x, eps, t, table, kernels.PhiloxNoise(seed, i + 1), out=x)
-                    else:
-                        t_prev = ts[i + 1] if i + 1 < len(ts) else -1
-                        noise = kernels.PhiloxNoise(seed, i + 1) if eta > 0 else None
-                        x = kernels.ddim_step(x, eps, t, t_prev, table, eta, noise, out=x)
-                    bar.update(y.shape[0])
+                x = self._chain(model, x, ts, y, sampler, eta, guidance, null, seed, table, bar)
                 out.append(from_model(x).cpu())
         finally:
             bar.close()
