@@ -53,6 +53,16 @@ def backend(request):
         yield name
 
 
+def run_cli(args, capsys):
+    """Run the ddmini command line in-process: (exit code, stdout, stderr)."""
+    from ddmini.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main([str(a) for a in args])
+    out = capsys.readouterr()
+    return e.value.code, out.out, out.err
+
+
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("DDMINI_QUIET", "1")

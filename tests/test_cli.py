@@ -8,14 +8,9 @@ import pytest
 import torch
 
 from ddmini import checkpoint
-from ddmini.cli import main
 
+from conftest import run_cli as run
 
-def run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def assert_one_line(code, err, msg, exit_code=1):

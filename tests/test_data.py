@@ -8,18 +8,11 @@ import pytest
 import torch
 
 from ddmini import data
-from ddmini.cli import main
 
-from conftest import cifar_batch, http_server, write_cifar
+from conftest import cifar_batch, http_server, run_cli, write_cifar
 
 FILES = list(data.CONTENT_SHA256)
 
-
-def run_cli(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def idx_bytes(arr: np.ndarray, magic: int) -> bytes:

@@ -3,15 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from ddmini.cli import main
 from ddmini.config import RunConfig, from_dict, preset, to_dict
 
+from conftest import run_cli as _run
 
-def _run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main(args)
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 @pytest.fixture(scope="module")
@@ -314,7 +309,7 @@ def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatc
 
 
 def test_cifar10_smoke_run_on_a_synthetic_folder(tmp_path, capsys):
-    from conftest import write_cifar
+    from conftest import run_cli as _run, write_cifar
 
     write_cifar(tmp_path / "cifar", n=130)
     code, out, err = _run(["run", "--preset", "smoke", "--dataset", "cifar10", "--poison", "0.5", "--data-dir",

@@ -5,14 +5,9 @@ import pytest
 import torch
 
 from ddmini import diffusion, unet
-from ddmini.cli import main
 
+from conftest import run_cli as _run
 
-def _run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_purify_keeps_shape_and_range_and_is_seeded():

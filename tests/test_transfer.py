@@ -5,15 +5,10 @@ import pytest
 import torch
 
 from ddmini import classifier, transfer
-from ddmini.cli import main
 from ddmini.config import ClassifierConfig
 
+from conftest import run_cli as _run
 
-def _run(args, capsys):
-    with pytest.raises(SystemExit) as e:
-        main([str(a) for a in args])
-    out = capsys.readouterr()
-    return e.value.code, out.out, out.err
 
 
 def test_zoo_members_differ_from_the_target_in_one_thing_each():
