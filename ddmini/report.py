@@ -148,21 +148,23 @@ def samples_png(x, labels, pred, path: Path, per_class: int = 10, num_classes: i
     annotated_grid(torch.stack(rows), path, per_class, frames, title, list(class_names)[:num_classes])
 
 
-def confusion_png(cm: list[list[int]], path: Path, cell: int = 34) -> None:
+def confusion_png(cm: list[list[int]], path: Path, cell: int = 34, names=(), title: str = "") -> None:
+    """Counts of (label, prediction); rows named by class, columns by index (and the key below the title)."""
     k = len(cm)
+    names = list(names) + [str(i) for i in range(len(names), k)]
     m = max(max(r) for r in cm) or 1
-    pad = 40
-    img = Image.new("RGB", (pad + k * cell + 10, pad + k * cell + 10), "white")
+    left, top = 14 + 6 * max(len(n) for n in names), 40
+    img = Image.new("RGB", (left + k * cell + 10, top + k * cell + 10), "white")
     d = ImageDraw.Draw(img)
-    d.text((pad, 4), "rows: label, cols: prediction", fill="black")
+    d.text((4, 4), f"{title + ': ' if title else ''}rows: label, cols: prediction", fill="black")
     for i in range(k):
-        d.text((pad - 14, pad + i * cell + cell // 2 - 5), str(i), fill="black")
-        d.text((pad + i * cell + cell // 2 - 3, pad - 14), str(i), fill="black")
+        d.text((4, top + i * cell + cell // 2 - 5), f"{names[i]} {i}" if names[i] != str(i) else names[i], fill="black")
+        d.text((left + i * cell + cell // 2 - 3, top - 14), str(i), fill="black")
         for j in range(k):
             v = cm[i][j] / m
             shade = int(255 * (1 - v))
             color = (255, shade, shade) if i != j else (shade, 255, shade)
-            x0, y0 = pad + j * cell, pad + i * cell
+            x0, y0 = left + j * cell, top + i * cell
             d.rectangle([x0, y0, x0 + cell - 1, y0 + cell - 1], fill=color, outline=(200, 200, 200))
             d.text((x0 + 3, y0 + cell // 2 - 5), str(cm[i][j]), fill="black")
     images.save_png(img, path)
@@ -199,7 +201,7 @@ def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
     title = f"{r.config.get('dataset', 'mnist')}, p = {r.poison:g}, guidance {name}"
     samples_png(x, lab, pred, where / "samples.png", num_classes=len(names), class_names=names,
                 title=f"{title}: generated, rows = conditioning class, red = classifier disagrees")
-    confusion_png(g.misclassification.confusion, where / "confusion.png")
+    confusion_png(g.misclassification.confusion, where / "confusion.png", names=names, title=title)
     # clean / attacked / generated, one column per class
     cols, frames, shown = [[], [], []], [[], [], []], []
     for k in range(len(r.clean_test.per_class)):
