@@ -194,7 +194,7 @@ def data_download(dest, dataset, mirrors, timeout):
 @click.option("--out", type=click.Path(dir_okay=False), default=None,
               help="Checkpoint path (default: RUN_DIR/classifier.pt).")
 def train_classifier(data_dir, run_dir, device, seed, preset, dataset, limit, out, **kw):
-    """Train the target classifier on MNIST and print its test accuracy. It is the classifier stage of
+    """Train the target classifier on the dataset and print its test accuracy. It is the classifier stage of
     `ddmini run` (cached in RUN_DIR/cache, where `ddmini attack` and the run find it), copied to --out."""
     from . import checkpoint, classifier
     from .pipeline import Pipeline
@@ -213,9 +213,9 @@ def train_classifier(data_dir, run_dir, device, seed, preset, dataset, limit, ou
     seed_everything(seed)
     pipe = Pipeline(base.validate(), root, data_dir, dev, log=lambda m: None)
     model, _, m = pipe.classifier()
-    cfg = base.classifier
-    n = pipe.data()[0].shape[0]
-    classifier.save(model, cfg, out, base.dataset, tuple(pipe.data()[0].shape[1:]),
+    cfg, x = base.classifier, pipe.data()[0]
+    n = x.shape[0]
+    classifier.save(model, cfg, out, base.dataset, tuple(x.shape[1:]),
                     test_accuracy=m["test_accuracy"], train_seconds=m.get("train_seconds"),
                     train_images=int(n))
     how = "cached" if pipe.stages.cached.get("classifier") else f"after {m.get('train_seconds', 0):.0f} s"

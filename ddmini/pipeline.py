@@ -22,7 +22,7 @@ import torch
 from . import __version__, checkpoint, classifier, metrics, train
 from . import samples as samples_io
 from . import data as ddata
-from .attacks.stage import AttackedSet, attack_dataset, attack_key
+from .attacks.stage import AttackedSet, attack_dataset, attack_key, load_done
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import balanced_labels
 from .evaluate import Evaluator
@@ -124,8 +124,12 @@ class Pipeline:
         self.stages.artefacts["attack"] = str(done)
         t0 = time.perf_counter()
         with _exclusive(out.with_name(f".{out.name}.lock")):  # a concurrent run waits, then finds it cached
-            cached = self._try_load(done, AttackedSet.load) is not None
-            res = attack_dataset(model, x, y, cfg, out, key=key, device=self.device, desc=f"attack {cfg.attack}")
+            res = load_done(out, key, x.shape[0])  # read once (the attacked set is ~190 MB for MNIST)
+            cached = res is not None
+            if not cached and done.exists():
+                self.log(f"  {out.name}/{done.name}: unreadable or made otherwise; recomputing")
+            if not cached:
+                res = attack_dataset(model, x, y, cfg, out, key=key, device=self.device, desc=f"attack {cfg.attack}")
         self.stages.cached["attack"] = cached
         if not cached:
             self.stages.timings["attack"] = time.perf_counter() - t0

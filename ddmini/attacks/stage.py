@@ -121,6 +121,19 @@ def fast_copy(model: nn.Module, device: torch.device) -> nn.Module:
     return m
 
 
+def load_done(out_dir: str | Path, key: str, n: int) -> AttackedSet | None:
+    """The finished attack in ``out_dir`` if it is there, intact, and made with ``key`` on ``n`` images;
+    None otherwise (missing, corrupt or stale: to be recomputed)."""
+    path = Path(out_dir) / RESULT_NAME
+    if not path.exists():
+        return None
+    try:
+        done = AttackedSet.load(path)
+    except ValueError:
+        return None
+    return done if done.key == key and len(done) == n else None
+
+
 def attack_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
                    out_dir: str | Path, *, key: str = "", device: torch.device | str = "cpu",
                    desc: str = "attack") -> AttackedSet:
@@ -130,13 +143,9 @@ def attack_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Atta
     check_inputs(model, x, y)
     out_dir = Path(out_dir)
     result_path = out_dir / RESULT_NAME
-    if result_path.exists():
-        try:
-            done = AttackedSet.load(result_path)
-            if done.key == key and len(done) == x.shape[0]:
-                return done
-        except ValueError:
-            pass  # corrupt: recompute
+    done = load_done(out_dir, key, x.shape[0])
+    if done is not None:
+        return done
     device = torch.device(device)
     chunk_dir = out_dir / "chunks"
     chunk_dir.mkdir(parents=True, exist_ok=True)
