@@ -63,6 +63,13 @@ def run_cli(args, capsys):
     return e.value.code, out.out, out.err
 
 
+def assert_one_line(code, err, msg, exit_code=1):
+    assert code == exit_code, (code, err)
+    assert msg in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert "weights_only" not in err
+
+
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("DDMINI_QUIET", "1")

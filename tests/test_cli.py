@@ -9,15 +9,8 @@ import torch
 
 from ddmini import checkpoint
 
-from conftest import run_cli as run
+from conftest import assert_one_line, run_cli as run
 
-
-
-def assert_one_line(code, err, msg, exit_code=1):
-    assert code == exit_code, (code, err)
-    assert msg in err, err
-    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
-    assert "weights_only" not in err
 
 
 @pytest.fixture

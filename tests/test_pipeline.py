@@ -5,7 +5,7 @@ import pytest
 
 from ddmini.config import RunConfig, from_dict, preset, to_dict
 
-from conftest import run_cli as _run
+from conftest import assert_one_line, run_cli as _run
 
 
 
@@ -125,7 +125,7 @@ def test_smoke_sweep(data_dir, smoke_dir, capsys):
 def test_run_errors_are_one_line(data_dir, tmp_path, capsys, args, msg):
     base = ["run", "--preset", "smoke", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--device", "cpu"]
     code, _, err = _run(base + args, capsys)
-    assert code == 1 and msg in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert_one_line(code, err, msg)
 
 
 def test_every_stage_knob_is_an_option(capsys):
