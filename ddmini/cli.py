@@ -14,7 +14,7 @@ import click
 
 from . import __version__
 from .config import (PRESETS, UNET_PRESETS, AttackConfig, ClassifierConfig, DiffusionTrainConfig,
-                     SampleConfig)
+                     HARDEN_ARMS, HardenConfig, SampleConfig, to_dict)
 from .runtime import DEVICE_CHOICES
 
 CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
@@ -46,7 +46,8 @@ def seed_option(f):
 
 
 def run_dir_option(f):
-    return click.option("--run-dir", type=click.Path(file_okay=False), default="runs", show_default=True,
+    # no file_okay=False: _writable_dir says what is wrong, and under torchrun on every rank together
+    return click.option("--run-dir", type=click.Path(), default="runs", show_default=True,
                         help="Directory for outputs (checkpoints, reports).")(f)
 
 
@@ -136,14 +137,43 @@ def _run_preset(name, dev, dataset: str = "mnist"):
 # --------------------------------------------------------------------------------------------
 # commands
 # --------------------------------------------------------------------------------------------
+#: The commands that share their work out over the ranks under torchrun (ddmini.distributed).
+DISTRIBUTED = ("run", "sweep", "train-diffusion", "attack", "sample")
+
+
 @click.group(context_settings=CONTEXT)
 @click.version_option(__version__, prog_name="ddmini")
-def cli():
+@click.pass_context
+def cli(ctx):
     """ddmini: Deceptive Diffusion (arXiv 2406.19807), small and fast.
 
     Attack a classifier's training set, train a class-conditional diffusion model on the attacked
-    images, and sample new images the classifier gets wrong.
+    images, and sample new images the classifier gets wrong. Under torchrun, run, sweep,
+    train-diffusion, attack and sample share their work out over the processes.
     """
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ctx.invoked_subcommand not in DISTRIBUTED:  # torchrun
+        raise click.UsageError(f"`ddmini {ctx.invoked_subcommand}` runs in one process; start it without "
+                               f"torchrun (these run under it: {', '.join(DISTRIBUTED)})")
+
+
+def _join(dev, settings: dict, run_dirs=()):
+    """Under torchrun: join the process group, check that every rank was launched with the same
+    ``settings`` and can write ``run_dirs`` (one line naming the difference or the rank, on every rank);
+    returns (world, this rank's device, echo: click.echo on rank 0, silent elsewhere)."""
+    from . import distributed
+
+    world = distributed.init(dev)
+    dev = distributed.device_for(dev, world)
+    distributed.check_same_config(world, {**settings, "run_dirs": [str(d) for d in run_dirs]})
+    if world.distributed:  # one process checks its outputs itself, as each command does
+        err = None
+        try:
+            for d in run_dirs:
+                _writable_dir(d)
+        except OSError as e:
+            err = str(e)
+        world.agree(err)
+    return world, dev, (click.echo if world.is_main else (lambda *a, **k: None))
 
 
 @cli.group(context_settings=CONTEXT)
@@ -290,6 +320,9 @@ def attack(data_dir, run_dir, device, seed, preset, dataset, eps, split, limit, 
     eps_list = _float_list(eps, "--eps") if eps is not None else [acfg.eps]
     if out and len(eps_list) > 1:
         raise ValueError("--out names one directory; leave it out for an eps sweep")
+    world, dev, echo = _join(dev, {"run": to_dict(base), "attack": to_dict(acfg), "eps": eps_list, "split": split,
+                                   "limit": limit, "classifier": classifier_path, "out": out,
+                                   "data_dir": data_dir}, [run_dir])
     root = _writable_dir(run_dir)
     pipe = Pipeline(base.validate(), root, data_dir, dev, log=click.echo)
     if classifier_path:
@@ -309,6 +342,8 @@ def attack(data_dir, run_dir, device, seed, preset, dataset, eps, split, limit, 
         res, key = pipe.attacked(model, ckey, cfg=cfg, images=(x, y), split=split, out_dir=out)
         s = res.summary()
         rows.append((e, s))
+        if not world.is_main:
+            continue  # rank 0 reports
         where = Path(out) if out else pipe.attack_dir(key)
         click.echo(f"{cfg.describe()} on {s['images']} {split} images: success {100 * s['success_rate']:.2f}% (8-bit: {100 * s['success_rate_uint8']:.2f}%), "
                    f"L2 mean {s['l2_mean']:.3f} max {s['l2_max']:.3f}, Linf mean {s['linf_mean']:.3f}, "
@@ -317,7 +352,7 @@ def attack(data_dir, run_dir, device, seed, preset, dataset, eps, split, limit, 
         if m["images"]:
             click.echo(f"  with s x its perturbation, still misclassified ({m['images']} successful images): "
                        + ", ".join(f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], m["still_misclassified"])))
-    if len(rows) > 1:
+    if len(rows) > 1 and world.is_main:
         click.echo("\n| eps | success % | 8-bit success % | mean L2 | mean Linf |\n|---|---|---|---|---|")
         for e, s in rows:
             click.echo(f"| {e:g} | {100 * s['success_rate']:.2f} | {100 * s['success_rate_uint8']:.2f} "
@@ -375,6 +410,9 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
     cfg = _apply(base.train, kw)
     cfg.seed = seed
     cfg.validate()
+    world, dev, echo = _join(dev, {"train": to_dict(cfg), "unet": unet_preset, "data_dir": data_dir, "limit": limit,
+                                   "attacked": attacked, "poison": poison, "out": out, "dataset": dataset},
+                             [run_dir] if not out else [str(Path(out).parent)])
     if unet_preset:
         base.unet = replace(UNET_PRESETS[unet_preset])
     base.validate()  # the U-Net's channels, image size and classes come from the dataset
@@ -384,8 +422,8 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
     limit = limit if limit is not None else (base.data_limit or None)
     out = checkpoint.check_writable(out if out else _writable_dir(run_dir) / "diffusion.pt", "diffusion checkpoint")
     x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit, dataset)
-    click.echo(f"U-Net '{name}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
-               f"{x.shape[0]} training images; {dev}")
+    echo(f"U-Net '{name}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
+         f"{x.shape[0]} training images; {dev}" + (f"; {world.size} processes" if world.distributed else ""))
     try:
         st = train.train(mcfg, cfg, x, y, out, device=dev, resume=resume, extra={"dataset": dataset})
     except KeyboardInterrupt:
@@ -393,10 +431,10 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
 
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the checkpoint is on disk: a late Ctrl-C changes nothing
         saved = f"checkpoint saved to {out} (run again to resume)" if out.is_file() else "no checkpoint was saved"
-        click.echo(f"interrupted; {saved}", err=True)
+        echo(f"interrupted; {saved}", err=True)
         sys.exit(130)
     last = st.losses[-1][1] if st.losses else float("nan")
-    click.echo(f"trained {st.step} steps in {st.seconds:.0f} s ({st.step / max(st.seconds, 1e-9):.2f} steps/s), "
+    echo(f"trained {st.step} steps in {st.seconds:.0f} s ({st.step / max(st.seconds, 1e-9):.2f} steps/s), "
                f"last loss {last:.4f}; saved {out}")
 
 
@@ -419,7 +457,7 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
     import torch
 
     from . import checkpoint, images, samples, train
-    from .config import preset as run_preset, to_dict
+    from .config import preset as run_preset
     from .diffusion import balanced_labels
     from .runtime import resolve_device
 
@@ -433,7 +471,10 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
     png = out.with_suffix(".png")
     if png == out:
         raise ValueError(f"--out {out}: name the tensor file (e.g. samples.pt); the PNG grid is written beside it")
-    checkpoint.check_writable(out, "samples file")
+    world, dev, echo = _join(dev, {"sample": to_dict(scfg), "num": num, "labels": labels, "checkpoint": ckpt,
+                                   "classifier": classifier_path, "out": str(out)}, [str(out.parent)])
+    if world.is_main:
+        checkpoint.check_writable(out, "samples file")
     model, tcfg, state = train.load_ema(ckpt, dev)
     k = model.cfg.num_classes
     clf = None
@@ -449,6 +490,8 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
     else:
         lab = balanced_labels(num, k)
     x, secs = samples.generate(model, tcfg, lab, scfg, device=dev)
+    if not world.is_main:
+        return  # rank 0 gathered the images
     samples.save(out, x, lab, k, config=to_dict(scfg), seconds=secs)
     images.save_grid(x, png, nrow=min(10, num))
     n_steps = tcfg.T if scfg.sampler == "ddpm" else scfg.steps
@@ -526,12 +569,15 @@ def run(poison, data_dir, run_dir, device, seed, preset, **kw):
 
     dev = resolve_device(device)
     cfg, name = _build_run_config(poison, preset, dev, seed, kw)
+    world, dev, echo = _join(dev, {"run": to_dict(cfg), "data_dir": data_dir}, [run_dir])
     root = _writable_dir(run_dir)
     seed_everything(seed)
-    click.echo(f"ddmini run: preset {name}, p = {cfg.poison:g}, seed {seed}, {dev}, run dir {root}")
+    procs = f", {world.size} processes" if world.distributed else ""
+    echo(f"ddmini run: preset {name}, p = {cfg.poison:g}, seed {seed}, {dev}{procs}, run dir {root}")
     r = Pipeline(cfg, root, data_dir, dev, log=click.echo).run()
-    click.echo("\n" + "\n".join(summary_lines(r)))
-    click.echo(f"report: {root / f'p{cfg.poison:g}' / 'report.md'}")
+    if r is not None:  # rank 0
+        echo("\n" + "\n".join(summary_lines(r)))
+        echo(f"report: {root / f'p{cfg.poison:g}' / 'report.md'}")
 
 
 @cli.command("sweep", context_settings=CONTEXT)
@@ -546,13 +592,17 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
 
     dev = resolve_device(device)
     ps = _float_list(poison, "--poison")
+    world, dev, echo = _join(dev, {"run": [to_dict(_build_run_config(p, preset, dev, seed, kw)[0]) for p in ps],
+                                   "data_dir": data_dir}, [run_dir])
     root = _writable_dir(run_dir)
     rows = []
     for p in ps:
         cfg, name = _build_run_config(p, preset, dev, seed, kw)
         seed_everything(seed)
-        click.echo(f"--- p = {p:g} (preset {name}) ---")
+        echo(f"--- p = {p:g} (preset {name}) ---")
         rows.append(Pipeline(cfg, root, data_dir, dev, log=click.echo).run())
+    if not world.is_main:
+        return  # rank 0 fits and writes the sweep
     g = rows[0].headline()[0]
     out = write_sweep(rows, root / "sweep", g)
     fm = out["fits"]["misclassification"]
@@ -674,6 +724,73 @@ def purify(data_dir, run_dir, device, seed, preset, dataset, ckpt, t_stars, step
     click.echo(f"written: {root / 'purify' / 'purify.md'} and purify.json")
 
 
+@cli.command("harden", context_settings=CONTEXT)
+@stage_options
+@click.option("--checkpoint", "ckpt", type=click.Path(dir_okay=False, exists=True), required=True,
+              help="The deceptive (p = 1) diffusion model whose samples join the training set.")
+@click.option("--arms", default=",".join(HARDEN_ARMS), show_default=True,
+              help="Comma-separated arms: clean (the target), pgd (PGD-L2 adversarial training at the attack's eps), "
+                   "deceptive (clean images plus the deceptive pool), pgd+deceptive.")
+@config_options(HardenConfig, exclude=("seed",))
+def harden(data_dir, run_dir, device, seed, preset, dataset, ckpt, arms, **kw):
+    """Adversarial training with deceptive samples: train each arm (cached classifier stages) and score it on
+    clean accuracy, robust accuracy under PGD-L2 (multi-restart), held-out deceptive samples and PGD attacks
+    transferred from the undefended target. Writes RUN_DIR/harden/harden.md and harden.json."""
+    from dataclasses import replace
+
+    from . import checkpoint, train
+    from . import harden as hd
+    from .config import HARDEN_SMOKE
+    from .pipeline import Pipeline
+    from .runtime import resolve_device
+    from .transfer import attacked_source
+
+    dev = resolve_device(device)
+    base, name = _run_preset(preset, dev, dataset)
+    hcfg = _apply(replace(HARDEN_SMOKE) if name == "smoke" else HardenConfig(), kw)
+    hcfg.seed = seed
+    if kw.get("cfg__eval_eps") is not None:
+        hcfg.eval_eps = tuple(_float_list(kw["cfg__eval_eps"], "--eval-eps"))
+    hcfg.validate()
+    arm_names = hd.parse_arms(arms)
+    model, tcfg, state = train.load_ema(ckpt, dev)
+    trained_on = state.get("extra", {}).get("dataset", "mnist")
+    if trained_on != dataset:
+        raise ValueError(f"{ckpt}: a diffusion model of {trained_on}, not {dataset}")
+    root = _writable_dir(run_dir)
+    pipe = Pipeline(base.with_seed(seed).validate(), root, data_dir, dev, log=lambda m: None)
+    target, ckey, _ = pipe.classifier()
+    x, _, xt, yt, _ = pipe.data()
+    if tuple(x.shape[1:]) != (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size):
+        raise ValueError(f"{ckpt}: makes {model.cfg.in_channels}x{model.cfg.image_size}x{model.cfg.image_size} "
+                         f"images; {dataset} has {tuple(x.shape[1:])}")
+    dkey = checkpoint.file_digest(ckpt)[:16]
+    need_pool = any(hd.ARMS[a][1] for a in arm_names)
+    pool = pipe.samples(model, tcfg, dkey, 1.0, num=hcfg.pool, seed=seed + 1) if need_pool else None
+    heldout = pipe.samples(model, tcfg, dkey, 1.0, num=hcfg.heldout, seed=seed + 2)
+    fresh, _ = pipe.attacked(target, ckey, images=(xt[:hcfg.eval_limit], yt[:hcfg.eval_limit]), split="test")
+    transfer = attacked_source(fresh)
+    if transfer[0].shape[0] == 0:
+        raise ValueError("the PGD-L2 attack on the test images succeeded on none: no transfer row to score")
+    rows = []
+    for arm in arm_names:
+        cfg = hd.arm_config(base.classifier, arm, base.attack.eps)
+        with_pool = hd.ARMS[arm][1]
+        extra = (pool[0], pool[1], f"deceptive-pool-{dkey}-{hcfg.pool}-{seed + 1}") if with_pool else None
+        clf, _, m = pipe.classifier(cfg, extra=extra)
+        n_train = x.shape[0] + (pool[0].shape[0] if with_pool else 0)
+        rows.append(hd.evaluate_arm(arm, clf, m, hcfg, (xt, yt), heldout[:2], transfer,
+                                    pool_seconds=pool[2] if with_pool else 0.0,
+                                    examples_seen=cfg.epochs * n_train, device=dev))
+        click.echo(f"arm {arm}: clean {100 * rows[-1].clean_accuracy:.2f}%, robust "
+                   + ", ".join(f"eps {e} {100 * v:.1f}%" for e, v in rows[-1].robust_accuracy.items()))
+    table = hd.HardenTable(rows, to_dict(hcfg), base.attack.eps)
+    hd.write(table, root / "harden", f"Adversarial training with deceptive samples ({dataset}, preset {name}, "
+                                     f"pool from {Path(ckpt).name})")
+    click.echo(table.markdown())
+    click.echo(f"written: {root / 'harden' / 'harden.md'} and harden.json")
+
+
 @cli.command("evaluate", context_settings=CONTEXT)
 @data_dir_option
 @dataset_option
@@ -712,27 +829,35 @@ def evaluate(data_dir, dataset, samples_path, classifier_path, attacked, out):
 # entry point
 # --------------------------------------------------------------------------------------------
 def main(argv=None) -> None:
-    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    """Console entry point: user errors become one line on stderr and a non-zero exit. Under torchrun
+    only rank 0 prints the line; every rank exits non-zero."""
     debug = os.environ.get("DDMINI_DEBUG") == "1"
+    quiet = os.environ.get("RANK", "0") != "0"
+
+    def fail(msg: str, code: int):
+        if not quiet:
+            click.echo(msg, err=True)
+        sys.exit(code)
+
     try:
-        cli.main(args=argv, prog_name="ddmini", standalone_mode=False)
+        try:
+            cli.main(args=argv, prog_name="ddmini", standalone_mode=False)
+        finally:
+            if "ddmini.distributed" in sys.modules:
+                sys.modules["ddmini.distributed"].shutdown()
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
     except click.UsageError as e:  # an unknown option, a value of the wrong type: one line, exit 2
         cmd = e.ctx.command_path if e.ctx else "ddmini"
-        click.echo(f"error: {' '.join(e.format_message().split())} (see `{cmd} --help`)", err=True)
-        sys.exit(e.exit_code)
+        fail(f"error: {' '.join(e.format_message().split())} (see `{cmd} --help`)", e.exit_code)
     except click.ClickException as e:
-        click.echo(f"error: {' '.join(e.format_message().split())}", err=True)
-        sys.exit(e.exit_code)
+        fail(f"error: {' '.join(e.format_message().split())}", e.exit_code)
     except (click.Abort, KeyboardInterrupt):
-        click.echo("interrupted", err=True)
-        sys.exit(130)
+        fail("interrupted", 130)
     except (ValueError, TypeError, OSError, RuntimeError) as e:
         if debug:
             raise
-        click.echo(f"error: {' '.join(str(e).split())}", err=True)  # one line, whatever the message held
-        sys.exit(1)
+        fail(f"error: {' '.join(str(e).split())}", 1)  # one line, whatever the message held
     sys.exit(0)
 
 

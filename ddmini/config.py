@@ -448,6 +448,44 @@ class RunConfig:
         return self
 
 
+@dataclass
+class HardenConfig:
+    """``ddmini harden``: the deceptive-sample pool added to the training set, and the evaluation.
+
+    The robust-accuracy attack is PGD-L2 with ``eval_steps`` steps of 2.5 eps / steps from a random start,
+    the worst case over ``eval_restarts`` restarts, on the first ``eval_limit`` test images: at least as
+    strong as the anchors' evaluation (50 steps, 5 restarts; weaker overstates robustness)."""
+
+    pool: int = 5000             # deceptive samples from the p = 1 model added to the training images
+    heldout: int = 1000          # held-out deceptive samples (another sampling seed) to score every arm on
+    eval_limit: int = 1000       # test images for the robust accuracy and the transfer row
+    eval_eps: tuple = (1.6, 2.0)
+    eval_steps: int = 50
+    eval_restarts: int = 5
+    seed: int = 0
+
+    HELP = {"pool": "Deceptive samples (from the p = 1 model) added to the training images.",
+            "heldout": "Held-out deceptive samples (another sampling seed) every arm is scored on.",
+            "eval_limit": "Test images (the first N) for robust accuracy and transferred attacks.",
+            "eval_eps": "L2 radii of the robust-accuracy evaluation.", "eval_steps": "PGD-L2 steps of the evaluation.",
+            "eval_restarts": "Random restarts of the evaluation (the worst case counts).", "seed": "Random seed."}
+    BOUNDS = {"pool": Range(1, 10**7), "heldout": Range(1, 10**7), "eval_limit": Range(1, 10**7),
+              "eval_eps": Range(0, 1000, lo_open=True), "eval_steps": Range(1, 10**5), "eval_restarts": Range(1, 1000),
+              "seed": SEED}
+
+    def validate(self) -> "HardenConfig":
+        check_fields(self, "harden", self.BOUNDS)
+        if not self.eval_eps:
+            raise ValueError("harden eval_eps must name at least one radius")
+        return self
+
+
+# The arms of ``ddmini harden`` (ddmini.harden.ARMS says what each trains on).
+HARDEN_ARMS = ("clean", "pgd", "deceptive", "pgd+deceptive")
+# ``ddmini harden --preset smoke`` (seconds, for the tests); every other preset uses HardenConfig().
+HARDEN_SMOKE = HardenConfig(pool=40, heldout=20, eval_limit=30, eval_eps=(1.6,), eval_steps=3, eval_restarts=2)
+
+
 def preset(name: str) -> RunConfig:
     """Named presets: "smoke" (seconds, tests), "cpu" (the whole run <= 60 min on 2 cores),
     "paper" (paper-scale model and data, for a GPU)."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from . import kernels, schedule
+from . import distributed, kernels, schedule
 from .config import LOSS_WEIGHTINGS, DiffusionTrainConfig, SampleConfig
 from .runtime import progress
 
@@ -145,7 +145,10 @@ class Diffusion:
         """Images in [0, 1], (N, *image_shape), one per label (N,) int64, by ancestral DDPM (all T steps)
         or DDIM with ``cfg.steps`` steps and ``cfg.eta``, at guidance ``cfg.guidance``, ``cfg.batch_size``
         images at a time (``SampleConfig()`` when None). Noise is a Philox stream seeded from ``cfg.seed``
-        and made inside the fused step, so a seed fixes the output on any device and thread count."""
+        and made inside the fused step, so a seed fixes the output on any device and thread count.
+        Under torchrun (``ddmini.distributed``) batch b goes to rank b mod N with the noise of batch b
+        (keyed by its images' global position, not by rank): rank 0 returns the images one process
+        would, every other rank returns None."""
         cfg = (cfg or SampleConfig()).validate()
         sampler, steps, eta, guidance, batch_size = cfg.sampler, cfg.steps, cfg.eta, cfg.guidance, cfg.batch_size
         if labels.ndim != 1 or labels.dtype != torch.long:
@@ -156,27 +159,35 @@ class Diffusion:
         if null is not None and labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= null):
             raise ValueError(f"labels must be in [0, {null}); got [{int(labels.min())}, {int(labels.max())}]")
         device = torch.device(device) if device else next(model.parameters()).device
+        world = distributed.current()
         gen = torch.Generator().manual_seed(cfg.seed)
         table = self.table(device)
         ts = list(range(self.T - 1, -1, -1)) if sampler == "ddpm" else ddim_timesteps(self.T, steps)
+        starts = list(range(0, labels.numel(), batch_size))
+        # Noise is a counter-based stream made inside the step kernel (kernels.PhiloxNoise): one seed per
+        # batch from the generator (drawn for every batch on every rank), one offset per step.
+        seeds = [int(torch.randint(0, 2**62, (1,), generator=gen)) for _ in starts]
+        mine = distributed.shares(len(starts), world)
         was_training = getattr(model, "training", False)
         model.eval()
-        out = []
-        bar = progress(total=labels.numel() * len(ts), desc=desc, unit="img-step")
+        out = {}
+        bar = progress(total=sum(labels[starts[b]:starts[b] + batch_size].numel() for b in mine) * len(ts),
+                       desc=desc, unit="img-step", disable=True if not world.is_main else None)
         try:
-            for s in range(0, labels.numel(), batch_size):
-                y = labels[s:s + batch_size].to(device)
-                shape = (y.shape[0], *image_shape)
-                # Noise is a counter-based stream made inside the step kernel (kernels.PhiloxNoise):
-                # one seed per batch from the generator, one offset per step.
-                seed = int(torch.randint(0, 2**62, (1,), generator=gen))
-                x = kernels.philox_normal(torch.empty(shape, device=device), seed, 0)
-                x = self._chain(model, x, ts, y, sampler, eta, guidance, null, seed, table, bar)
-                out.append(from_model(x).cpu())
+            for b in mine:
+                y = labels[starts[b]:starts[b] + batch_size].to(device)
+                x = kernels.philox_normal(torch.empty((y.shape[0], *image_shape), device=device), seeds[b], 0)
+                x = self._chain(model, x, ts, y, sampler, eta, guidance, null, seeds[b], table, bar)
+                out[b] = from_model(x).cpu()
         finally:
             bar.close()
             model.train(was_training)
-        images = torch.cat(out) if out else torch.empty(0, *image_shape)
+        if world.distributed:
+            parts = world.gather_to_main(out)
+            if not world.is_main:
+                return None
+            out = {b: x for part in parts for b, x in part.items()}
+        images = torch.cat([out[b] for b in range(len(starts))]) if starts else torch.empty(0, *image_shape)
         bad = ~torch.isfinite(images).flatten(1).all(1)
         if bool(bad.any()):  # from_model's clamp keeps NaN: nothing non-finite leaves the sampler
             raise ValueError(f"the sampler produced NaN or infinity in {int(bad.sum())} of {len(images)} images "

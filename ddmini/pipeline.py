@@ -6,6 +6,11 @@ Every stage's output is cached under ``RUN_DIR/cache`` with a key derived from i
 and the attacked set, and an interrupted run continues where it stopped: the attack resumes from its
 finished chunks, training from its last checkpoint. Artefacts are written atomically; one that cannot
 be read back is recomputed, never trusted. Reports go to ``RUN_DIR/p<p>/``.
+
+Under torchrun (``ddmini.distributed``) rank 0 trains the classifier first (the others then find it
+cached), the attack, the diffusion training and the sampling are shared out over the ranks, and rank 0
+alone holds the locks, decides what is cached, evaluates and writes the report; ``run`` returns the
+result on rank 0 and None on the others.
 """
 from __future__ import annotations
 
@@ -19,10 +24,10 @@ from typing import Callable
 
 import torch
 
-from . import __version__, checkpoint, classifier, metrics, train
+from . import __version__, checkpoint, classifier, distributed, metrics, train
 from . import samples as samples_io
 from . import data as ddata
-from .attacks.stage import AttackedSet, attack_dataset, attack_key, load_done
+from .attacks.stage import AttackedSet, attack_dataset, attack_key, load_done_on_all
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import balanced_labels
 from .evaluate import Evaluator
@@ -46,8 +51,9 @@ class Pipeline:
         self.run_dir = Path(run_dir)
         self.cache = self.run_dir / "cache"
         self.data_dir = data_dir
-        self.device = torch.device(device)
-        self.log = log
+        self.world = distributed.current()
+        self.device = distributed.device_for(torch.device(device), self.world)
+        self.log = log if self.world.is_main else (lambda msg: None)
         self.stages = Stages()
         self._data = None
 
@@ -82,16 +88,21 @@ class Pipeline:
         return self._data
 
     # ---- 1. classifier ----------------------------------------------------------------------
-    def classifier(self, cfg=None):
+    def classifier(self, cfg=None, extra=None):
         """The classifier stage: the run's target (or the classifier ``cfg`` describes, e.g. a zoo
-        member), trained on the run's data and cached by its config and the data's digest."""
+        member), trained on the run's data and cached by its config and the data's digest. ``extra``
+        = (images, labels, key) joins the training images (e.g. a pool of deceptive samples), its key
+        the stage's key."""
         cfg = cfg or self.cfg.classifier
         x, y, xt, yt, dkey = self.data()
-        key = checkpoint.fingerprint(key_dict(cfg), dkey)
+        key = checkpoint.fingerprint(key_dict(cfg), dkey, *((extra[2],) if extra else ()))
+        if extra:
+            x, y = torch.cat([x, extra[0].to(x.dtype)]), torch.cat([y, extra[1]])
         path = self.cache / f"classifier-{key}.pt"
         if cfg is self.cfg.classifier:
             self.stages.artefacts["classifier"] = str(path)
-        with _exclusive(path.with_name(f".{path.name}.lock")):  # a concurrent run waits, then finds it cached
+        with self.world.main_first(), _exclusive(path.with_name(f".{path.name}.lock")):
+            # a concurrent run (or rank other than 0) waits, then finds it cached
             got = self._try_load(path, lambda p: classifier.load(p, self.device, self.cfg.dataset))
             if got is not None:
                 model, _, m = got
@@ -123,8 +134,8 @@ class Pipeline:
         done = out / "attacked.pt"
         self.stages.artefacts["attack"] = str(done)
         t0 = time.perf_counter()
-        with _exclusive(out.with_name(f".{out.name}.lock")):  # a concurrent run waits, then finds it cached
-            res = load_done(out, key, x.shape[0])  # read once (the attacked set is ~190 MB for MNIST)
+        with _exclusive(out.with_name(f".{out.name}.lock"), self.world):  # a concurrent run waits, then finds it cached
+            res = load_done_on_all(out, key, x.shape[0], self.world)  # read once (the MNIST set is ~190 MB)
             cached = res is not None
             if not cached and done.exists():
                 self.log(f"  {out.name}/{done.name}: unreadable or made otherwise; recomputing")
@@ -151,11 +162,13 @@ class Pipeline:
         path = self.cache / f"diffusion-{key}.pt"
         self.stages.artefacts["diffusion"] = str(path)
         # A second run wanting the same model waits here, then finds it cached instead of training it too.
-        with _exclusive(path.with_name(f".{path.name}.lock")):
-            prev = self._try_load(path, train.load_checkpoint)
-            if prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps:
+        with _exclusive(path.with_name(f".{path.name}.lock"), self.world):
+            prev = self._try_load(path, train.load_checkpoint) if self.world.is_main else None
+            finished = prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps
+            if self.world.broadcast_object(bool(finished)):  # rank 0 decides for every rank
                 self.stages.cached["diffusion"] = True
-                self._stage(4, "diffusion model", f"cached ({path.name}, {prev['step']} steps)")
+                if prev is not None:  # rank 0's log
+                    self._stage(4, "diffusion model", f"cached ({path.name}, {prev['step']} steps)")
             else:
                 start = int(prev["step"]) if prev else 0
                 self._stage(4, "diffusion model", f"training {cfg.train.steps} steps"
@@ -168,48 +181,66 @@ class Pipeline:
         return model, tcfg, ckpt, ps, checkpoint.file_digest(path)[:16]
 
     # ---- 5. samples ---------------------------------------------------------------------------
-    def samples(self, model, tcfg, dkey: str, guidance: float):
+    def samples(self, model, tcfg, dkey: str, guidance: float, num: int | None = None, seed: int | None = None):
+        """The sampling stage at one guidance scale (``num`` images, the run's by default, with sampling
+        seed ``seed``): (images, labels, seconds) on rank 0, None elsewhere."""
         s = replace(self.cfg.sample, guidance=guidance)  # the scale sampled; which one a report headlines is no part of it
-        key = checkpoint.fingerprint(key_dict(s), guidance, self.cfg.num_samples, dkey)
+        if seed is not None:
+            s.seed = seed
+        num = self.cfg.num_samples if num is None else num
+        key = checkpoint.fingerprint(key_dict(s), guidance, num, dkey)
         path = self.cache / f"samples-{key}.pt"
-        got = self._try_load(path, lambda p: samples_io.load(p, model.cfg.num_classes))
-        if got is not None:
+        got = self._try_load(path, lambda p: samples_io.load(p, model.cfg.num_classes)) if self.world.is_main else None
+        if self.world.broadcast_object(got is not None):
+            if not self.world.is_main:
+                return None
             self.stages.cached[f"samples_w{guidance:g}"] = True
             return got["images"], got["labels"], float(got.get("seconds", float("nan")))
-        labels = balanced_labels(self.cfg.num_samples, model.cfg.num_classes)
+        labels = balanced_labels(num, model.cfg.num_classes)
         x, secs = samples_io.generate(model, tcfg, labels, s, device=self.device, desc=f"sample w={guidance:g}")
+        if not self.world.is_main:
+            return None
         samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs)
         return x, labels, secs
 
     # ---- the whole run ----------------------------------------------------------------------------
-    def run(self) -> RunResult:
+    def run(self) -> RunResult | None:
+        """The whole run; its result on rank 0 (None on the other ranks under torchrun)."""
         from . import report
 
         cfg = self.cfg
+        main = self.world.is_main
         t_start = time.perf_counter()
         where = self.run_dir / f"p{cfg.poison:g}"
-        where.mkdir(parents=True, exist_ok=True)
-        report.write_json(to_dict(cfg), where / "config.json")
+        if main:
+            where.mkdir(parents=True, exist_ok=True)
+            report.write_json(to_dict(cfg), where / "config.json")
         clf, ckey, cmetrics = self.classifier()
         adv, akey = self.attacked(clf, ckey)
         model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey)
         _, _, xt, yt, _ = self.data()
-        ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or REFERENCE_IMAGES)
+        ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or REFERENCE_IMAGES) if main else None
         results = {}
         for g in cfg.guidance_scales:
-            x, labels, secs = self.samples(model, tcfg, dkey, g)
+            got = self.samples(model, tcfg, dkey, g)
+            if not main:
+                continue  # rank 0 evaluates
+            x, labels, secs = got
             r = ev.generated(x, labels, f"{g:g}")
             r.set_timing(secs)
             results[f"{g:g}"] = r
             self._stage(5, "samples", f"guidance {g:g}: {len(labels)} images in {secs:.0f} s, "
                         f"misclassified {100 * r.misclassification.rate:.2f}%")
+        if not main:
+            return None
         self._stage(6, "evaluation", "done")
         att = adv.summary()
         out = RunResult(
             poison=cfg.poison,
             config=to_dict(cfg),
             versions={"ddmini": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                      "platform": platform.platform(), "device": str(self.device)},
+                      "platform": platform.platform(), "device": str(self.device),
+                      "processes": self.world.size},
             classifier={"test_accuracy": cmetrics.get("test_accuracy")},
             attack={**att, "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"],
                     "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES)},
@@ -234,9 +265,13 @@ class Pipeline:
 
 
 @contextlib.contextmanager
-def _exclusive(path: Path):
+def _exclusive(path: Path, world: distributed.World = distributed.SINGLE):
     """An advisory lock per artefact: a second run on the same run directory that needs the same one
-    waits here until the first has cached it, then finds it cached instead of computing it again."""
+    waits here until the first has cached it, then finds it cached instead of computing it again.
+    Under torchrun rank 0 holds it for all ranks (the others follow rank 0's decisions)."""
+    if not world.is_main:
+        yield
+        return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as f:
         try:

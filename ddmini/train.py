@@ -5,6 +5,13 @@ Exact resume: every random draw of training (batch indices, timesteps, noise, la
 from one CPU ``torch.Generator`` whose state is checkpointed with the model, EMA, optimiser and step,
 so a run interrupted and resumed gives the same weights as an uninterrupted one (on the same device).
 Checkpoints are written atomically every ``checkpoint_every`` steps, at the end, and on Ctrl-C.
+
+Under torchrun (``ddmini.distributed``) the model is wrapped in DistributedDataParallel and the global
+batch ``cfg.batch_size`` is split into equal slices, one per rank; every rank draws the whole batch's
+random choices from the same generator and keeps its slice, so N ranks take exactly the samples one
+process takes (the gradients differ only by the order of their reduction). All ranks stop together
+(Ctrl-C or SIGTERM on any rank, the time budget on rank 0, a non-finite loss), rank 0 writes the
+checkpoints, and every rank reads the checkpoint it resumes from.
 """
 from __future__ import annotations
 
@@ -21,6 +28,7 @@ import torch
 from torch import nn
 
 from . import checkpoint
+from . import distributed
 from .config import DiffusionTrainConfig, UNetConfig, from_dict, to_dict
 from .diffusion import Diffusion, to_model
 from .runtime import cpu_has_native_bf16, progress
@@ -100,34 +108,44 @@ def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 
 @contextlib.contextmanager
-def _deferred_interrupt():
+def _deferred_interrupt(signals=(signal.SIGINT,)):
     """Turn Ctrl-C into a flag the loop checks between steps, for as long as training and its last save
     run: the checkpoint written on interrupt is always consistent (never mid-update), and a second
-    Ctrl-C cannot cut the step or the save short (it only sets the flag again)."""
+    Ctrl-C cannot cut the step or the save short (it only sets the flag again). Under torchrun SIGTERM
+    (what torchrun sends its workers when it is interrupted) is deferred the same way."""
     flag = {"stop": False}
     if threading.current_thread() is not threading.main_thread():
         yield flag
         return
-    previous = signal.getsignal(signal.SIGINT)
+    previous = {s: signal.getsignal(s) for s in signals}
 
     def handler(signum, frame):
         flag["stop"] = True
 
-    signal.signal(signal.SIGINT, handler)
+    for s in signals:
+        signal.signal(s, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: torch.Tensor,
           ckpt_path: str | Path, *, device: torch.device | str = "cpu", resume: bool = True,
-          extra: dict | None = None, desc: str = "train diffusion") -> TrainState:
+          extra: dict | None = None, desc: str = "train diffusion",
+          world: distributed.World | None = None) -> TrainState:
     """Train on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) int64 until ``cfg.steps``
     (or ``cfg.time_budget`` minutes of training). With ``resume=True`` an existing checkpoint at
     ``ckpt_path`` is continued exactly. Ctrl-C finishes the step, writes a checkpoint, then raises
-    KeyboardInterrupt (further Ctrl-Cs meanwhile change nothing)."""
+    KeyboardInterrupt (further Ctrl-Cs meanwhile change nothing). ``world`` (default: the one
+    :func:`ddmini.distributed.init` joined) shares each batch out over its ranks."""
+    world = world or distributed.current()
     cfg.validate()
+    if world.distributed and cfg.batch_size % world.size:
+        raise ValueError(f"the global batch (--train-batch-size {cfg.batch_size}) must split evenly over "
+                         f"{world.size} ranks" + (" and cannot be smaller than their number"
+                                                   if cfg.batch_size < world.size else ""))
     model_cfg.validate()
     if x.ndim != 4 or x.shape[1:] != (model_cfg.in_channels, model_cfg.image_size, model_cfg.image_size):
         raise ValueError(f"images must be (N, {model_cfg.in_channels}, {model_cfg.image_size}, "
@@ -152,22 +170,33 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
     amp = cpu_amp or (cfg.amp and device.type == "cuda")
     fmt = torch.channels_last if cfg.channels_last and not cpu_amp else torch.contiguous_format
     state.model.to(memory_format=fmt)
-    net = torch.compile(state.model) if cfg.compile else state.model
+    net = state.model
+    if world.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        net = DistributedDataParallel(net, device_ids=ids, gradient_as_bucket_view=True)
+    net = torch.compile(net) if cfg.compile else net
     null = model_cfg.num_classes
     budget = cfg.time_budget * 60.0
-    bar = progress(total=cfg.steps, desc=desc, unit="step")
+    bar = progress(total=cfg.steps, desc=desc, unit="step", disable=True if not world.is_main else None)
     bar.update(state.step)
     state.model.train()
-    with _deferred_interrupt() as flag:  # Ctrl-C stays deferred until the last save is on disk
+    signals = (signal.SIGINT, signal.SIGTERM) if world.distributed else (signal.SIGINT,)
+    with _deferred_interrupt(signals) as flag:  # Ctrl-C stays deferred until the last save is on disk
         try:
-            _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag)
+            _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra,
+                  flag, world)
         except KeyboardInterrupt:
             bar.close()
-            save_state(state, model_cfg, cfg, ckpt_path, extra)
+            if world.is_main:
+                save_state(state, model_cfg, cfg, ckpt_path, extra)
             raise
         bar.close()
         state.done = True
-        save_state(state, model_cfg, cfg, ckpt_path, extra)
+        if world.is_main:
+            save_state(state, model_cfg, cfg, ckpt_path, extra)
+        world.barrier()  # the others read the finished checkpoint only once it is on disk
     return state
 
 
@@ -193,17 +222,31 @@ def learning_rate(cfg: DiffusionTrainConfig, step: int) -> float:
     return cfg.lr
 
 
-def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag):
+def _stop(state, cfg, budget, flag, world, device) -> bool:
+    """Whether to stop before the next step: steps done, the time budget spent (rank 0's clock decides),
+    or an interrupt on any rank (KeyboardInterrupt on every rank). One small collective under DDP."""
+    spent = bool(budget and state.seconds >= budget) and world.is_main
+    spent, stop = world.any(spent, flag["stop"], device=device if device.type == "cuda" else None)
+    over = state.step >= cfg.steps or spent
+    if stop and not over:
+        raise KeyboardInterrupt
+    return over
+
+
+def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag,
+          world=distributed.SINGLE):
     run_loss, run_n = 0.0, 0
     t_last = time.perf_counter()
-    while state.step < cfg.steps and not (budget and state.seconds >= budget):
-        if flag["stop"]:
-            raise KeyboardInterrupt
+    share = cfg.batch_size // world.size          # this rank's slice of the global batch
+    lo, hi = world.rank * share, (world.rank + 1) * share
+    while not _stop(state, cfg, budget, flag, world, device):
         g = state.gen
         idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g)
         t = _timesteps(cfg, g)
         noise = torch.randn((cfg.batch_size, *data.shape[1:]), generator=g)
         drop = torch.rand(cfg.batch_size, generator=g) < cfg.label_dropout
+        if world.distributed:
+            idx, t, noise, drop = idx[lo:hi], t[lo:hi], noise[lo:hi], drop[lo:hi]
         idx = idx.to(data.device)
         x0 = data[idx].to(device, non_blocking=True)
         yb = y[idx]
@@ -214,8 +257,9 @@ def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, 
             group["lr"] = lr
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             loss = diff.loss(net, x0, yb, t, noise, cfg.loss_weighting, cfg.snr_gamma)
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"training diverged at step {state.step} (loss {loss.item()}); "
+        seen = world.all_mean(loss.detach().float().reshape(1).clone())  # the global batch's loss, on every rank
+        if not torch.isfinite(seen).all():
+            raise RuntimeError(f"training diverged at step {state.step} (loss {seen.item()}); "
                                "lower the learning rate")
         state.opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -227,13 +271,13 @@ def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, 
         now = time.perf_counter()
         state.seconds += now - t_last
         t_last = now
-        run_loss += loss.item()
+        run_loss += seen.item()
         run_n += 1
         bar.update(1)
         if state.step % 50 == 0 or state.step == cfg.steps:
             state.losses.append((state.step, run_loss / run_n))
             bar.set_postfix(loss=f"{run_loss / run_n:.4f}", lr=f"{lr:.1e}")
             run_loss, run_n = 0.0, 0
-        if state.step % cfg.checkpoint_every == 0:
+        if state.step % cfg.checkpoint_every == 0 and world.is_main:
             save_state(state, model_cfg, cfg, ckpt_path, extra)
             t_last = time.perf_counter()  # checkpoint I/O is not training time

@@ -60,6 +60,9 @@ COMMANDS = {
     "ddmini purify --checkpoint D0.pt [--t-star 50,100,200,300] [--samples NAME=S.pt]...":
         "purify --preset smoke --checkpoint {ckpt} --t-star 5,20 --steps 4 --limit 30 --samples generated={samples} "
         "--data-dir {data} --run-dir {run}",
+    "ddmini harden --checkpoint D1.pt [--arms clean,pgd,deceptive,pgd+deceptive] [--pool N --eval-eps 1.6,2.0 "
+    "--eval-steps --eval-restarts]":
+        "harden --preset smoke --checkpoint {ckpt} --arms clean,deceptive --data-dir {data} --run-dir {run}",
     "ddmini evaluate --samples S.pt --classifier C.pt [--attacked A.pt]":
         "evaluate --samples {samples} --classifier {clf} --attacked {attacked} --data-dir {data}",
     "ddmini data check [--verify]": "data check --verify --data-dir {data}",
@@ -140,7 +143,8 @@ def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, caps
             "ckpt": str(tmp_path / "D.pt"), "samples": str(tmp_path / "S.pt"), "mirror": served_mnist,
             "dl2": str(tmp_path / "dl2")}
     cmds, other = readme_commands(README.read_text())
-    order = ["train-classifier", "attack", "train-diffusion", "sample", "zoo", "transfer", "purify", "evaluate"]
+    order = ["train-classifier", "attack", "train-diffusion", "sample", "zoo", "transfer", "purify", "harden",
+             "evaluate"]
     cmds.sort(key=lambda c: next((i for i, w in enumerate(order) if c.startswith(f"ddmini {w}")), -1))
     ran = [f"NOT RUN HERE {c}: {NOT_DDMINI[c]}" for c in other]
     for cmd in cmds:

@@ -159,3 +159,20 @@ def generator(seed: int | None, device) -> torch.Generator | None:
     if seed is None:
         return None
     return torch.Generator(device=device).manual_seed(seed)
+
+
+def robust_accuracy(model, x: torch.Tensor, y: torch.Tensor, attack, restarts: int, seed: int = 0) -> float:
+    """The share of (x, y) that ``model`` classifies correctly on the clean image and on every one of
+    ``restarts`` runs of ``attack(model, x, y, seed)`` (a random-start attack, seeds seed, seed + 1, ...):
+    the worst case over restarts, as robustness is evaluated (Madry et al. 1706.06083)."""
+    check_positive("restarts", restarts, integer=True)
+    if x.shape[0] == 0:
+        return float("nan")
+    ok = predict_labels(model, x) == y
+    for r in range(restarts):
+        idx = ok.nonzero().flatten()  # only the images still standing need attacking
+        if idx.numel() == 0:
+            break
+        x_adv = attack(model, x[idx], y[idx], seed + r)
+        ok[idx] &= predict_labels(model, x_adv) == y[idx]
+    return ok.float().mean().item()

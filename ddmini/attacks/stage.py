@@ -6,7 +6,9 @@ Layout of ``out_dir``::
     attacked.pt            the merged result (written atomically once every chunk is done)
 
 An interrupted run leaves its finished chunks; running again with the same key recomputes nothing
-that was finished. The stored images are float32: quantising them to 8 bits moves each pixel by up
+that was finished. Under torchrun chunk i is attacked by rank i mod N (each chunk's randomness is
+keyed by its first image, so the split changes nothing) and rank 0 merges: the same bytes at any
+world size, resumable at any other. The stored images are float32: quantising them to 8 bits moves each pixel by up
 to 1/510 and flips some successes back, which ``success_uint8`` measures.
 """
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .. import checkpoint
+from .. import checkpoint, distributed
 from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, key_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
@@ -134,57 +136,95 @@ def load_done(out_dir: str | Path, key: str, n: int) -> AttackedSet | None:
     return done if done.key == key and len(done) == n else None
 
 
+def load_done_on_all(out_dir: str | Path, key: str, n: int, world: distributed.World) -> AttackedSet | None:
+    """:func:`load_done` decided by rank 0 for every rank (so ranks never disagree on whether to attack)."""
+    done = load_done(out_dir, key, n) if world.is_main else None
+    if not world.broadcast_object(done is not None):
+        return None
+    return done if world.is_main else _read_merged(out_dir, key, n)
+
+
+def _read_merged(out_dir, key: str, n: int) -> AttackedSet:
+    """On a rank other than 0: the attacked set rank 0 found or wrote."""
+    done = load_done(out_dir, key, n)
+    if done is None:
+        raise RuntimeError(f"{Path(out_dir) / RESULT_NAME}: rank 0 reads it but this rank cannot; "
+                           "is the run directory on a file system every rank sees?")
+    return done
+
+
 def attack_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
                    out_dir: str | Path, *, key: str = "", device: torch.device | str = "cpu",
-                   desc: str = "attack") -> AttackedSet:
+                   desc: str = "attack", world: distributed.World | None = None) -> AttackedSet:
     """Attack every image of (x, y) in chunks of ``cfg.chunk_size``, resuming from finished chunks in
-    ``out_dir`` whose key matches; returns (and stores in out_dir/attacked.pt) the merged result."""
+    ``out_dir`` whose key matches; returns (and stores in out_dir/attacked.pt) the merged result.
+    ``world`` (default: the one :func:`ddmini.distributed.init` joined) deals the chunks out to its ranks;
+    rank 0 merges and every rank returns the merged result."""
+    world = world or distributed.current()
     cfg.validate()
     check_inputs(model, x, y)
     out_dir = Path(out_dir)
-    result_path = out_dir / RESULT_NAME
-    done = load_done(out_dir, key, x.shape[0])
+    n = x.shape[0]
+    done = load_done_on_all(out_dir, key, n, world)
     if done is not None:
         return done
     device = torch.device(device)
     chunk_dir = out_dir / "chunks"
-    chunk_dir.mkdir(parents=True, exist_ok=True)
+    if world.is_main:
+        chunk_dir.mkdir(parents=True, exist_ok=True)
+    world.barrier()
     fast = fast_copy(model, device)
-    n = x.shape[0]
-    parts, seconds = [], 0.0
-    bar = progress(total=n, desc=desc, unit="img")
-    for start in range(0, n, cfg.chunk_size):
+    starts = list(range(0, n, cfg.chunk_size))
+    mine = [starts[i] for i in distributed.shares(len(starts), world)]
+    bar = progress(total=sum(min(s + cfg.chunk_size, n) - s for s in mine), desc=desc, unit="img",
+                   disable=True if not world.is_main else None)
+    for start in mine:
         stop = min(start + cfg.chunk_size, n)
-        path = chunk_dir / f"{start:06d}.pt"
-        part = _load_chunk(path, key, start, stop)
-        if part is None:
-            t0 = time.perf_counter()
-            xb = x[start:stop].to(device)
-            if device.type == "cpu" and xb.ndim == 4:
-                xb = xb.contiguous(memory_format=torch.channels_last)
-            chunk_cfg = AttackConfig(**{**to_dict(cfg), "seed": cfg.seed + start})
-            xa = run_attack(fast, xb, y[start:stop].to(device), chunk_cfg)
-            xa = xa.float().cpu().contiguous()
-            part = {"key": key, "start": start, "stop": stop, "x_adv": xa,
-                    "seconds": time.perf_counter() - t0}
-            checkpoint.save(part, path)
-        parts.append(part)
-        seconds += float(part["seconds"])
+        _chunk(fast, x, y, cfg, key, start, stop, chunk_dir, device)
         bar.update(stop - start)
         bar.set_postfix(done=f"{stop}/{n}")
     bar.close()
+    world.barrier()  # every rank's chunks are on disk
+    if world.is_main:
+        result = _merge(fast, x, y, cfg, key, starts, chunk_dir, device)
+        result.save(out_dir / RESULT_NAME)
+        for p in chunk_dir.glob("*.pt"):
+            p.unlink(missing_ok=True)
+    world.barrier()
+    return result if world.is_main else _read_merged(out_dir, key, n)
+
+
+def _chunk(fast, x, y, cfg: AttackConfig, key: str, start: int, stop: int, chunk_dir: Path, device) -> dict:
+    """Chunk [start, stop) of the attack: read back if finished, else computed and written."""
+    path = chunk_dir / f"{start:06d}.pt"
+    part = _load_chunk(path, key, start, stop)
+    if part is None:
+        t0 = time.perf_counter()
+        xb = x[start:stop].to(device)
+        if device.type == "cpu" and xb.ndim == 4:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+        chunk_cfg = AttackConfig(**{**to_dict(cfg), "seed": cfg.seed + start})
+        xa = run_attack(fast, xb, y[start:stop].to(device), chunk_cfg)
+        xa = xa.float().cpu().contiguous()
+        part = {"key": key, "start": start, "stop": stop, "x_adv": xa,
+                "seconds": time.perf_counter() - t0}
+        checkpoint.save(part, path)
+    return part
+
+
+def _merge(fast, x, y, cfg: AttackConfig, key: str, starts: list[int], chunk_dir: Path, device) -> AttackedSet:
+    """The attacked set from its chunks (a chunk missing or unreadable is computed here)."""
+    n = x.shape[0]
+    parts = [_chunk(fast, x, y, cfg, key, s, min(s + cfg.chunk_size, n), chunk_dir, device) for s in starts]
+    seconds = sum(float(p["seconds"]) for p in parts)
     x_adv = torch.cat([p["x_adv"] for p in parts]) if parts else torch.empty_like(x)
     pred = predict_labels(fast, x_adv.to(device)).cpu()
     q = torch.round(x_adv * 255) / 255
     pred_q = predict_labels(fast, q.to(device)).cpu()
     l2, linf = norms(x_adv, x.float().cpu())
-    result = AttackedSet(x_adv=x_adv, y=y.cpu().clone(), pred=pred, success=pred != y.cpu(),
-                         success_uint8=pred_q != y.cpu(), l2=l2, linf=linf, config=cfg,
-                         seconds=seconds, key=key)
-    result.save(result_path)
-    for p in chunk_dir.glob("*.pt"):
-        p.unlink(missing_ok=True)
-    return result
+    return AttackedSet(x_adv=x_adv, y=y.cpu().clone(), pred=pred, success=pred != y.cpu(),
+                       success_uint8=pred_q != y.cpu(), l2=l2, linf=linf, config=cfg,
+                       seconds=seconds, key=key)
 
 
 def _load_chunk(path: Path, key: str, start: int, stop: int) -> dict | None:
