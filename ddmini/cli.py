@@ -122,15 +122,17 @@ def stage_options(f):
 
 
 def _run_preset(name, dev, dataset: str = "mnist"):
-    from .config import preset
+    from .config import DATASET_CLASSIFIER_ARCH, DATASET_PGD_EPS, preset
 
-    name = name or ("paper" if dev.type == "cuda" else "cpu")
-    from .config import DATASET_PGD_EPS
-
+    name = name or ("cifar10" if dataset == "cifar10" and dev.type == "cuda" else
+                    "paper" if dev.type == "cuda" else "cpu")
     cfg = preset(name)
+    if name == "cifar10" and dataset != "cifar10":
+        raise ValueError(f"--preset cifar10 is made for --dataset cifar10; got --dataset {dataset}")
     cfg.dataset = dataset
     if cfg.attack.attack == "pgd_l2" and dataset in DATASET_PGD_EPS:
         cfg.attack.eps = DATASET_PGD_EPS[dataset]
+    cfg.classifier.arch = DATASET_CLASSIFIER_ARCH.get(dataset, cfg.classifier.arch)
     return cfg, name
 
 
@@ -523,7 +525,8 @@ def _stage_options(f):
 def _run_options(f):
     for opt in reversed([
         click.option("--preset", type=click.Choice(PRESETS), default=None,
-                     help="smoke (seconds), cpu (<= 60 min on 2 cores), paper (GPU). [default: cpu, or paper on a GPU]"),
+                     help="smoke (seconds), cpu (<= 60 min on 2 cores), paper (GPU), paper-short, cifar10 (GPU, unmeasured). "
+                          "[default: cpu, or paper on a GPU (cifar10 for --dataset cifar10)]"),
         click.option("--only-successful/--all-attacked", default=None,
                      help="Leave out training images whose attack failed (the paper's set). [preset]"),
         click.option("--data-limit", type=int, default=None, help="Use the first N training images. [preset]"),

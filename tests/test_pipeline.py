@@ -336,3 +336,21 @@ def test_fashion_mnist_runs_attack_at_its_own_radius():
     assert cfg.attack.eps == 1.0
     cfg, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {})
     assert cfg.attack.eps == 1.6
+
+
+def test_cifar10_preset_and_default_classifier():
+    import pytest
+    import torch
+
+    from ddmini.cli import _build_run_config
+
+    cpu = torch.device("cpu")
+    cfg, name = _build_run_config(0.3, "cifar10", cpu, 0, {"dataset": "cifar10"})
+    assert name == "cifar10" and cfg.classifier.arch == "resnet" and cfg.attack.eps == 0.5
+    assert (cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.channel_mult) == (3, 32, (1, 2, 2))
+    assert cfg.unet.attention and cfg.train.steps == 100000
+    # the MNIST CNN stays MNIST's; CIFAR-10 trains the residual network under every preset
+    assert _build_run_config(0.3, "cpu", cpu, 0, {"dataset": "cifar10"})[0].classifier.arch == "resnet"
+    assert _build_run_config(0.3, "cpu", cpu, 0, {"dataset": "mnist"})[0].classifier.arch == "cnn"
+    with pytest.raises(ValueError, match="--preset cifar10 is made for --dataset cifar10"):
+        _build_run_config(0.3, "cifar10", cpu, 0, {"dataset": "mnist"})
