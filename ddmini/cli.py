@@ -529,6 +529,9 @@ def _run_options(f):
                           "[default: cpu, or paper on a GPU (cifar10 for --dataset cifar10)]"),
         click.option("--only-successful/--all-attacked", default=None,
                      help="Leave out training images whose attack failed (the paper's set). [preset]"),
+        click.option("--zoo/--no-zoo", default=None,
+                     help="Also score the run's images on the classifier zoo (`ddmini zoo`; trained if not cached): "
+                          "a transfer section and transfer.png in the report. [off]"),
         click.option("--data-limit", type=int, default=None, help="Use the first N training images. [preset]"),
         click.option("--test-limit", type=int, default=None, help="Evaluate on the first N test images. [preset]"),
         click.option("--num-samples", type=int, default=None, help="Generated images per guidance scale. [preset]"),
@@ -544,7 +547,7 @@ def _build_run_config(poison, preset_name, dev, seed, kw):
     cfg, name = _run_preset(preset_name, dev, kw.get("dataset") or "mnist")
     cfg.with_seed(seed)
     cfg.poison = poison
-    for key in ("only_successful", "data_limit", "test_limit", "num_samples"):
+    for key in ("only_successful", "data_limit", "test_limit", "num_samples", "zoo"):
         if kw.get(key) is not None:
             setattr(cfg, key, kw[key])
     if kw.get("guidance_scales"):
@@ -654,20 +657,12 @@ def transfer(data_dir, run_dir, device, seed, preset, dataset, samples_paths):
     root = _writable_dir(run_dir)
     pipe = Pipeline(base.with_seed(seed).validate(), root, data_dir, dev, log=lambda m: None)
     target, ckey, _ = pipe.classifier()
-    models = {"target": target}
-    for member, cfg in tr.zoo_configs(base.classifier, base.attack.eps).items():
-        models[member] = pipe.classifier(cfg)[0]
     sources = {}
     for spec in samples_paths:
         label, _, path = spec.rpartition("=")
         s = samples_io.load(path, target.num_classes)
         sources[f"generated: {label or Path(path).stem}"] = (s["images"], s["labels"])
-    adv, _ = pipe.attacked(target, ckey)
-    sources["attacked training images"] = tr.attacked_source(adv)
-    _, _, xt, yt, _ = pipe.data()
-    fresh, _ = pipe.attacked(target, ckey, images=(xt, yt), split="test")
-    sources["fresh PGD-L2 on test images"] = tr.attacked_source(fresh)
-    t = tr.matrix(models, sources)
+    t = tr.zoo_matrix(pipe, target, ckey, sources)
     tr.write(t, root / "transfer", f"Transfer matrix (preset {name}, attack {base.attack.describe()})")
     click.echo(t.markdown())
     click.echo(f"written: {root / 'transfer' / 'transfer.md'}, transfer.json, transfer.png")

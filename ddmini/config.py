@@ -412,6 +412,7 @@ class RunConfig:
     num_samples: int = 1000              # generated images per guidance scale (balanced over classes)
     guidance_scales: tuple[float, ...] = (1.0, 2.0, 3.0)
     dataset: str = "mnist"               # ddmini.data.DATASETS; its images enter every stage's key through the data digest
+    zoo: bool = False                    # also score the run's images on the classifier zoo (report: transfer)
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)

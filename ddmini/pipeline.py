@@ -231,8 +231,16 @@ class Pipeline:
             results[f"{g:g}"] = r
             self._stage(5, "samples", f"guidance {g:g}: {len(labels)} images in {secs:.0f} s, "
                         f"misclassified {100 * r.misclassification.rate:.2f}%")
+        zoo = None
+        if cfg.zoo:  # every rank: the zoo's stages take part in collectives; rank 0 scores
+            from .transfer import zoo_matrix
+
+            gen = {f"generated (w={g})": (ev.samples[g][0], ev.samples[g][1]) for g in results} if main else {}
+            zoo = zoo_matrix(self, clf, ckey, gen)
         if not main:
             return None
+        if zoo is not None:
+            self._stage(6, "evaluation", f"transfer to the zoo: {', '.join(zoo.classifiers[1:])}")
         self._stage(6, "evaluation", "done")
         att = adv.summary()
         out = RunResult(
@@ -258,6 +266,8 @@ class Pipeline:
             timings={**self.stages.timings, "total": time.perf_counter() - t_start},
             cached=self.stages.cached,
             artefacts=self.stages.artefacts,
+            transfer=None if zoo is None else {"sources": zoo.sources, "classifiers": zoo.classifiers,
+                                               "misclassified": zoo.rates, "images": zoo.images},
         )
         report.write(out, where, ev, adv, self.data()[0])
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")

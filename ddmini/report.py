@@ -100,6 +100,15 @@ def markdown(r: RunResult) -> str:
                 "| s | " + " | ".join(f"{s:g}" for s in m["scales"]) + " |",
                 "|---" * (len(m["scales"]) + 1) + "|",
                 "| still misclassified | " + " | ".join(_pct(v) for v in m["still_misclassified"]) + " |"]
+    if r.transfer:
+        from .transfer import Transfer
+
+        t = Transfer(r.transfer["sources"], r.transfer["classifiers"], r.transfer["misclassified"], r.transfer["images"])
+        out += ["", "## Transfer to the classifier zoo", "",
+                "Share of each source's images that each classifier gets wrong (generated images: against their "
+                "conditioning label; attacked images: against their true label). The zoo (`ddmini zoo`): the "
+                "target's architecture with two other seeds, an MLP, a residual CNN and the target adversarially "
+                "trained with PGD-L2. Picture: `transfer.png`.", "", t.markdown()]
     c = r.cost
     out += ["", "## Cost", "",
             f"- attack: {_num(c['attack_seconds_per_adversarial_example'], '.4f')} s per successful adversarial example",
@@ -202,6 +211,8 @@ def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
     samples_png(x, lab, pred, where / "samples.png", num_classes=len(names), class_names=names,
                 title=f"{title}: generated, rows = conditioning class, red = classifier disagrees")
     confusion_png(g.misclassification.confusion, where / "confusion.png", names=names, title=title)
+    if r.transfer:
+        matrix_png(r.transfer["sources"], r.transfer["classifiers"], r.transfer["misclassified"], where / "transfer.png")
     # clean / attacked / generated, one column per class
     cols, frames, shown = [[], [], []], [[], [], []], []
     for k in range(len(r.clean_test.per_class)):

@@ -63,6 +63,7 @@ class RunResult:
     timings: dict
     cached: dict
     artefacts: dict
+    transfer: dict | None = None          # with --zoo: sources, classifiers, misclassified, images
 
     def headline(self) -> tuple[str, GeneratedResult]:
         """The headline guidance scale's name and result (the first sampled if it is not among them)."""

@@ -64,6 +64,25 @@ def attacked_source(adv, limit: int = REFERENCE_IMAGES) -> tuple[torch.Tensor, t
     return adv.x_adv[idx], adv.y[idx]
 
 
+def zoo_matrix(pipe, target, ckey: str, generated: dict) -> Transfer:
+    """The transfer matrix of a run (``pipe``, a :class:`ddmini.pipeline.Pipeline`): the target and every zoo
+    member (cached classifier stages, trained if missing) on each generated source (name -> (images,
+    labels)), the run's successfully attacked training images and fresh attacks on its test images (None on
+    ranks other than 0 under torchrun, which still take part in the stages)."""
+    cfg = pipe.cfg
+    models = {"target": target}
+    for member, mcfg in zoo_configs(cfg.classifier, cfg.attack.eps).items():
+        models[member] = pipe.classifier(mcfg)[0]
+    sources = dict(generated)
+    adv, _ = pipe.attacked(target, ckey)
+    sources["attacked training images"] = attacked_source(adv)
+    _, _, xt, yt, _ = pipe.data()
+    fresh, _ = pipe.attacked(target, ckey, images=(xt, yt), split="test")
+    title = {"pgd_l2": "PGD-L2", "pgd_linf": "PGD-Linf", "fgsm": "FGSM", "cw_l2": "CW-L2"}[cfg.attack.attack]
+    sources[f"fresh {title} on test images"] = attacked_source(fresh)
+    return matrix(models, sources) if pipe.world.is_main else None
+
+
 def write(t: Transfer, where: Path, title: str) -> None:
     from .report import matrix_png, write_json, write_text
 

@@ -147,7 +147,7 @@ def test_every_stage_knob_is_an_option(capsys):
 @pytest.mark.parametrize("command", ["train-classifier", "attack", "train-diffusion", "sample"])
 def test_stage_commands_take_generated_options_and_a_preset(command, capsys):
     code, out, _ = _run([command, "--help"], capsys)
-    assert code == 0 and "--preset [smoke|cpu|paper|paper-short]" in " ".join(out.split())
+    assert code == 0 and "--preset [smoke|cpu|paper|paper-short|cifar10]" in " ".join(out.split())
     flat = " ".join(out.split())
     expect = {"train-classifier": "--width INTEGER Channels of the first conv block",
               "attack": "--attack [pgd_l2|pgd_linf|fgsm|cw_l2]",

@@ -76,3 +76,14 @@ def test_zoo_and_transfer_commands(data_dir, tmp_path, capsys):
     checkpoint.save({"kind": "samples", "images": torch.rand(2, 1, 28, 28)}, checkpoint_free)
     code, _, err = _run(["transfer", *base, "--samples", checkpoint_free], capsys)
     assert code == 1 and "missing labels" in err and len(err.strip().splitlines()) == 1
+    # the run's own report gets the matrix with --zoo (the zoo is cached by now)
+    code, out, err = _run(["run", "--poison", "1", "--zoo", *base], capsys)
+    assert code == 0, err
+    r = json.loads((tmp_path / "p1" / "report.json").read_text())
+    assert r["transfer"]["sources"] == ["generated (w=1)", "generated (w=3)", "attacked training images",
+                                        "fresh PGD-L2 on test images"]
+    assert r["transfer"]["classifiers"] == t["classifiers"]
+    assert r["transfer"]["misclassified"][2:] == t["misclassified"][1:]  # the same attacked rows as `transfer`
+    assert "## Transfer to the classifier zoo" in (tmp_path / "p1" / "report.md").read_text()
+    assert (tmp_path / "p1" / "transfer.png").is_file()
+    assert r["config"]["zoo"] is True
