@@ -423,6 +423,14 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
                                 and v.channel_mult == mcfg.channel_mult), "custom")
     limit = limit if limit is not None else (base.data_limit or None)
     out = checkpoint.check_writable(out if out else _writable_dir(run_dir) / "diffusion.pt", "diffusion checkpoint")
+    if cfg.fit_minutes > 0:  # the steps that fit the budget on this machine (cached in RUN_DIR/cache)
+        from . import fit
+
+        rec = fit.fitted(mcfg, cfg, dev, Path(run_dir) / "cache")
+        cfg = replace(cfg, steps=rec.steps)
+        echo(f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step -> {rec.steps:,} steps")
+        if rec.warning():
+            echo(f"warning: {rec.warning()}", err=True)
     x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit, dataset)
     echo(f"U-Net '{name}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
          f"{x.shape[0]} training images; {dev}" + (f"; {world.size} processes" if world.distributed else ""))
@@ -525,7 +533,8 @@ def _stage_options(f):
 def _run_options(f):
     for opt in reversed([
         click.option("--preset", type=click.Choice(PRESETS), default=None,
-                     help="smoke (seconds), cpu (<= 60 min on 2 cores), paper (GPU), paper-short, cifar10 (GPU, unmeasured). "
+                     help="smoke (seconds), cpu (2 cores), cpu-hour (cpu fitted to 45 min of training here), paper (GPU), "
+                          "paper-short, cifar10 (GPU, unmeasured). "
                           "[default: cpu, or paper on a GPU (cifar10 for --dataset cifar10)]"),
         click.option("--only-successful/--all-attacked", default=None,
                      help="Leave out training images whose attack failed (the paper's set). [preset]"),

@@ -18,7 +18,7 @@ import contextlib
 import hashlib
 import platform
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +41,7 @@ class Stages:
 
     timings: dict = field(default_factory=dict)
     cached: dict = field(default_factory=dict)
+    fit: object = None                              # ddmini.fit.Fit when the steps were fitted
     artefacts: dict = field(default_factory=dict)   # stage -> path of its cached output
 
 
@@ -150,6 +151,26 @@ class Pipeline:
                     f" (mean L2 {s['l2_mean']:.3f})")
         return res, key
 
+    # ---- 3a. the steps that fit a time budget here ----------------------------------------------
+    def fit(self):
+        """With ``train.fit_minutes``: the fit stage (ddmini.fit) sets ``train.steps`` to what fits the
+        budget on this machine (cached, so a repeated run trains the same steps); None otherwise."""
+        t = self.cfg.train
+        if t.fit_minutes <= 0:
+            return None
+        from . import fit
+
+        lock = self.cache / f".fit-{fit.key(self.cfg.unet, t, self.device, self.world.size)}.lock"
+        with _exclusive(lock, self.world):
+            rec = fit.fitted(self.cfg.unet, t, self.device, self.cache)
+        self.cfg.train = replace(t, steps=rec.steps)
+        self._stage(4, "diffusion model", f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step "
+                    f"over {rec.timed_steps} timed steps -> {rec.steps:,} steps ({rec.machine})")
+        if rec.warning():
+            self._stage(4, "diffusion model", "warning: " + rec.warning())
+        self.stages.fit = rec
+        return rec
+
     # ---- 3 + 4. poisoned set and diffusion model ------------------------------------------------
     def diffusion(self, adv: AttackedSet, akey: str):
         x, y, _, _, dkey = self.data()
@@ -158,7 +179,9 @@ class Pipeline:
         self._stage(3, "poisoned set", f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
                     f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})")
         inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
-        key = checkpoint.fingerprint(key_dict(cfg.unet), key_dict(cfg.train), inputs, cfg.poison, cfg.only_successful)
+        # a fitted run's model is keyed by the steps it trains, as if they had been given (fit_minutes left out)
+        tkey = key_dict(replace(cfg.train, fit_minutes=0.0))
+        key = checkpoint.fingerprint(key_dict(cfg.unet), tkey, inputs, cfg.poison, cfg.only_successful)
         path = self.cache / f"diffusion-{key}.pt"
         self.stages.artefacts["diffusion"] = str(path)
         # A second run wanting the same model waits here, then finds it cached instead of training it too.
@@ -212,6 +235,8 @@ class Pipeline:
         main = self.world.is_main
         t_start = time.perf_counter()
         where = self.run_dir / f"p{cfg.poison:g}"
+        self.fit()  # before config.json, which records the steps trained
+        cfg = self.cfg
         if main:
             where.mkdir(parents=True, exist_ok=True)
             report.write_json(to_dict(cfg), where / "config.json")
@@ -254,7 +279,9 @@ class Pipeline:
                     "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES)},
             clean_test=ev.clean_test,
             training_set={"images": len(ps), "attacked": int(ps.attacked.sum()),
-                          "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"])},
+                          "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"]),
+                          **({"fit": asdict(self.stages.fit), "fit_warning": self.stages.fit.warning()}
+                             if self.stages.fit else {})},
             generated=results,
             headline_guidance=cfg.sample.guidance,
             cost={

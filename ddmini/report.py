@@ -71,7 +71,12 @@ def class_names(r: RunResult) -> list[str]:
 
 
 def markdown(r: RunResult) -> str:
-    out = [f"# ddmini run report ({r.config.get('dataset', 'mnist')})", "", *[f"- {line}" for line in summary_lines(r)], "",
+    fit = r.training_set.get("fit")
+    fitted = [f"- training fitted to {fit['minutes']:g} min on this machine ({fit['machine']}): "
+              f"{fit['seconds_per_step']:.3f} s per step over {fit['timed_steps']} timed steps -> {fit['steps']:,} steps"
+              + (f". Warning: {r.training_set['fit_warning']}" if r.training_set.get("fit_warning") else "")] if fit else []
+    out = [f"# ddmini run report ({r.config.get('dataset', 'mnist')})", "", *[f"- {line}" for line in summary_lines(r)],
+           *fitted, "",
            "## Generated images by guidance scale", "",
            "| guidance | misclassified | CAFD soft vs test | CAFD hard vs test | CAFD soft vs attacked "
            "| CAFD hard vs attacked | s / image | s / misleading image |",

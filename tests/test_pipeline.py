@@ -147,7 +147,7 @@ def test_every_stage_knob_is_an_option(capsys):
 @pytest.mark.parametrize("command", ["train-classifier", "attack", "train-diffusion", "sample"])
 def test_stage_commands_take_generated_options_and_a_preset(command, capsys):
     code, out, _ = _run([command, "--help"], capsys)
-    assert code == 0 and "--preset [smoke|cpu|paper|paper-short|cifar10]" in " ".join(out.split())
+    assert code == 0 and "--preset [smoke|cpu|cpu-hour|paper|paper-short|cifar10]" in " ".join(out.split())
     flat = " ".join(out.split())
     expect = {"train-classifier": "--width INTEGER Channels of the first conv block",
               "attack": "--attack [pgd_l2|pgd_linf|fgsm|cw_l2]",
@@ -194,7 +194,8 @@ def test_earlier_cpu_recipe_reproduces_its_cache_key():
 
     cfg, name = _build_run_config(1.0, None, torch.device("cpu"), 0,
                                   {"train__low_t_share": 0.0, "train__lr_schedule": "constant"})
-    earlier = {k: v for k, v in to_dict(DiffusionTrainConfig()).items() if k not in ("lr_schedule", "snr_gamma")}
+    earlier = {k: v for k, v in to_dict(DiffusionTrainConfig()).items()
+               if k not in ("lr_schedule", "snr_gamma", "fit_minutes")}  # key-neutral fields at their defaults
     assert name == "cpu" and key_dict(cfg.train) == earlier
     now = preset("cpu").train
     assert (now.low_t_share, now.lr_schedule) == (0.5, "cosine") and key_dict(now) != earlier

@@ -1,0 +1,121 @@
+"""Fit the diffusion training to a time budget on the machine it runs on (``--train-fit-minutes M``; the
+``cpu-hour`` preset): a stage like the others.
+
+- config: the U-Net and training configs (without ``steps``), the budget, and what sets the speed: the
+  device (CPU model, the flags that matter, threads, native bf16; or the GPU's name) and the world size;
+- compute: train ``WARM`` steps on random images, then ``TIMED`` more, and take the seconds of the
+  latter per step (``ddmini.train`` itself: EMA, clipping and autocast included);
+- artefact: ``RUN_DIR/cache/fit-<key>.json`` with the seconds per step and the steps chosen, so a run that
+  repeats on the same machine trains the same steps and finds its model cached (the steps, not the
+  budget, enter the diffusion model's key: a fitted run and one given those steps share it);
+- summary: the record, in config.json (the fitted steps) and in the report.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import torch
+
+from . import checkpoint
+from .config import QUALITY_FLOOR_STEPS, DiffusionTrainConfig, UNetConfig, key_dict
+
+WARM, TIMED = 5, 25
+
+
+@dataclass
+class Fit:
+    minutes: float
+    seconds_per_step: float
+    timed_steps: int
+    steps: int
+    machine: str
+
+    def warning(self) -> str | None:
+        if self.steps >= QUALITY_FLOOR_STEPS:
+            return None
+        return (f"{self.minutes:g} min at {self.seconds_per_step:.3f} s/step fit {self.steps:,} steps, fewer than the "
+                f"{QUALITY_FLOOR_STEPS:,} at which the cpu preset's recipe met the study's floor (p = 1 >= 70 %, "
+                "p = 0 <= 5 %); expect less deception (docs/experiments.md: 6,500 steps of an earlier recipe "
+                "gave p = 1 58.6 %, p = 0 5.3 %)")
+
+
+def machine(device: torch.device) -> str:
+    """What sets the speed of a training step here, as one line."""
+    if device.type == "cuda":
+        return f"cuda {torch.cuda.get_device_name(device)}"
+    from .runtime import cpu_has_native_bf16
+
+    name = platform.processor() or platform.machine()
+    flags = []
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    have = line.split(":", 1)[1].split()
+                    flags = [w for w in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if w in have]
+                    break
+    except OSError:
+        pass
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    return (f"cpu {name} [{' '.join(flags)}] {torch.get_num_threads()} threads, native bf16 "
+            f"{'yes' if cpu_has_native_bf16() else 'no'}" + (f", ONEDNN_MAX_CPU_ISA={isa}" if isa else ""))
+
+
+def key(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, world_size: int) -> str:
+    base = replace(train_cfg, steps=1, fit_minutes=0.0, time_budget=0.0, checkpoint_every=1)
+    return checkpoint.fingerprint(key_dict(unet), key_dict(base), train_cfg.fit_minutes, machine(device), world_size)
+
+
+def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, path: Path) -> float:
+    """Seconds per training step of ``train_cfg`` on ``device``, timed over TIMED steps after WARM (a
+    throwaway checkpoint at ``path``, removed after)."""
+    from . import distributed, train
+
+    g = torch.Generator().manual_seed(0)
+    n = max(train_cfg.batch_size, 256)
+    x = torch.rand((n, unet.in_channels, unet.image_size, unet.image_size), generator=g)
+    y = torch.randint(0, unet.num_classes, (n,), generator=g)
+    world = distributed.current()
+    cfg = replace(train_cfg, fit_minutes=0.0, time_budget=0.0, checkpoint_every=10**8)
+    try:
+        first = train.train(unet, replace(cfg, steps=WARM), x, y, path, device=device, resume=False,
+                            desc="fit: timing")
+        later = train.train(unet, replace(cfg, steps=WARM + TIMED), x, y, path, device=device, resume=True,
+                            desc="fit: timing")
+    finally:
+        world.barrier()
+        if world.is_main:
+            path.unlink(missing_ok=True)
+            Path(str(path) + ".sha256").unlink(missing_ok=True)
+    return (later.seconds - first.seconds) / TIMED
+
+
+def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, cache: Path) -> Fit:
+    """The fit for ``train_cfg.fit_minutes`` on this machine: cached in ``cache/fit-<key>.json``, else
+    measured (by every rank under torchrun; rank 0 writes it). Call it under the run directory's lock."""
+    from . import distributed
+
+    world = distributed.current()
+    path = Path(cache) / f"fit-{key(unet, train_cfg, device, world.size)}.json"
+    rec = None
+    if world.is_main and path.exists():
+        try:
+            rec = Fit(**json.loads(path.read_text()))
+        except (ValueError, TypeError):
+            rec = None  # unreadable: measure again
+    rec = world.broadcast_object(rec)
+    if rec is None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sec = world.broadcast_object(measure(unet, train_cfg, device, path.with_suffix(".timing.pt")))
+        steps = max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / sec))
+        rec = Fit(train_cfg.fit_minutes, sec, TIMED, steps, machine(device))
+        if world.is_main:
+            with checkpoint.atomic_open(path, "w") as f:
+                f.write(json.dumps(asdict(rec), indent=1))
+    return rec
