@@ -207,8 +207,9 @@ def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch
             xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
             if cfg.adv_eps > 0:  # Madry: train on the PGD-L2 attack of the current model (random start)
                 from .attacks import pgd_l2
+                from .attacks.stage import fast_copy
 
-                xb = pgd_l2(model, xb, yb, cfg.adv_eps, 2.5 * cfg.adv_eps / cfg.adv_steps, cfg.adv_steps,
+                xb = pgd_l2(fast_copy(model, device), xb, yb, cfg.adv_eps, 2.5 * cfg.adv_eps / cfg.adv_steps, cfg.adv_steps,
                             random_start=True, seed=int(torch.randint(0, 2**62, (1,), generator=gen)),
                             batch_size=xb.shape[0])
             loss = F.cross_entropy(model(xb), yb)
