@@ -163,6 +163,14 @@ def test_attack_and_sampling_under_two_ranks_equal_one_process(data_dir, tmp_pat
         assert torch.equal(a1[k], a2[k]), k
     assert a1["key"] == a2["key"]
     assert not list((tmp_path / "a2" / "chunks").glob("*.pt"))  # merged and cleaned up
+    # resumable at any world size: a chunk one process finished is taken, not recomputed, by two ranks
+    (tmp_path / "a3" / "chunks").mkdir(parents=True)
+    checkpoint.save({"key": a1["key"], "start": 32, "stop": 64, "x_adv": a1["x_adv"][32:64], "seconds": 1000.0},
+                    tmp_path / "a3" / "chunks" / "000032.pt")
+    res = spawn([a_args + ["--run-dir", tmp_path / "two", "--out", tmp_path / "a3"]] * 2)
+    assert all(rc == 0 for rc, _, _ in res), res
+    a3 = checkpoint.load(tmp_path / "a3" / "attacked.pt")
+    assert torch.equal(a3["x_adv"], a1["x_adv"]) and a3["seconds"] >= 1000.0
 
     s_args = ["sample", "--checkpoint", ckpt, "-n", 50, "--batch-size", 8, "--steps", 5, "--device", "cpu"]
     single(s_args + ["--out", tmp_path / "s1.pt"])
