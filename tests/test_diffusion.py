@@ -99,7 +99,7 @@ def test_new_knob_at_its_default_keeps_cache_keys():
     from ddmini.config import key_dict, to_dict
 
     cfg = DiffusionTrainConfig()
-    knobs = ("lr_schedule", "snr_gamma")  # added after runs were cached
+    knobs = ("lr_schedule", "snr_gamma", "fit_minutes")  # added after runs were cached
     old = {k: v for k, v in to_dict(cfg).items() if k not in knobs}   # a config from before the knobs
     assert key_dict(cfg) == old
     assert key_dict(replace(cfg, lr_schedule="cosine"))["lr_schedule"] == "cosine"
