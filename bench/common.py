@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import statistics
 import time
 
@@ -27,15 +26,9 @@ def timeit(fn, *, warmup: int = 3, min_time: float = 0.3, max_reps: int = 2000, 
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
+    from ddmini.runtime import cpu_info
+
+    cpu = cpu_info()[0]
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
     return (f"{cpu}, {os.cpu_count()} cores, CPU flags: {cpu_flags()}, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}), "
@@ -44,13 +37,12 @@ def machine() -> str:
 
 def cpu_flags() -> str:
     """The flags that decide the speed of ddmini's kernels and torch's on this CPU."""
-    want = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
-    try:
-        with open("/proc/cpuinfo") as f:
-            have = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
+    from ddmini.runtime import SPEED_FLAGS, cpu_info
+
+    have = cpu_info()[1]
+    if have is None:
         return "unknown"
-    return " ".join(w for w in want if w in have) or "none of avx2/avx512"
+    return " ".join(w for w in SPEED_FLAGS if w in have) or "none of avx2/avx512"
 
 
 def _ddmini_isa() -> str:

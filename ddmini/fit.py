@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -47,21 +46,10 @@ def machine(device: torch.device) -> str:
     """What sets the speed of a training step here, as one line."""
     if device.type == "cuda":
         return f"cuda {torch.cuda.get_device_name(device)}"
-    from .runtime import cpu_has_native_bf16
+    from .runtime import SPEED_FLAGS, cpu_has_native_bf16, cpu_info
 
-    name = platform.processor() or platform.machine()
-    flags = []
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    have = line.split(":", 1)[1].split()
-                    flags = [w for w in ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16") if w in have]
-                    break
-    except OSError:
-        pass
+    name, have = cpu_info()
+    flags = [w for w in SPEED_FLAGS if w in (have or ())]
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
     return (f"cpu {name} [{' '.join(flags)}] {torch.get_num_threads()} threads, native bf16 "
             f"{'yes' if cpu_has_native_bf16() else 'no'}" + (f", ONEDNN_MAX_CPU_ISA={isa}" if isa else ""))

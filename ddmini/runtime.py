@@ -1,7 +1,9 @@
 """Process-level helpers: device choice, seeding, thread count and progress bars."""
 from __future__ import annotations
 
+import functools
 import os
+import platform
 import random
 import sys
 
@@ -27,6 +29,27 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     raise ValueError(f"device must be one of auto, cpu, cuda; got {device!r}")
 
 
+#: The CPU flags that decide the speed of ddmini's kernels and torch's (reported beside every timing).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_info() -> tuple[str, frozenset | None]:
+    """(model name, flags) of this CPU from /proc/cpuinfo; platform's name and None where it cannot be read."""
+    name, flags = platform.processor() or platform.machine(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = frozenset(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    return name, flags
+
+
 def cpu_has_native_bf16() -> bool:
     """Whether this CPU computes bfloat16 natively (x86 AVX512-BF16 or AMX-BF16), where oneDNN runs
     bf16 convolutions fast; elsewhere bf16 on a CPU is emulated and slower than float32. oneDNN held
@@ -35,15 +58,8 @@ def cpu_has_native_bf16() -> bool:
     isa = (os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA") or "ALL").upper()
     if isa not in ("ALL", "DEFAULT") and not any(w in isa for w in ("BF16", "FP16", "AMX")):
         return False
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = line.split(":", 1)[1].split()
-                    return "avx512_bf16" in flags or "amx_bf16" in flags
-    except OSError:
-        pass
-    return False
+    flags = cpu_info()[1] or ()
+    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def seed_everything(seed: int) -> torch.Generator:
