@@ -704,10 +704,7 @@ def purify(data_dir, run_dir, device, seed, preset, dataset, ckpt, t_stars, step
     if not 1 <= limit <= 10**6:
         raise ValueError(f"--limit must be in [1, 1000000]; got {limit}")
     ts = [int(t) for t in _int_list(t_stars, "--t-star")]
-    model, tcfg, state = train.load_ema(ckpt, dev)
-    trained_on = state.get("extra", {}).get("dataset", "mnist")
-    if trained_on != dataset:
-        raise ValueError(f"{ckpt}: a diffusion model of {trained_on}, not {dataset}")
+    model, tcfg, _ = train.load_ema(ckpt, dev, dataset)
     diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
     for t in ts:
         if not 1 <= t < diff.T:
@@ -760,10 +757,7 @@ def harden(data_dir, run_dir, device, seed, preset, dataset, ckpt, arms, **kw):
         hcfg.eval_eps = tuple(_float_list(kw["cfg__eval_eps"], "--eval-eps"))
     hcfg.validate()
     arm_names = hd.parse_arms(arms)
-    model, tcfg, state = train.load_ema(ckpt, dev)
-    trained_on = state.get("extra", {}).get("dataset", "mnist")
-    if trained_on != dataset:
-        raise ValueError(f"{ckpt}: a diffusion model of {trained_on}, not {dataset}")
+    model, tcfg, _ = train.load_ema(ckpt, dev, dataset)
     root = _writable_dir(run_dir)
     pipe = Pipeline(base.with_seed(seed).validate(), root, data_dir, dev, log=lambda m: None)
     target, ckey, _ = pipe.classifier()

@@ -72,9 +72,14 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint.load_kind(path, "diffusion", "diffusion checkpoint", CHECKPOINT_KEYS)
 
 
-def load_ema(path: str | Path, device="cpu") -> tuple[UNet, DiffusionTrainConfig, dict]:
-    """The EMA model (eval mode) and the training config of a diffusion checkpoint."""
+def load_ema(path: str | Path, device="cpu",
+             dataset: str | None = None) -> tuple[UNet, DiffusionTrainConfig, dict]:
+    """The EMA model (eval mode) and the training config of a diffusion checkpoint; one made on another
+    dataset than ``dataset`` (when given) is one ValueError line, as ``classifier.load`` says for classifiers."""
     ckpt = load_checkpoint(path)
+    trained_on = ckpt.get("extra", {}).get("dataset", "mnist")  # checkpoints from before datasets were named: MNIST
+    if dataset is not None and trained_on != dataset:
+        raise ValueError(f"{path}: a diffusion model of {trained_on}, not {dataset}")
     mcfg = from_dict(UNetConfig, ckpt["unet"]).validate()
     model = checkpoint.load_weights(UNet(mcfg), ckpt["ema"], path)
     bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
