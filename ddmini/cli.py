@@ -153,7 +153,9 @@ def cli(ctx):
     images, and sample new images the classifier gets wrong. Under torchrun, run, sweep,
     train-diffusion, attack and sample share their work out over the processes.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and ctx.invoked_subcommand not in DISTRIBUTED:  # torchrun
+    from .distributed import launched
+
+    if launched() and ctx.invoked_subcommand not in DISTRIBUTED:
         raise click.UsageError(f"`ddmini {ctx.invoked_subcommand}` runs in one process; start it without "
                                f"torchrun (these run under it: {', '.join(DISTRIBUTED)})")
 
