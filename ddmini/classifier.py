@@ -185,26 +185,39 @@ class TrainResult:
 
 
 def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor | None = None,
-          y_test: torch.Tensor | None = None, device: torch.device | str = "cpu") -> TrainResult:
-    """Train a classifier on (x, y) with AdamW and a one-cycle learning rate; reproducible by cfg.seed."""
+          y_test: torch.Tensor | None = None, device: torch.device | str = "cpu",
+          epoch_extra: tuple | None = None) -> TrainResult:
+    """Train a classifier on (x, y) with AdamW and a one-cycle learning rate; reproducible by cfg.seed.
+    ``epoch_extra`` = (images, labels), ``cfg.epochs`` equal parts of them: epoch e trains on (x, y) plus
+    part e only (e.g. fresh deceptive samples every epoch)."""
     cfg.validate()
     if x.ndim != 4 or x.shape[0] != y.shape[0]:
         raise ValueError(f"x must be (N, C, H, W) with N == len(y); got {tuple(x.shape)} and {tuple(y.shape)}")
+    parts = None
+    if epoch_extra is not None:
+        ex, ey = epoch_extra
+        if ex.shape[0] != ey.shape[0] or ex.shape[0] % cfg.epochs or ex.shape[1:] != x.shape[1:]:
+            raise ValueError(f"epoch_extra must be {cfg.epochs} equal parts of images shaped like x; "
+                             f"got {tuple(ex.shape)} and {tuple(ey.shape)}")
+        k = ex.shape[0] // cfg.epochs
+        parts = [(ex[e * k:(e + 1) * k].to(x.dtype), ey[e * k:(e + 1) * k]) for e in range(cfg.epochs)]
     device = torch.device(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
     model = build(cfg, tuple(x.shape[1:])).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(x.shape[0] / cfg.batch_size)
+    n_epoch = x.shape[0] + (parts[0][0].shape[0] if parts else 0)
+    steps_per_epoch = math.ceil(n_epoch / cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
     start = time.perf_counter()
     bar = progress(total=cfg.epochs * steps_per_epoch, desc="train classifier", unit="step")
     model.train()
     for epoch in range(cfg.epochs):
-        perm = torch.randperm(x.shape[0], generator=gen)
+        xe, ye = (torch.cat([x, parts[epoch][0]]), torch.cat([y, parts[epoch][1]])) if parts else (x, y)
+        perm = torch.randperm(n_epoch, generator=gen)
         for i in range(steps_per_epoch):
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            xb, yb = x[idx].to(device, non_blocking=True), y[idx].to(device, non_blocking=True)
+            xb, yb = xe[idx].to(device, non_blocking=True), ye[idx].to(device, non_blocking=True)
             if cfg.adv_eps > 0:  # Madry: train on the PGD-L2 attack of the current model (random start)
                 from .attacks import pgd_l2
                 from .attacks.stage import fast_copy

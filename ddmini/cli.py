@@ -736,13 +736,16 @@ def purify(data_dir, run_dir, device, seed, preset, dataset, ckpt, t_stars, step
               help="The deceptive (p = 1) diffusion model whose samples join the training set.")
 @click.option("--arms", default=",".join(HARDEN_ARMS), show_default=True,
               help="Comma-separated arms: clean (the target), pgd (PGD-L2 adversarial training at the attack's eps), "
-                   "deceptive (clean images plus the deceptive pool), pgd+deceptive.")
+                   "deceptive (clean images plus the deceptive pool), pgd+deceptive, deceptive-fresh (a fresh "
+                   "pool every epoch).")
 @config_options(HardenConfig, exclude=("seed",))
 def harden(data_dir, run_dir, device, seed, preset, dataset, ckpt, arms, **kw):
     """Adversarial training with deceptive samples: train each arm (cached classifier stages) and score it on
     clean accuracy, robust accuracy under PGD-L2 (multi-restart), held-out deceptive samples and PGD attacks
     transferred from the undefended target. Writes RUN_DIR/harden/harden.md and harden.json."""
     from dataclasses import replace
+
+    import torch
 
     from . import checkpoint, train
     from . import harden as hd
@@ -775,16 +778,24 @@ def harden(data_dir, run_dir, device, seed, preset, dataset, ckpt, arms, **kw):
     transfer = attacked_source(fresh)
     if transfer[0].shape[0] == 0:
         raise ValueError("the PGD-L2 attack on the test images succeeded on none: no transfer row to score")
+    epochs = base.classifier.epochs
+    more = (pipe.samples(model, tcfg, dkey, 1.0, num=(epochs - 1) * hcfg.pool, seed=seed + 3)
+            if epochs > 1 and any(hd.ARMS[a][2] for a in arm_names) else None)
     rows = []
     for arm in arm_names:
         cfg = hd.arm_config(base.classifier, arm, base.attack.eps)
-        with_pool = hd.ARMS[arm][1]
-        extra = (pool[0], pool[1], f"deceptive-pool-{dkey}-{hcfg.pool}-{seed + 1}") if with_pool else None
-        clf, _, m = pipe.classifier(cfg, extra=extra)
-        n_train = x.shape[0] + (pool[0].shape[0] if with_pool else 0)
+        _, with_pool, fresh_pools = hd.ARMS[arm]
+        extra, pool_seconds = None, 0.0
+        if with_pool:
+            extra, pool_seconds = (pool[0], pool[1], f"deceptive-pool-{dkey}-{hcfg.pool}-{seed + 1}"), pool[2]
+        if fresh_pools and more is not None:  # the pool for the first epoch, fresh samples for the others
+            extra = (torch.cat([pool[0], more[0]]), torch.cat([pool[1], more[1]]),
+                     f"{extra[2]}-fresh-{(epochs - 1) * hcfg.pool}-{seed + 3}")
+            pool_seconds += more[2]
+        clf, _, m = pipe.classifier(cfg, extra=extra, per_epoch=fresh_pools)
+        n_train = x.shape[0] + (hcfg.pool if with_pool else 0)
         rows.append(hd.evaluate_arm(arm, clf, m, hcfg, (xt, yt), heldout[:2], transfer,
-                                    pool_seconds=pool[2] if with_pool else 0.0,
-                                    examples_seen=cfg.epochs * n_train, device=dev))
+                                    pool_seconds=pool_seconds, examples_seen=cfg.epochs * n_train, device=dev))
         click.echo(f"arm {arm}: clean {100 * rows[-1].clean_accuracy:.2f}%, robust "
                    + ", ".join(f"eps {e} {100 * v:.1f}%" for e, v in rows[-1].robust_accuracy.items()))
     table = hd.HardenTable(rows, to_dict(hcfg), base.attack.eps)

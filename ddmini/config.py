@@ -488,7 +488,7 @@ class HardenConfig:
 
 
 # The arms of ``ddmini harden`` (ddmini.harden.ARMS says what each trains on).
-HARDEN_ARMS = ("clean", "pgd", "deceptive", "pgd+deceptive")
+HARDEN_ARMS = ("clean", "pgd", "deceptive", "pgd+deceptive", "deceptive-fresh")
 # ``ddmini harden --preset smoke`` (seconds, for the tests); every other preset uses HardenConfig().
 HARDEN_SMOKE = HardenConfig(pool=40, heldout=20, eval_limit=30, eval_eps=(1.6,), eval_steps=3, eval_restarts=2)
 

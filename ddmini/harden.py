@@ -6,11 +6,13 @@ Four arms, each the target's architecture trained as the run's classifier stage 
 - ``pgd``: PGD-L2 adversarial training at the attack's eps (Madry et al., arXiv 1706.06083);
 - ``deceptive``: the clean training images plus a pool of deceptive samples from the p = 1 model, each
   labelled with its conditioning label (the label it was generated to look like);
-- ``pgd+deceptive``: both.
+- ``pgd+deceptive``: both;
+- ``deceptive-fresh``: as ``deceptive``, but every epoch adds a fresh pool of the same size (the first
+  epoch the pool itself, the others new samples of another seed): more distinct samples for a sampling
+  pass per epoch.
 
-The pool is sampled once (a cached samples stage) and joins the training set for every epoch; a fresh
-pool per epoch costs a sampling pass per epoch (at ~15 images/s on 2 CPU cores, far more than the
-training itself) and is not offered. Every arm is scored on: clean test accuracy; robust accuracy under
+The pool is sampled once (a cached samples stage) and joins the training set for every epoch; the fresh
+arm's extra pools are one more cached samples stage, cut into one part per epoch. Every arm is scored on: clean test accuracy; robust accuracy under
 PGD-L2 at each ``eval_eps`` (``eval_steps`` steps, worst case over ``eval_restarts`` random restarts, the
 first ``eval_limit`` test images); the misclassified share of held-out deceptive samples (another
 sampling seed); the misclassified share of PGD-L2 attacks made against the undefended target (transfer);
@@ -30,8 +32,9 @@ from .attacks import pgd_l2, robust_accuracy
 from .attacks.stage import fast_copy
 from .config import HARDEN_ARMS, ClassifierConfig, HardenConfig
 
-#: Arm name -> (PGD-L2 adversarial training, deceptive pool in the training set).
-ARMS = dict(zip(HARDEN_ARMS, [(False, False), (True, False), (False, True), (True, True)]))
+#: Arm name -> (PGD-L2 adversarial training, deceptive pool in the training set, a fresh pool every epoch).
+ARMS = dict(zip(HARDEN_ARMS, [(False, False, False), (True, False, False), (False, True, False), (True, True, False),
+                              (False, True, True)]))
 
 #: Published anchor (not run here): an L2-PGD-trained small MNIST CNN in locuslab/robust_union (Maini et
 #: al. 2020), first 1,000 test images, 10 restarts.

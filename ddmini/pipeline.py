@@ -89,15 +89,17 @@ class Pipeline:
         return self._data
 
     # ---- 1. classifier ----------------------------------------------------------------------
-    def classifier(self, cfg=None, extra=None):
+    def classifier(self, cfg=None, extra=None, per_epoch: bool = False):
         """The classifier stage: the run's target (or the classifier ``cfg`` describes, e.g. a zoo
         member), trained on the run's data and cached by its config and the data's digest. ``extra``
         = (images, labels, key) joins the training images (e.g. a pool of deceptive samples), its key
-        the stage's key."""
+        the stage's key; with ``per_epoch`` it is cut into ``cfg.epochs`` equal parts, one per epoch."""
         cfg = cfg or self.cfg.classifier
         x, y, xt, yt, dkey = self.data()
-        key = checkpoint.fingerprint(key_dict(cfg), dkey, *((extra[2],) if extra else ()))
-        if extra:
+        key = checkpoint.fingerprint(key_dict(cfg), dkey, *((extra[2],) if extra else ()),
+                                     *(("per-epoch",) if per_epoch else ()))
+        epoch_extra = (extra[0], extra[1]) if extra and per_epoch else None
+        if extra and not per_epoch:
             x, y = torch.cat([x, extra[0].to(x.dtype)]), torch.cat([y, extra[1]])
         path = self.cache / f"classifier-{key}.pt"
         if cfg is self.cfg.classifier:
@@ -111,7 +113,7 @@ class Pipeline:
                 self._stage(1, "classifier", f"cached ({path.name}, test accuracy {100 * m['test_accuracy']:.2f}%)")
             else:
                 t0 = time.perf_counter()
-                res = classifier.train(cfg, x, y, xt, yt, device=self.device)
+                res = classifier.train(cfg, x, y, xt, yt, device=self.device, epoch_extra=epoch_extra)
                 classifier.save(res.model, cfg, path, self.cfg.dataset, tuple(x.shape[1:]),
                                 test_accuracy=res.test_accuracy, train_seconds=res.train_seconds)
                 model, m = res.model.eval(), {"test_accuracy": res.test_accuracy, "train_seconds": res.train_seconds}

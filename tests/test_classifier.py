@@ -30,6 +30,23 @@ def test_tiny_training_learns_and_roundtrips(mnist_small, tmp_path):
     torch.testing.assert_close(m(xt[:50]), r1.model.eval()(xt[:50]))
 
 
+def test_epoch_extra_adds_one_part_per_epoch(mnist_small):
+    x, y, xt, yt = mnist_small
+    x, y = x[:300], y[:300]
+    cfg = ClassifierConfig(width=4, feature_dim=8, epochs=2, batch_size=64, seed=1)
+    px, py = xt[:40], yt[:40]
+    pooled = classifier.train(cfg, torch.cat([x, px]), torch.cat([y, py])).model
+    # the same part every epoch is the pool joined once: the same steps on the same images
+    same = classifier.train(cfg, x, y, epoch_extra=(torch.cat([px, px]), torch.cat([py, py]))).model
+    for a, b in zip(pooled.state_dict().values(), same.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # another part in the second epoch trains another model
+    fresh = classifier.train(cfg, x, y, epoch_extra=(torch.cat([px, xt[40:80]]), torch.cat([py, yt[40:80]]))).model
+    assert any(not torch.equal(a, b) for a, b in zip(pooled.state_dict().values(), fresh.state_dict().values()))
+    with pytest.raises(ValueError, match="2 equal parts"):
+        classifier.train(cfg, x, y, epoch_extra=(xt[:41], yt[:41]))
+
+
 def test_load_rejects_corrupt_checkpoint(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")

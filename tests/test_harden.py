@@ -56,7 +56,7 @@ def harden_run(smoke_run, data_dir, tmp_path_factory):
 def test_harden_smoke_trains_and_scores_every_arm(harden_run, smoke_run):
     out = json.loads((harden_run / "harden" / "harden.json").read_text())
     arms = {a["arm"]: a for a in out["arms"]}
-    assert list(arms) == ["clean", "pgd", "deceptive", "pgd+deceptive"]
+    assert list(arms) == ["clean", "pgd", "deceptive", "pgd+deceptive", "deceptive-fresh"]
     target_acc = smoke_run["report"].classifier["test_accuracy"]
     assert arms["clean"]["clean_accuracy"] == pytest.approx(target_acc)  # the clean arm is the run's target
     for a in arms.values():
@@ -65,8 +65,11 @@ def test_harden_smoke_trains_and_scores_every_arm(harden_run, smoke_run):
         assert a["heldout_images"] == 20 and a["robust_images"] == 30 and a["transfer_images"] > 0
         assert a["seconds_per_example"] > 0
     assert arms["deceptive"]["pool_seconds"] > 0 and arms["clean"]["pool_seconds"] == 0
-    # PGD training and the pool each make another classifier; two runs find all four cached
-    assert len(list((harden_run / "cache").glob("classifier-*.pt"))) == 4
+    # the fresh arm samples a pool per epoch (smoke: 2 epochs) and sees as many examples per epoch
+    assert arms["deceptive-fresh"]["pool_seconds"] > arms["deceptive"]["pool_seconds"]
+    assert arms["deceptive-fresh"]["examples_seen"] == arms["deceptive"]["examples_seen"]
+    # PGD training and the pools each make another classifier; two runs find all five cached
+    assert len(list((harden_run / "cache").glob("classifier-*.pt"))) == 5
     assert arms["clean"]["transfer_misclassified"] == 1.0  # the transferred attacks are the ones that fooled it
     md = (harden_run / "harden" / "harden.md").read_text()
     assert "anchor" in md and "±" in md and "worst case over 2 restarts" in md
