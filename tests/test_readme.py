@@ -60,7 +60,7 @@ COMMANDS = {
     "ddmini purify --checkpoint D0.pt [--t-star 50,100,200,300] [--samples NAME=S.pt]...":
         "purify --preset smoke --checkpoint {ckpt} --t-star 5,20 --steps 4 --limit 30 --samples generated={samples} "
         "--data-dir {data} --run-dir {run}",
-    "ddmini harden --checkpoint D1.pt [--arms clean,pgd,deceptive,pgd+deceptive] [--pool N --eval-eps 1.6,2.0 "
+    "ddmini harden --checkpoint D1.pt [--arms clean,pgd,deceptive,pgd+deceptive,deceptive-fresh] [--pool N --eval-eps 1.6,2.0 "
     "--eval-steps --eval-restarts]":
         "harden --preset smoke --checkpoint {ckpt} --arms clean,deceptive --data-dir {data} --run-dir {run}",
     "ddmini evaluate --samples S.pt --classifier C.pt [--attacked A.pt]":
