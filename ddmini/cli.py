@@ -594,7 +594,7 @@ def run(poison, data_dir, run_dir, device, seed, preset, **kw):
     r = Pipeline(cfg, root, data_dir, dev, log=click.echo).run()
     if r is not None:  # rank 0
         echo("\n" + "\n".join(summary_lines(r)))
-        echo(f"report: {root / f'p{cfg.poison:g}' / 'report.md'}")
+        echo(f"report: {root / cfg.folder() / 'report.md'}")
 
 
 @cli.command("sweep", context_settings=CONTEXT)
@@ -621,13 +621,13 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
     if not world.is_main:
         return  # rank 0 fits and writes the sweep
     g = rows[0].headline()[0]
-    out = write_sweep(rows, root / "sweep", g)
+    out = write_sweep(rows, root / cfg.folder("sweep"), g)
     fm = out["fits"]["misclassification"]
     click.echo("\n| p | misclassified | CAFD |\n|---|---|---|")
     for p, m, c in zip(out["poison"], out["misclassification"], out["cafd_clean_test_soft"]):
         click.echo(f"| {p:g} | {100 * m:.2f}% | {c:.2f} |")
     click.echo(f"misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f} (R^2 = {fm['r2']:.4f}); "
-               f"see {root / 'sweep' / 'sweep.md'}")
+               f"see {root / cfg.folder('sweep') / 'sweep.md'}")
 
 
 @cli.command("zoo", context_settings=CONTEXT)

@@ -449,6 +449,16 @@ class RunConfig:
                              f"of the guidance scales sampled ({', '.join(f'{g:g}' for g in self.guidance_scales)})")
         return self
 
+    def folder(self, what: str | None = None) -> str:
+        """The run's report folder in RUN_DIR: ``p0.3`` for an MNIST run with PGD-L2 (the study's own);
+        another dataset or attack is named in it (``fashion-mnist-p1``, ``p1-fgsm``), so that runs sharing
+        one run dir and its cache never overwrite each other's reports. ``what`` replaces ``p<p>``
+        (e.g. ``sweep``)."""
+        name = what or f"p{self.poison:g}"
+        if self.dataset != "mnist":
+            name = f"{self.dataset}-{name}"
+        return name if self.attack.attack == "pgd_l2" else f"{name}-{self.attack.attack}"
+
     def with_seed(self, seed: int) -> "RunConfig":
         for name in ("classifier", "attack", "train", "sample"):
             getattr(self, name).seed = seed

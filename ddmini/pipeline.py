@@ -236,7 +236,7 @@ class Pipeline:
         cfg = self.cfg
         main = self.world.is_main
         t_start = time.perf_counter()
-        where = self.run_dir / f"p{cfg.poison:g}"
+        where = self.run_dir / cfg.folder()
         self.fit()  # before config.json, which records the steps trained
         cfg = self.cfg
         if main:

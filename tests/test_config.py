@@ -103,3 +103,17 @@ def test_cache_keys_of_existing_runs_are_stable(name):
 
     p = preset(name).validate()
     assert {s: fingerprint(key_dict(getattr(p, s))) for s in p.SECTIONS} == EXISTING_KEYS[name]
+
+
+def test_report_folders_name_the_dataset_and_attack_but_keep_mnist_pgd_l2s():
+    from dataclasses import replace
+
+    def folder(p=0.3, dataset="mnist", attack="pgd_l2", what=None):
+        cfg = RunConfig(poison=p, dataset=dataset)
+        return replace(cfg, attack=replace(cfg.attack, attack=attack)).folder(what)
+
+    assert folder() == "p0.3" and folder(1) == "p1" and folder(what="sweep") == "sweep"  # as before: existing runs
+    assert folder(1, attack="fgsm") == "p1-fgsm" and folder(dataset="fashion-mnist") == "fashion-mnist-p0.3"
+    assert folder(dataset="cifar10", attack="cw_l2", what="sweep") == "cifar10-sweep-cw_l2"
+    names = {folder(1, d, a) for d in ("mnist", "fashion-mnist", "cifar10") for a in ("pgd_l2", "fgsm", "cw_l2")}
+    assert len(names) == 9  # runs sharing a run dir never write into one folder

@@ -263,7 +263,9 @@ def test_every_attack_is_a_path_through_the_run(attack, data_dir, tmp_path, caps
     code, out, err = _run(["run", "--preset", "smoke", "--poison", "1", "--attack", attack, "--data-dir", str(data_dir),
                            "--run-dir", str(tmp_path), "--device", "cpu"], capsys)
     assert code == 0, err
-    r = json.loads((tmp_path / "p1" / "report.json").read_text())
+    folder = "p1" if attack == "pgd_l2" else f"p1-{attack}"  # runs of other attacks keep their own reports
+    assert f"report: {tmp_path / folder / 'report.md'}" in out
+    r = json.loads((tmp_path / folder / "report.json").read_text())
     a = r["config"]["attack"]
     assert a["attack"] == attack and all(a[k] == v for k, v in ATTACK_DEFAULTS[attack].items())
     assert r["attack"]["successful"] > 0 and r["training_set"]["attacked"] == r["training_set"]["images"]
@@ -299,9 +301,9 @@ def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatc
     assert code == 1 and "these are mnist files, not fashion-mnist" in err
     code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(FASHION)], capsys)
     assert code == 0, err
-    r = json.loads((tmp_path / "p0.3" / "report.json").read_text())
+    r = json.loads((tmp_path / "fashion-mnist-p0.3" / "report.json").read_text())
     assert r["config"]["dataset"] == "fashion-mnist"
-    assert "| Ankle boot |" in (tmp_path / "p0.3" / "report.md").read_text()
+    assert "| Ankle boot |" in (tmp_path / "fashion-mnist-p0.3" / "report.md").read_text()
     # a classifier is used only on its own dataset
     (clf,) = (tmp_path / "cache").glob("classifier-*.pt")
     code, _, err = _run(["attack", "--preset", "smoke", "--classifier", str(clf), "--data-dir", str(data_dir),
@@ -316,9 +318,9 @@ def test_cifar10_smoke_run_on_a_synthetic_folder(tmp_path, capsys):
     code, out, err = _run(["run", "--preset", "smoke", "--dataset", "cifar10", "--poison", "0.5", "--data-dir",
                            str(tmp_path / "cifar"), "--run-dir", str(tmp_path / "runs"), "--device", "cpu"], capsys)
     assert code == 0, err
-    r = json.loads((tmp_path / "runs" / "p0.5" / "report.json").read_text())
+    r = json.loads((tmp_path / "runs" / "cifar10-p0.5" / "report.json").read_text())
     assert r["config"]["unet"]["in_channels"] == 3 and r["config"]["unet"]["image_size"] == 32
-    assert r["training_set"]["images"] == 600 and "| airplane |" in (tmp_path / "runs" / "p0.5" / "report.md").read_text()
+    assert r["training_set"]["images"] == 600 and "| airplane |" in (tmp_path / "runs" / "cifar10-p0.5" / "report.md").read_text()
     from ddmini import train
 
     (ckpt,) = (tmp_path / "runs" / "cache").glob("diffusion-*.pt")
