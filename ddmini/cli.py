@@ -630,6 +630,36 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
                f"see {root / cfg.folder('sweep') / 'sweep.md'}")
 
 
+@cli.command("compare", context_settings=CONTEXT)
+@click.argument("runs", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--out", "out_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the table to this markdown file.")
+def compare(runs, out_path):
+    """Runs side by side: each RUN (a run's report folder, e.g. runs/p1 and runs/p1-fgsm, or its
+    report.json) as a row: dataset, p, attack, its success, size and margin, misclassified samples at
+    every guidance scale (± standard error), CAFD and training time."""
+    import json
+
+    from .report import compare_table, write_text
+
+    reports = {}
+    for run in runs:
+        path = Path(run) / "report.json" if Path(run).is_dir() else Path(run)
+        try:
+            r = json.loads(path.read_text())
+            if not isinstance(r, dict) or not {"attack", "generated", "config", "poison"} <= set(r):
+                raise ValueError
+        except (OSError, ValueError):
+            raise ValueError(f"{path}: not a report.json of `ddmini run`") from None
+        name = path.parent.name
+        reports[name if name not in reports else str(path.parent)] = r
+    table = compare_table(reports)
+    click.echo(table)
+    if out_path:
+        write_text(table + "\n", Path(out_path))
+        click.echo(f"written: {out_path}")
+
+
 @cli.command("zoo", context_settings=CONTEXT)
 @stage_options
 def zoo(data_dir, run_dir, device, seed, preset, dataset):

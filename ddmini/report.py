@@ -326,3 +326,39 @@ def write_sweep(rows: list[RunResult], where: Path, guidance: str) -> dict:
     plot_png([{"title": "misclassified share of generated images", "xs": ps, "ys": mis, "fit": fm},
               {"title": "CAFD (soft) vs clean test", "xs": ps, "ys": cafd, "fit": fc}], where / "sweep.png")
     return out
+
+
+def _pm(rate, n) -> str:
+    """A rate with its binomial standard error."""
+    if rate is None or not n:
+        return "n/a"
+    return f"{100 * rate:.1f} ± {100 * math.sqrt(max(rate * (1 - rate), 0.0) / n):.1f} %"
+
+
+def compare_table(reports: dict[str, dict]) -> str:
+    """Runs side by side (``ddmini compare``): each report.json (by name) as a row with its dataset, attack,
+    the attack's success, size and margin, the misclassified share of its samples at every guidance scale
+    any run sampled (± binomial standard error), CAFD at the headline scale and the diffusion training time."""
+    from .config import AttackConfig, from_dict
+
+    scales = list(dict.fromkeys(g for r in reports.values() for g in r["generated"]))
+    head = ("| run | dataset | p | attack | success | mean L2 | mean L∞ | misclassified at s = 0.8 | "
+            + " | ".join(f"misclassified, guidance {g}" for g in scales)
+            + " | CAFD vs clean test | CAFD vs attacked set | diffusion training |")
+    rows = [head, "|---" * (11 + len(scales)) + "|"]
+    for name, r in reports.items():
+        a, cfg = r["attack"], r["config"]
+        margin = a.get("margin") or {}
+        s08 = dict(zip(margin.get("scales", []), margin.get("still_misclassified", []))).get(0.8)
+        hg = f"{r['headline_guidance']:g}"
+        hg = hg if hg in r["generated"] else next(iter(r["generated"]))
+        cafd = r["generated"][hg]["cafd"]
+        mis = [r["generated"][g]["misclassification"] if g in r["generated"] else None for g in scales]
+        secs = r["training_set"].get("diffusion_train_seconds")
+        rows.append(
+            f"| {name} | {cfg.get('dataset', 'mnist')} | {r['poison']:g} | {from_dict(AttackConfig, cfg['attack']).describe()} "
+            f"| {_pct(a['success_rate'])} | {_num(a['l2_mean'])} | {_num(a['linf_mean'])} | {_pct(s08)} | "
+            + " | ".join(_pm(m["rate"], m["n"]) if m else "-" for m in mis)
+            + f" | {_num(cafd['clean_test_soft']['mean'], '.1f')} (w = {hg}) | {_num(cafd['attacked_soft']['mean'], '.1f')} "
+            f"| {_num(secs / 60 if secs is not None else None, '.1f')} min, {r['training_set'].get('diffusion_steps') or 0:,} steps |")
+    return "\n".join(rows)

@@ -47,6 +47,7 @@ COMMANDS = {
     "ddmini run [--poison P] [--preset smoke|cpu|paper] [--<stage>-<knob> V]...":
         "run --poison 0.5 --preset smoke --train-steps 4 --data-dir {data} --run-dir {run}",
     "ddmini sweep --poison 0,0.25,0.5,0.75,1": "{readme} --preset smoke --data-dir {data} --run-dir {run}",
+    "ddmini compare RUN... [--out F.md]": "compare {run}/p0.3 {run}/p0.5 --out {run}/compare.md",
     "ddmini train-diffusion [--unet small|paper|tiny] [--steps --time-budget --lr --ema-decay ...] "
     "[--attacked attacked.pt --poison P]":
         "train-diffusion --unet tiny --steps 4 --batch-size 16 --limit 200 --attacked {attacked} --poison 0.5 "
@@ -144,7 +145,7 @@ def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, caps
             "dl2": str(tmp_path / "dl2")}
     cmds, other = readme_commands(README.read_text())
     order = ["train-classifier", "attack", "train-diffusion", "sample", "zoo", "transfer", "purify", "harden",
-             "evaluate"]
+             "evaluate", "compare"]
     cmds.sort(key=lambda c: next((i for i, w in enumerate(order) if c.startswith(f"ddmini {w}")), -1))
     ran = [f"NOT RUN HERE {c}: {NOT_DDMINI[c]}" for c in other]
     for cmd in cmds:

@@ -55,3 +55,34 @@ def test_typed_result_timing_and_headline():
     assert r.headline() == ("1", g1)
     d = r.to_dict()
     assert d["generated"]["1"]["misclassification"]["rate"] == 0.25 and d["generated"]["1"]["cafd"]["clean_test_soft"]["mean"] == 1.0
+
+
+def test_compare_puts_runs_side_by_side(smoke_run, tmp_path, capsys):
+    import copy
+
+    from conftest import run_cli
+
+    a = smoke_run["report"].to_dict()
+    b = copy.deepcopy(a)
+    b["config"]["attack"].update(attack="fgsm", eps=0.25)
+    b["attack"].update(success_rate=0.877, l2_mean=5.37, linf_mean=0.25)
+    b["generated"] = {"2": copy.deepcopy(a["generated"]["1"])}  # another guidance scale only
+    b["generated"]["2"]["misclassification"].update(rate=0.25, n=400)
+    write_json(a, tmp_path / "p1" / "report.json")
+    write_json(b, tmp_path / "p1-fgsm" / "report.json")
+    code, out, err = run_cli(["compare", tmp_path / "p1", tmp_path / "p1-fgsm" / "report.json",
+                              "--out", tmp_path / "cmp.md"], capsys)
+    assert code == 0, err
+    lines = [ln for ln in out.splitlines() if ln.startswith("| p1")]
+    assert [ln.split(" | ")[0] for ln in lines] == ["| p1", "| p1-fgsm"]
+    fgsm = lines[1].split(" | ")
+    assert fgsm[3] == "fgsm eps=0.25" and fgsm[4] == "87.70%" and fgsm[5] == "5.37"
+    head = out.splitlines()[0].split(" | ")
+    g1, g2 = head.index("misclassified, guidance 1"), head.index("misclassified, guidance 2")
+    assert fgsm[g1] == "-" and fgsm[g2] == "25.0 ± 2.2 %"  # sqrt(0.25 * 0.75 / 400) = 2.17 %
+    m = a["generated"]["1"]["misclassification"]
+    assert lines[0].split(" | ")[g1].startswith(f"{100 * m['rate']:.1f} ± ")
+    assert (tmp_path / "cmp.md").read_text().startswith("| run | dataset | p | attack |")
+    (tmp_path / "junk.json").write_text(json.dumps({"poison": 1}))
+    code, _, err = run_cli(["compare", tmp_path / "junk.json"], capsys)
+    assert code == 1 and "junk.json: not a report.json of `ddmini run`" in err and len(err.strip().splitlines()) == 1
