@@ -18,7 +18,8 @@
    ms per step and achieved GFLOP/s in float32 (channels_last, as ddmini trains without native bf16)
    and, where the CPU has native bf16, bf16 autocast; and the ratio to the machine's FMA peak (cores x
    clock x FLOP per cycle of the vector ISA torch uses; assumptions printed). An AVX2-only CPU is
-   approximated on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2.
+   approximated on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2. With --compile,
+   each precision again through torch.compile (inductor), steady state, and the first step's seconds.
 diffusers is a bench-only dependency (pip install diffusers).
 """
 from __future__ import annotations
@@ -142,7 +143,7 @@ def fma_peak_gflops(bf16: bool) -> tuple[float, str]:
                   f"({cap}: 2 FMA pipes of {lanes} float32 lanes{', bf16 pairs' if bf16 else ''})")
 
 
-def bench_flops(batch: int, n: int) -> None:
+def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
     from torch.utils.flop_counter import FlopCounterMode
 
     from ddmini.runtime import cpu_has_native_bf16
@@ -165,11 +166,18 @@ def bench_flops(batch: int, n: int) -> None:
     notes = []
     for name, bf16 in modes:
         model.to(memory_format=torch.contiguous_format if bf16 else torch.channels_last)
-        ts = time_steps(lambda: train_step(d, model, opt, x0, y, bf16), n)
+        nets = [(name, model)] + ([(f"{name}, torch.compile", torch.compile(model))] if compiled else [])
         peak, how = fma_peak_gflops(bf16)
         notes.append(f"{name}: peak = {how}")
-        print(f"| {name} | {1000 * ts:.0f} | {flops / ts / 1e9:.0f} | {peak:.0f} | {flops / ts / 1e9 / peak:.0%} "
-              f"| {12000 * ts / 60:.0f} min |", flush=True)
+        for label, net in nets:
+            t0 = time.perf_counter()
+            train_step(d, net, opt, x0, y, bf16)  # the first step compiles (inductor) where asked
+            first = time.perf_counter() - t0
+            ts = time_steps(lambda: train_step(d, net, opt, x0, y, bf16), n)
+            if net is not model:
+                label += f" (first step {first:.0f} s)"
+            print(f"| {label} | {1000 * ts:.0f} | {flops / ts / 1e9:.0f} | {peak:.0f} | {flops / ts / 1e9 / peak:.0%} "
+                  f"| {12000 * ts / 60:.0f} min |", flush=True)
     print("\n".join(notes))
 
 
@@ -304,6 +312,7 @@ def main():
     p.add_argument("--steps", type=int, default=20, help="timed training steps per model")
     p.add_argument("--sample-steps", type=int, default=20, help="DDIM steps for the sampling throughput")
     p.add_argument("--guided-batches", default="128,256", help="batch sizes for the guided-sampling rows")
+    p.add_argument("--compile", action="store_true", help="--only flops: also time torch.compile'd steps")
     p.add_argument("--only", choices=["train", "sample", "guided", "overhead", "shapes", "flops"], default=None)
     p.add_argument("--shapes", default="16:1,2,4:1 16:1,2,6:1 16:1,2,8:1 16:1,3,6:1 16:1,4,4:1 "
                    "16:1,2,4:2 20:1,2,4:1 24:1,2,4:1 32:1,1,2:1",
@@ -321,7 +330,7 @@ def main():
     if a.only == "shapes":
         bench_shapes(a.batch, a.steps, a.shapes.split())
     if a.only == "flops":
-        bench_flops(a.batch, a.steps)
+        bench_flops(a.batch, a.steps, a.compile)
 
 
 if __name__ == "__main__":

@@ -230,7 +230,7 @@ class DiffusionTrainConfig:
             "T": "Diffusion timesteps.", "checkpoint_every": "Write a checkpoint every this many steps.",
             "amp": "bfloat16 autocast on CUDA.",
             "cpu_bf16": "bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX); float32 elsewhere.",
-            "compile": "torch.compile the model.", "channels_last": "channels_last memory format (float32).",
+            "compile": "torch.compile the model (CUDA only; refused on a CPU, where it was slower or crashed).", "channels_last": "channels_last memory format (float32).",
             "seed": "Random seed.",
             "fit_minutes": "Train as many steps as fit in this many minutes here, timed over the first steps "
                            "and cached (0: train --train-steps)."}

@@ -147,6 +147,10 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
     :func:`ddmini.distributed.init` joined) shares each batch out over its ranks."""
     world = world or distributed.current()
     cfg.validate()
+    if cfg.compile and torch.device(device).type == "cpu":
+        raise ValueError("--train-compile is for CUDA: on a CPU torch.compile of the U-Net's training step was slower "
+                         "than eager under AVX2 (686 vs 548 ms) and aborted with heap corruption under AVX-512 "
+                         "(torch 2.13.0; bench/README, 'torch.compile')")
     if world.distributed and cfg.batch_size % world.size:
         raise ValueError(f"the global batch (--train-batch-size {cfg.batch_size}) must split evenly over "
                          f"{world.size} ranks" + (" and cannot be smaller than their number"

@@ -70,3 +70,13 @@ def test_native_bf16_needs_onednn_allowed_to_use_it(monkeypatch):
     with_flag = runtime.cpu_has_native_bf16()
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
     assert runtime.cpu_has_native_bf16() == with_flag  # then the CPU's flags decide, as without the variable
+
+
+def test_compile_is_refused_on_cpu(tmp_path):
+    from ddmini import train
+    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS
+
+    with pytest.raises(ValueError, match="--train-compile is for CUDA"):
+        train.train(UNET_PRESETS["tiny"], DiffusionTrainConfig(steps=1, compile=True), torch.rand(4, 1, 28, 28),
+                    torch.zeros(4, dtype=torch.long), tmp_path / "d.pt", device="cpu")
+    assert not (tmp_path / "d.pt").exists()
