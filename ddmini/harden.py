@@ -1,6 +1,6 @@
 """Does training on deceptive samples make a classifier harder to fool? ``ddmini harden``.
 
-Four arms, each the target's architecture trained as the run's classifier stage (cached in RUN_DIR/cache):
+Five arms, each the target's architecture trained as the run's classifier stage (cached in RUN_DIR/cache):
 
 - ``clean``: the run's target itself (the baseline);
 - ``pgd``: PGD-L2 adversarial training at the attack's eps (Madry et al., arXiv 1706.06083);
@@ -12,16 +12,15 @@ Four arms, each the target's architecture trained as the run's classifier stage 
   pass per epoch.
 
 The pool is sampled once (a cached samples stage) and joins the training set for every epoch; the fresh
-arm's extra pools are one more cached samples stage, cut into one part per epoch. Every arm is scored on: clean test accuracy; robust accuracy under
-PGD-L2 at each ``eval_eps`` (``eval_steps`` steps, worst case over ``eval_restarts`` random restarts, the
-first ``eval_limit`` test images); the misclassified share of held-out deceptive samples (another
-sampling seed); the misclassified share of PGD-L2 attacks made against the undefended target (transfer);
-and wall seconds per training example, pool sampling included. Rates come with their binomial standard
-errors.
+arm's extra pools are one more cached samples stage, cut into one part per epoch. Every arm is scored on:
+clean test accuracy; robust accuracy under PGD-L2 at each ``eval_eps`` (``eval_steps`` steps, worst case
+over ``eval_restarts`` random restarts, the first ``eval_limit`` test images); the misclassified share of
+held-out deceptive samples (another sampling seed); the misclassified share of PGD-L2 attacks made against
+the undefended target (transfer); and wall seconds per training example, pool sampling included. Rates come
+with their binomial standard errors (``report.rate_with_se``).
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from . import classifier
 from .attacks import pgd_l2, robust_accuracy
 from .attacks.stage import fast_copy
 from .config import HARDEN_ARMS, ClassifierConfig, HardenConfig
+from .report import rate_with_se, write_json, write_text
 
 #: Arm name -> (PGD-L2 adversarial training, deceptive pool in the training set, a fresh pool every epoch).
 ARMS = dict(zip(HARDEN_ARMS, [(False, False, False), (True, False, False), (False, True, False), (True, True, False),
@@ -54,11 +54,6 @@ def arm_config(target: ClassifierConfig, arm: str, eps: float) -> ClassifierConf
     """The classifier config of an arm: the target's, with PGD-L2 adversarial training at ``eps`` for the
     PGD arms (the deceptive pool is an input of the stage, not a config field)."""
     return replace(target, adv_eps=eps) if ARMS[arm][0] else replace(target)
-
-
-def stderr(rate: float, n: int) -> float:
-    """Binomial standard error of a rate measured on n images."""
-    return math.sqrt(max(rate * (1 - rate), 0.0) / n) if n else float("nan")
 
 
 @dataclass
@@ -94,14 +89,11 @@ class HardenTable:
                 + " | held-out deceptive misclassified | transferred PGD misclassified | s per training example |")
         rows = [head, "|---" * (5 + len(eps)) + "|"]
 
-        def pct(v, n):
-            return f"{100 * v:.1f} ± {100 * stderr(v, n):.1f} %"
-
         for a in self.arms:
-            rows.append(f"| {a.arm} | {pct(a.clean_accuracy, a.clean_images)} | "
-                        + " | ".join(pct(a.robust_accuracy[e], a.robust_images) for e in eps)
-                        + f" | {pct(a.heldout_misclassified, a.heldout_images)}"
-                        f" | {pct(a.transfer_misclassified, a.transfer_images)} | {1e3 * a.seconds_per_example:.2f} ms |")
+            rows.append(f"| {a.arm} | {rate_with_se(a.clean_accuracy, a.clean_images)} | "
+                        + " | ".join(rate_with_se(a.robust_accuracy[e], a.robust_images) for e in eps)
+                        + f" | {rate_with_se(a.heldout_misclassified, a.heldout_images)}"
+                        f" | {rate_with_se(a.transfer_misclassified, a.transfer_images)} | {1e3 * a.seconds_per_example:.2f} ms |")
         anc = self.anchor
         published = ", ".join(f"{100 * v:.0f} % at eps {e}" for e, v in anc["robust"].items())
         rows.append(f"| anchor: {anc['source']} | {100 * anc['clean_accuracy']:.1f} % | {published} |"
@@ -135,8 +127,6 @@ def evaluate_arm(arm: str, model, metrics: dict, cfg: HardenConfig, test: tuple,
 
 
 def write(t: HardenTable, where: Path, title: str) -> None:
-    from .report import write_json, write_text
-
     where.mkdir(parents=True, exist_ok=True)
     c = t.config
     write_text(

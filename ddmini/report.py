@@ -328,11 +328,16 @@ def write_sweep(rows: list[RunResult], where: Path, guidance: str) -> dict:
     return out
 
 
-def _pm(rate, n) -> str:
-    """A rate with its binomial standard error."""
+def binomial_se(rate: float, n: int) -> float:
+    """Binomial standard error of a rate measured on n images (NaN for none)."""
+    return math.sqrt(max(rate * (1 - rate), 0.0) / n) if n else float("nan")
+
+
+def rate_with_se(rate, n) -> str:
+    """A rate and its binomial standard error, as a table cell: "73.8 ± 1.4 %"."""
     if rate is None or not n:
         return "n/a"
-    return f"{100 * rate:.1f} ± {100 * math.sqrt(max(rate * (1 - rate), 0.0) / n):.1f} %"
+    return f"{100 * rate:.1f} ± {100 * binomial_se(rate, n):.1f} %"
 
 
 def compare_table(reports: dict[str, dict]) -> str:
@@ -358,7 +363,7 @@ def compare_table(reports: dict[str, dict]) -> str:
         rows.append(
             f"| {name} | {cfg.get('dataset', 'mnist')} | {r['poison']:g} | {from_dict(AttackConfig, cfg['attack']).describe()} "
             f"| {_pct(a['success_rate'])} | {_num(a['l2_mean'])} | {_num(a['linf_mean'])} | {_pct(s08)} | "
-            + " | ".join(_pm(m["rate"], m["n"]) if m else "-" for m in mis)
+            + " | ".join(rate_with_se(m["rate"], m["n"]) if m else "-" for m in mis)
             + f" | {_num(cafd['clean_test_soft']['mean'], '.1f')} (w = {hg}) | {_num(cafd['attacked_soft']['mean'], '.1f')} "
             f"| {_num(secs / 60 if secs is not None else None, '.1f')} min, {r['training_set'].get('diffusion_steps') or 0:,} steps |")
     return "\n".join(rows)
