@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
@@ -340,17 +341,29 @@ def rate_with_se(rate, n) -> str:
     return f"{100 * rate:.1f} ± {100 * binomial_se(rate, n):.1f} %"
 
 
+def per_class_r(success: list[float], misclassified: list[float]) -> float | None:
+    """Pearson's r between the attack's success and the generated images' misclassified share over the
+    classes: does a class the attack turns more easily give more misleading samples? None when either is
+    constant over the classes (r undefined) or the lists do not pair up."""
+    a, b = np.asarray(success, dtype=np.float64), np.asarray(misclassified, dtype=np.float64)
+    if a.shape != b.shape or a.size < 3 or a.std() == 0 or b.std() == 0:
+        return None
+    return float(np.corrcoef(a, b)[0, 1])
+
+
 def compare_table(reports: dict[str, dict]) -> str:
     """Runs side by side (``ddmini compare``): each report.json (by name) as a row with its dataset, attack,
     the attack's success, size and margin, the misclassified share of its samples at every guidance scale
-    any run sampled (± binomial standard error), CAFD at the headline scale and the diffusion training time."""
+    any run sampled (± binomial standard error), the per-class r of success and misclassified samples at
+    the headline scale (runs with p > 0), CAFD there and the diffusion training time."""
     from .config import AttackConfig, from_dict
 
     scales = list(dict.fromkeys(g for r in reports.values() for g in r["generated"]))
     head = ("| run | dataset | p | attack | success | mean L2 | mean L∞ | misclassified at s = 0.8 | "
             + " | ".join(f"misclassified, guidance {g}" for g in scales)
-            + " | CAFD vs clean test | CAFD vs attacked set | diffusion training |")
-    rows = [head, "|---" * (11 + len(scales)) + "|"]
+            + " | per-class r (success, misclassified) | CAFD vs clean test | CAFD vs attacked set "
+            "| diffusion training |")
+    rows = [head, "|---" * (12 + len(scales)) + "|"]
     for name, r in reports.items():
         a, cfg = r["attack"], r["config"]
         margin = a.get("margin") or {}
@@ -360,10 +373,12 @@ def compare_table(reports: dict[str, dict]) -> str:
         cafd = r["generated"][hg]["cafd"]
         mis = [r["generated"][g]["misclassification"] if g in r["generated"] else None for g in scales]
         secs = r["training_set"].get("diffusion_train_seconds")
+        rc = (per_class_r(a.get("per_class_success") or [], r["generated"][hg]["misclassification"].get("per_class") or [])
+              if r["poison"] > 0 else None)
         rows.append(
             f"| {name} | {cfg.get('dataset', 'mnist')} | {r['poison']:g} | {from_dict(AttackConfig, cfg['attack']).describe()} "
             f"| {_pct(a['success_rate'])} | {_num(a['l2_mean'])} | {_num(a['linf_mean'])} | {_pct(s08)} | "
             + " | ".join(rate_with_se(m["rate"], m["n"]) if m else "-" for m in mis)
-            + f" | {_num(cafd['clean_test_soft']['mean'], '.1f')} (w = {hg}) | {_num(cafd['attacked_soft']['mean'], '.1f')} "
+            + f" | {'-' if rc is None else f'{rc:.2f} (w = {hg})'} | {_num(cafd['clean_test_soft']['mean'], '.1f')} (w = {hg}) | {_num(cafd['attacked_soft']['mean'], '.1f')} "
             f"| {_num(secs / 60 if secs is not None else None, '.1f')} min, {r['training_set'].get('diffusion_steps') or 0:,} steps |")
     return "\n".join(rows)

@@ -2,6 +2,9 @@
 import json
 import math
 
+import pytest
+
+from ddmini import report
 from ddmini.report import linear_fit, write_json
 
 
@@ -83,6 +86,20 @@ def test_compare_puts_runs_side_by_side(smoke_run, tmp_path, capsys):
     m = a["generated"]["1"]["misclassification"]
     assert lines[0].split(" | ")[g1].startswith(f"{100 * m['rate']:.1f} ± ")
     assert (tmp_path / "cmp.md").read_text().startswith("| run | dataset | p | attack |")
+    r = head.index("per-class r (success, misclassified)")
+    want = report.per_class_r(a["attack"]["per_class_success"], m["per_class"])
+    assert lines[0].split(" | ")[r] == ("-" if want is None else f"{want:.2f} (w = 1)")
     (tmp_path / "junk.json").write_text(json.dumps({"poison": 1}))
     code, _, err = run_cli(["compare", tmp_path / "junk.json"], capsys)
     assert code == 1 and "junk.json: not a report.json of `ddmini run`" in err and len(err.strip().splitlines()) == 1
+
+
+def test_per_class_r_is_pearson_over_the_classes():
+    import numpy as np
+
+    success = [0.64, 1.0, 0.79, 0.84, 0.87, 0.98, 0.88, 0.98, 0.75, 0.98]
+    mis = [0.54, 1.0, 0.69, 0.71, 0.75, 0.87, 0.65, 0.9, 0.5, 0.77]
+    assert report.per_class_r(success, mis) == pytest.approx(np.corrcoef(success, mis)[0, 1])
+    assert report.per_class_r(success, [1 - v for v in mis]) == pytest.approx(-report.per_class_r(success, mis))
+    assert report.per_class_r(success, [0.5] * 10) is None  # constant: r undefined, not 0 or nan
+    assert report.per_class_r(success, mis[:9]) is None  # the classes do not pair up
