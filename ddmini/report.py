@@ -344,9 +344,10 @@ def rate_with_se(rate, n) -> str:
 def per_class_r(success: list[float], misclassified: list[float]) -> float | None:
     """Pearson's r between the attack's success and the generated images' misclassified share over the
     classes: does a class the attack turns more easily give more misleading samples? None when either is
-    constant over the classes (r undefined) or the lists do not pair up."""
+    constant over the classes (r undefined), holds a NaN (a class without images) or the lists do not pair up."""
     a, b = np.asarray(success, dtype=np.float64), np.asarray(misclassified, dtype=np.float64)
-    if a.shape != b.shape or a.size < 3 or a.std() == 0 or b.std() == 0:
+    if (a.shape != b.shape or a.size < 3 or not (np.isfinite(a).all() and np.isfinite(b).all())
+            or a.std() == 0 or b.std() == 0):
         return None
     return float(np.corrcoef(a, b)[0, 1])
 
@@ -363,18 +364,17 @@ def compare_table(reports: dict[str, dict]) -> str:
             + " | ".join(f"misclassified, guidance {g}" for g in scales)
             + " | per-class r (success, misclassified) | CAFD vs clean test | CAFD vs attacked set "
             "| diffusion training |")
-    rows = [head, "|---" * (12 + len(scales)) + "|"]
+    rows = [head, "|---" * (head.count(" | ") + 1) + "|"]
     for name, r in reports.items():
         a, cfg = r["attack"], r["config"]
         margin = a.get("margin") or {}
         s08 = dict(zip(margin.get("scales", []), margin.get("still_misclassified", []))).get(0.8)
         hg = f"{r['headline_guidance']:g}"
         hg = hg if hg in r["generated"] else next(iter(r["generated"]))
-        cafd = r["generated"][hg]["cafd"]
+        cafd, at_hg = r["generated"][hg]["cafd"], r["generated"][hg]["misclassification"]
         mis = [r["generated"][g]["misclassification"] if g in r["generated"] else None for g in scales]
         secs = r["training_set"].get("diffusion_train_seconds")
-        rc = (per_class_r(a.get("per_class_success") or [], r["generated"][hg]["misclassification"].get("per_class") or [])
-              if r["poison"] > 0 else None)
+        rc = per_class_r(a.get("per_class_success") or [], at_hg.get("per_class") or []) if r["poison"] > 0 else None
         rows.append(
             f"| {name} | {cfg.get('dataset', 'mnist')} | {r['poison']:g} | {from_dict(AttackConfig, cfg['attack']).describe()} "
             f"| {_pct(a['success_rate'])} | {_num(a['l2_mean'])} | {_num(a['linf_mean'])} | {_pct(s08)} | "

@@ -103,3 +103,4 @@ def test_per_class_r_is_pearson_over_the_classes():
     assert report.per_class_r(success, [1 - v for v in mis]) == pytest.approx(-report.per_class_r(success, mis))
     assert report.per_class_r(success, [0.5] * 10) is None  # constant: r undefined, not 0 or nan
     assert report.per_class_r(success, mis[:9]) is None  # the classes do not pair up
+    assert report.per_class_r(success, mis[:9] + [float("nan")]) is None  # a class without images: no nan figure
