@@ -5,8 +5,9 @@
 1. Training step (forward + backward + AdamW) at batch 128: ddmini's U-Net "small" preset (with its
    fused q_sample) vs diffusers' UNet2DModel configured to a comparable parameter count
    (class-conditional through num_class_embeds, attention at the lowest resolution).
-2. Sampling throughput at batch 256, DDIM: ddmini's sampler with its U-Net vs diffusers' UNet2DModel
-   driven by DDIMScheduler.
+2. Sampling throughput at batch 256, DDIM: ddmini's sampler with its U-Net as the sampling stage runs
+   it (samples.generate: channels_last, fused GroupNorm + SiLU) and as a plain contiguous model, vs
+   diffusers' UNet2DModel driven by DDIMScheduler.
 3. Guided sampling (classifier-free guidance 2): one model call on the doubled batch vs two calls.
 4. Sampler loop overhead: time per step with a trivial model (eps = 0.1 x), ddmini's DDIM / DDPM
    loops vs diffusers' DDIMScheduler / DDPMScheduler loops. The target: ddmini <= 1/2 of diffusers.
@@ -15,8 +16,8 @@
    --shapes "16:1,2,4:1 16:1,2,6:1", each BASE:CHANNEL_MULT:NUM_RES_BLOCKS, the first the reference
    for the ratio column.
 6. (--only flops) The training step's arithmetic: FLOPs of forward + backward (torch.utils.flop_counter),
-   ms per step and achieved GFLOP/s in float32 (channels_last, as ddmini trains without native bf16)
-   and, where the CPU has native bf16, bf16 autocast; and the ratio to the machine's FMA peak (cores x
+   ms per step and achieved GFLOP/s in float32 (channels_last with the fused GroupNorm + SiLU, as ddmini
+   trains without native bf16, and with PyTorch's eager norm ops for the ratio) and, where the CPU has native bf16, bf16 autocast; and the ratio to the machine's FMA peak (cores x
    clock x FLOP per cycle of the vector ISA torch uses; assumptions printed). An AVX2-only CPU is
    approximated on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2. With --compile,
    each precision again through torch.compile (inductor), steady state, and the first step's seconds.
@@ -25,6 +26,7 @@ diffusers is a bench-only dependency (pip install diffusers).
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -35,8 +37,8 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
-from ddmini import diffusion, unet  # noqa: E402
-from ddmini.config import SampleConfig  # noqa: E402
+from ddmini import diffusion, samples, unet  # noqa: E402
+from ddmini.config import DiffusionTrainConfig, SampleConfig  # noqa: E402
 
 
 def diffusers_unet(params_target: int):
@@ -100,9 +102,9 @@ def bench_train(batch: int, n: int) -> None:
         loss.backward()
         opt_b.step()
 
-    # float32 as ddmini trains without native bf16 (channels_last); bf16 autocast as it trains on a
-    # CPU with AVX512-BF16/AMX (contiguous); diffusers the same two ways
-    ours.to(memory_format=torch.channels_last)
+    # float32 as ddmini trains without native bf16 (channels_last, fused GroupNorm + SiLU); bf16 autocast
+    # as it trains on a CPU with AVX512-BF16/AMX (contiguous, eager norm); diffusers the same two ways
+    ours.to(memory_format=torch.channels_last).set_fused_norm(True)
     ta = time_steps(lambda: step_ours(False), n)
     tb = time_steps(lambda: step_theirs(False), n)
     print(f"\n## Training step, batch {batch}")
@@ -111,7 +113,7 @@ def bench_train(batch: int, n: int) -> None:
     print(f"| diffusers UNet2DModel | {n_theirs:,} | float32 | {1000 * tb:.0f} | {1 / tb:.2f} |")
     rows = [f"float32: ddmini / diffusers time {ta / tb:.2f}x (ddmini {tb / ta:.2f}x faster)"]
     if cpu_has_native_bf16():
-        ours.to(memory_format=torch.contiguous_format)
+        ours.to(memory_format=torch.contiguous_format).set_fused_norm(False)
         ta16 = time_steps(lambda: step_ours(True), n)
         tb16 = time_steps(lambda: step_theirs(True), n)
         print(f"| ddmini U-Net 'small' | {n_ours:,} | bf16 autocast | {1000 * ta16:.0f} | {1 / ta16:.2f} |")
@@ -162,23 +164,47 @@ def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
           "(forward + backward; AdamW not counted)")
     print("| precision | ms / step | achieved GFLOP/s | FMA peak GFLOP/s | share of peak | 12,000 steps |")
     print("|---|---|---|---|---|---|")
-    modes = [("float32, channels_last", False)] + ([("bf16 autocast", True)] if cpu_has_native_bf16() else [])
-    notes = []
-    for name, bf16 in modes:
-        model.to(memory_format=torch.contiguous_format if bf16 else torch.channels_last)
-        nets = [(name, model)] + ([(f"{name}, torch.compile", torch.compile(model))] if compiled else [])
-        peak, how = fma_peak_gflops(bf16)
-        notes.append(f"{name}: peak = {how}")
-        for label, net in nets:
+    # float32 as ddmini trains it (channels_last, fused GroupNorm + SiLU) and with the eager norm ops; the
+    # two are timed step by step in turn (median of n each), so that a machine whose speed drifts (shared
+    # hosts) shifts both alike
+    modes = [("float32, channels_last, fused norm", False, True), ("float32, channels_last, eager norm", False, False)]
+    modes += [("bf16 autocast", True, False)] if cpu_has_native_bf16() else []
+
+    def step(bf16, fused, net=None):
+        def f():
+            model.to(memory_format=torch.contiguous_format if bf16 else torch.channels_last).set_fused_norm(fused)
+            train_step(d, net or model, opt, x0, y, bf16)
+        return f
+
+    fns = [step(bf16, fused) for _, bf16, fused in modes]
+    for f in fns:
+        for _ in range(3):
+            f()
+    times = [[] for _ in fns]
+    for _ in range(n):
+        for i, f in enumerate(fns):
             t0 = time.perf_counter()
-            train_step(d, net, opt, x0, y, bf16)  # the first step compiles (inductor) where asked
+            f()
+            times[i].append(time.perf_counter() - t0)
+    rows = [(name, bf16, statistics.median(ts)) for (name, bf16, _), ts in zip(modes, times)]
+    if compiled:
+        for name, bf16, fused in modes:
+            if fused:
+                continue
+            net = torch.compile(model)
+            t0 = time.perf_counter()
+            step(bf16, False, net)()  # the first step compiles (inductor)
             first = time.perf_counter() - t0
-            ts = time_steps(lambda: train_step(d, net, opt, x0, y, bf16), n)
-            if net is not model:
-                label += f" (first step {first:.0f} s)"
-            print(f"| {label} | {1000 * ts:.0f} | {flops / ts / 1e9:.0f} | {peak:.0f} | {flops / ts / 1e9 / peak:.0%} "
-                  f"| {12000 * ts / 60:.0f} min |", flush=True)
-    print("\n".join(notes))
+            rows.append((f"{name}, torch.compile (first step {first:.0f} s)", bf16,
+                         time_steps(step(bf16, False, net), n)))
+    notes = {}
+    for label, bf16, ts in rows:
+        peak, how = fma_peak_gflops(bf16)
+        notes[how] = f"{'bf16' if bf16 else 'float32'}: peak = {how}"
+        print(f"| {label} | {1000 * ts:.0f} | {flops / ts / 1e9:.0f} | {peak:.0f} | {flops / ts / 1e9 / peak:.0%} "
+              f"| {12000 * ts / 60:.0f} min |", flush=True)
+    print(f"(median of {n} steps each, the modes in turn)")
+    print("\n".join(notes.values()))
 
 
 def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
@@ -204,7 +230,7 @@ def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
             raise SystemExit(f"bad shape {spec!r} (want BASE:M1,M2,..:BLOCKS): {e}")
         model = unet.build(cfg)
         if not bf16:
-            model.to(memory_format=torch.channels_last)
+            model.to(memory_format=torch.channels_last).set_fused_norm(True)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ts = time_steps(lambda: train_step(d, model, opt, x0, y, bf16), n)
         first = first or ts
@@ -220,9 +246,12 @@ def bench_sample(batch: int, steps: int) -> None:
     theirs.eval()
     d = diffusion.Diffusion()
     labels = torch.arange(batch) % 10
+    scfg = SampleConfig(steps=steps, batch_size=batch, guidance=1.0)
     t0 = time.perf_counter()
-    d.sample(ours, labels, SampleConfig(steps=steps, batch_size=batch, guidance=1.0))
-    ta = time.perf_counter() - t0
+    d.sample(ours, labels, scfg)  # contiguous, eager norm: the plain model
+    t_plain = time.perf_counter() - t0
+    # as the sampling stage runs it on a CPU (channels_last, fused GroupNorm + SiLU)
+    _, ta = samples.generate(ours, DiffusionTrainConfig(), labels, scfg, device="cpu")
     sched = DDIMScheduler(num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
     sched.set_timesteps(steps)
     x = torch.randn(batch, 1, 28, 28)
@@ -233,8 +262,10 @@ def bench_sample(batch: int, steps: int) -> None:
     tb = time.perf_counter() - t0
     print(f"\n## Sampling, DDIM {steps} steps, batch {batch}")
     print("| sampler + model | images / s |\n|---|---|")
-    print(f"| ddmini | {batch / ta:.1f} |\n| diffusers UNet2DModel + DDIMScheduler | {batch / tb:.1f} |")
-    print(f"ddmini {tb / ta:.2f}x faster")
+    print(f"| ddmini (samples.generate: channels_last, fused norm) | {batch / ta:.1f} |")
+    print(f"| ddmini (plain model: contiguous, eager norm) | {batch / t_plain:.1f} |")
+    print(f"| diffusers UNet2DModel + DDIMScheduler | {batch / tb:.1f} |")
+    print(f"ddmini {tb / ta:.2f}x faster than diffusers; samples.generate {t_plain / ta:.2f}x the plain model")
 
 
 @torch.inference_mode()

@@ -6,6 +6,7 @@
     python bench/kernels.py --only frechet --dims 16,64,128,512,2048
     python bench/kernels.py --device cuda --no-compile   # on a GPU (Fréchet: eigvals / eigh on the device)
     python bench/kernels.py --only noise,sampler,inplace --sizes 22,24 --cpu-isa all   # every CPU variant
+    python bench/kernels.py --only norm --cpu-isa avx2      # GroupNorm + SiLU at the U-Net's shapes
 
 CPU variants: the compiled kernels' hot loops exist for AVX-512, AVX2 + FMA and baseline x86-64.
 ``--cpu-isa all`` (the default on a CPU) runs the chosen tables once per variant this machine supports,
@@ -321,7 +322,48 @@ def bench_frechet_cuda(dims, B=10):
               f"| {t_r / t_o:.1f}x | {max_rel_err(eig(), ref):.1e} | {max_rel_err(ours(), ref):.1e} |", flush=True)
 
 
-SECTIONS = ("steps", "inplace", "noise", "sampler", "frechet")
+SECTIONS = ("steps", "inplace", "noise", "norm", "sampler", "frechet")
+
+
+def bench_norm(batch: int = 64):
+    """GroupNorm + scale-shift + SiLU at the cpu preset U-Net's shapes (batch 64, channels_last, float32,
+    as ddmini trains without native bf16): PyTorch's eager ops (GroupNorm module, mul, add, silu) vs
+    ddmini's fused kernel (kernels.group_norm_silu), forward alone and forward + backward; both outputs
+    checked against each other first. Bytes: one read of x and one write of y forward."""
+    import torch.nn.functional as F
+
+    print(f"\n## GroupNorm + scale-shift + SiLU, batch {batch}, channels_last float32: eager ops vs ddmini fused\n")
+    print("| shape (C x H x W) | eager fwd ms | fused fwd ms | fwd ratio | eager fwd+bwd ms | fused fwd+bwd ms "
+          "| fwd+bwd ratio | fused fwd GB/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    g = torch.Generator().manual_seed(0)
+    for C, H in ((16, 28), (32, 14), (64, 7)):
+        x = torch.randn(batch, C, H, H, generator=g).contiguous(memory_format=torch.channels_last).requires_grad_()
+        gn = torch.nn.GroupNorm(8, C)
+        scale = (0.1 * torch.randn(batch, C, generator=g)).requires_grad_()
+        shift = torch.randn(batch, C, generator=g).requires_grad_()
+        gy = torch.randn(x.shape, generator=g).contiguous(memory_format=torch.channels_last)
+
+        def eager():
+            return F.silu(gn(x) * (1 + scale[:, :, None, None]) + shift[:, :, None, None])
+
+        def fused():
+            return kernels.group_norm_silu(x, 8, gn.weight, gn.bias, scale, shift, backend="cpp")
+
+        with torch.no_grad():
+            assert (eager() - fused()).abs().max() < 1e-4
+        times = []
+        for fn in (eager, fused):
+            def fwd(fn=fn):
+                with torch.no_grad():
+                    fn()
+            times.append(timeit(fwd))
+        for fn in (eager, fused):
+            times.append(timeit(lambda fn=fn: fn().backward(gy)))
+        te, tf, tbe, tbf = times
+        gbs = 2 * x.numel() * 4 / tf / 1e9
+        print(f"| {C} x {H} x {H} | {te * 1e3:.2f} | {tf * 1e3:.2f} | {tf / te:.2f} | {tbe * 1e3:.2f} | "
+              f"{tbf * 1e3:.2f} | {tbf / tbe:.2f} | {gbs:.1f} |", flush=True)
 
 
 def main():
@@ -354,6 +396,8 @@ def main():
                 bench_steps_in_place(sizes, a.device, a.rounds)
             if "noise" in only:
                 bench_noise(a.device)
+            if "norm" in only and a.device == "cpu":
+                bench_norm()
             if "sampler" in only:
                 bench_sampler_steps(a.device)
             if "frechet" in only:

@@ -117,6 +117,62 @@ void philox_normal_cpu_py(farray& out, uint64_t seed, uint64_t offset, int num_t
   philox_normal_cpu(o, 0, n, seed, offset, num_threads);
 }
 
+// Arrays overlap when their byte ranges do (then a __restrict kernel could read what it wrote).
+bool overlap(const farray& a, const farray& b) {
+  const char* a0 = reinterpret_cast<const char*>(a.data());
+  const char* b0 = reinterpret_cast<const char*>(b.data());
+  return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
+}
+
+GroupNormSiluArgs gns_args(const farray& x, const farray& A, const farray& B, int64_t N, int64_t C, int64_t HW,
+                           int64_t G, bool channels_last, float eps) {
+  DDMINI_CHECK_ARG(N >= 0 && C >= 1 && HW >= 1 && x.size() == N * C * HW,
+                   "group_norm_silu: x must hold N * C * HW elements");
+  DDMINI_CHECK_ARG(A.size() == N * C && B.size() == N * C, "group_norm_silu: A and B must be (N, C)");
+  GroupNormSiluArgs s;
+  s.N = N;
+  s.C = C;
+  s.HW = HW;
+  s.G = G;
+  s.channels_last = channels_last;
+  s.eps = eps;
+  s.A = A.data();
+  s.B = B.data();
+  return s;
+}
+
+void group_norm_silu_forward_cpu_py(const farray& x, const farray& A, const farray& B, farray& y, farray& mean,
+                                    farray& rstd, int64_t N, int64_t C, int64_t HW, int64_t G, bool channels_last,
+                                    float eps, int num_threads) {
+  GroupNormSiluArgs s = gns_args(x, A, B, N, C, HW, G, channels_last, eps);
+  DDMINI_CHECK_ARG(y.size() == x.size(), "group_norm_silu: y must have the shape of x");
+  DDMINI_CHECK_ARG(G >= 1 && mean.size() == N * G && rstd.size() == N * G, "group_norm_silu: mean and rstd must be (N, G)");
+  DDMINI_CHECK_ARG(!overlap(x, y), "group_norm_silu: y must not overlap x");
+  const float* px = x.data();
+  float* py_ = mutable_data(y, "y");
+  float* pm = mutable_data(mean, "mean");
+  float* pr = mutable_data(rstd, "rstd");
+  py::gil_scoped_release nogil;
+  group_norm_silu_forward_cpu(s, px, py_, pm, pr, num_threads);
+}
+
+void group_norm_silu_backward_cpu_py(const farray& dy, const farray& x, const farray& A, const farray& B,
+                                     const farray& mean, const farray& rstd, farray& dx, farray& dA, farray& dB,
+                                     int64_t N, int64_t C, int64_t HW, int64_t G, bool channels_last,
+                                     int num_threads) {
+  GroupNormSiluArgs s = gns_args(x, A, B, N, C, HW, G, channels_last, 1e-5f);
+  DDMINI_CHECK_ARG(dy.size() == x.size() && dx.size() == x.size(), "group_norm_silu: dy and dx must have the shape of x");
+  DDMINI_CHECK_ARG(G >= 1 && mean.size() == N * G && rstd.size() == N * G, "group_norm_silu: mean and rstd must be (N, G)");
+  DDMINI_CHECK_ARG(dA.size() == N * C && dB.size() == N * C, "group_norm_silu: dA and dB must be (N, C)");
+  DDMINI_CHECK_ARG(!overlap(dx, x) && !overlap(dx, dy), "group_norm_silu: dx must not overlap x or dy");
+  const float *pg = dy.data(), *px = x.data(), *pm = mean.data(), *pr = rstd.data();
+  float* pdx = mutable_data(dx, "dx");
+  float* pda = mutable_data(dA, "dA");
+  float* pdb = mutable_data(dB, "dB");
+  py::gil_scoped_release nogil;
+  group_norm_silu_backward_cpu(s, pg, px, pm, pr, pdx, pda, pdb, num_threads);
+}
+
 void axpy_cpu_py(float a, const farray& x, farray& y, int num_threads) {
   DDMINI_CHECK_ARG(x.size() == y.size(), "axpy: x and y must have the same number of elements");
   const float* px = x.data();
@@ -160,6 +216,16 @@ PYBIND11_MODULE(_C, m) {
         "Fused noise-schedule step on the CPU: out = ca*a + cb*b (+ cc*c, c an array or in-kernel Philox noise).");
   m.def("philox_normal_cpu", &philox_normal_cpu_py, py::arg("out").noconvert(), py::arg("seed"), py::arg("offset"),
         py::arg("num_threads") = 1, "Fill out with N(0, 1) noise of the Philox stream (seed, offset).");
+  m.def("group_norm_silu_forward_cpu", &group_norm_silu_forward_cpu_py, py::arg("x").noconvert(),
+        py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("y").noconvert(), py::arg("mean").noconvert(),
+        py::arg("rstd").noconvert(), py::arg("N"), py::arg("C"), py::arg("HW"), py::arg("G"),
+        py::arg("channels_last"), py::arg("eps"), py::arg("num_threads") = 1,
+        "y = silu(A * GroupNorm(x) + B) per sample and channel; writes the groups' mean and rstd.");
+  m.def("group_norm_silu_backward_cpu", &group_norm_silu_backward_cpu_py, py::arg("dy").noconvert(),
+        py::arg("x").noconvert(), py::arg("A").noconvert(), py::arg("B").noconvert(), py::arg("mean").noconvert(),
+        py::arg("rstd").noconvert(), py::arg("dx").noconvert(), py::arg("dA").noconvert(), py::arg("dB").noconvert(),
+        py::arg("N"), py::arg("C"), py::arg("HW"), py::arg("G"), py::arg("channels_last"),
+        py::arg("num_threads") = 1, "Gradients of group_norm_silu with respect to x, A and B.");
   m.def("trace_sqrt_product_cpu", &trace_sqrt_product_cpu_py, py::arg("cov1").noconvert(),
         py::arg("cov2").noconvert(), py::arg("num_threads") = 1,
         "tr((C1 C2)^{1/2}) for a batch of symmetric PSD float64 matrices (B, d, d) -> (B,).");

@@ -210,6 +210,11 @@ class DiffusionTrainConfig:
     cpu_bf16: bool = True
     compile: bool = False        # torch.compile the model
     channels_last: bool = True
+    # GroupNorm + SiLU (and the blocks' scale-shift) as one ddmini kernel in float32 CPU training
+    # (unet.UNet.set_fused_norm; bf16 autocast and CUDA keep the eager ops). On, the default, leaves the
+    # cache key as it was before the kernel: its result is the eager ops' to float32 rounding (tested
+    # within 2x of PyTorch's own float32 error), as another CPU or thread count would give; off enters the key.
+    fused_norm: bool = field(default=True, metadata={"key_neutral": True})
     seed: int = 0
     # Fit `steps` (and with it the cosine horizon) to this many minutes of training on the machine the run
     # is on: the pipeline times the first steps (ddmini.fit), trains the steps that fit and caches the choice,
@@ -231,6 +236,7 @@ class DiffusionTrainConfig:
             "amp": "bfloat16 autocast on CUDA.",
             "cpu_bf16": "bfloat16 autocast on a CPU with native bf16 (AVX512-BF16/AMX); float32 elsewhere.",
             "compile": "torch.compile the model (CUDA only; refused on a CPU, where it was slower or crashed).", "channels_last": "channels_last memory format (float32).",
+            "fused_norm": "GroupNorm + SiLU as one ddmini kernel in float32 CPU training (bf16 and CUDA: eager ops).",
             "seed": "Random seed.",
             "fit_minutes": "Train as many steps as fit in this many minutes here, timed over the first steps "
                            "and cached (0: train --train-steps)."}

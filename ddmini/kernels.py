@@ -5,6 +5,7 @@ Backends: "auto" (the compiled kernel for the tensor's device when present, else
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import torch
@@ -313,3 +314,96 @@ def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t, t_prev, alphas_cumprod: t
     if be == "torch":
         return reference.ddim_step(x_t, eps, t, t_prev, alphas_cumprod, eta, noise, out=out)
     return _launch(_C.OP_DDIM, be, x_t, eps, noise, out, tt, ts, tp, tps, eta, alphas_cumprod)
+
+
+# ---------------------------------------------------------------------------------------------
+# GroupNorm + affine + SiLU (the U-Net's ResBlock input and its scale-shift conditioning)
+# ---------------------------------------------------------------------------------------------
+def _layout(x: torch.Tensor) -> bool | None:
+    """True for channels_last, False for channels-first contiguous, None for any other layout. A
+    tensor of one channel or one pixel is both: called channels-first."""
+    if x.is_contiguous():
+        return False
+    if x.is_contiguous(memory_format=torch.channels_last):
+        return True
+    return None
+
+
+def _flat(t: torch.Tensor, channels_last: bool):
+    """A NumPy view of a 4-D tensor in its memory order (no copy)."""
+    t = t.detach()
+    return (t.permute(0, 2, 3, 1) if channels_last else t).numpy()
+
+
+class _GroupNormSilu(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, A, B, groups: int, eps: float):
+        cl = _layout(x)
+        N, C, H, W = x.shape
+        A, B = A.detach().contiguous(), B.detach().contiguous()
+        y = torch.empty_like(x, memory_format=torch.channels_last if cl else torch.contiguous_format)
+        mean = x.new_empty((N, groups))
+        rstd = x.new_empty((N, groups))
+        _C.group_norm_silu_forward_cpu(_flat(x, cl), A.numpy(), B.numpy(), _flat(y, cl), mean.numpy(), rstd.numpy(),
+                                       N, C, H * W, groups, cl, float(eps), torch.get_num_threads())
+        ctx.save_for_backward(x, A, B, mean, rstd)
+        ctx.groups, ctx.channels_last = groups, cl
+        return y
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dy):
+        x, A, B, mean, rstd = ctx.saved_tensors
+        cl, (N, C, H, W) = ctx.channels_last, x.shape
+        dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
+        dx = torch.empty_like(x, memory_format=torch.channels_last if cl else torch.contiguous_format)
+        dA, dB = torch.empty_like(A), torch.empty_like(B)
+        _C.group_norm_silu_backward_cpu(_flat(dy, cl), _flat(x, cl), A.numpy(), B.numpy(), mean.numpy(), rstd.numpy(),
+                                        _flat(dx, cl), dA.numpy(), dB.numpy(), N, C, H * W, ctx.groups, cl,
+                                        torch.get_num_threads())
+        return dx, dA, dB, None, None
+
+
+def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = None,
+                    bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
+                    shift: torch.Tensor | None = None, *, eps: float = 1e-5, backend: str = "auto") -> torch.Tensor:
+    """``silu(GroupNorm(x) * (1 + scale) + shift)``, GroupNorm with its affine ``weight``, ``bias`` (C,);
+    ``scale``, ``shift`` (N, C) or absent: one pass over x forward and two backward, differentiable in
+    every tensor argument (the per-sample coefficients A = weight (1 + scale), B = bias (1 + scale) + shift
+    are formed by autograd-tracked torch ops of size N x C).
+
+    x: (N, C, H, W) float32 on the CPU, channels_last or contiguous, C divisible by ``groups``. "auto"
+    takes the C++ kernel for such x and the torch reference otherwise (other dtypes, devices, layouts).
+    """
+    if not isinstance(x, torch.Tensor) or x.ndim != 4:
+        raise ValueError("group_norm_silu: x must be a 4-D tensor (N, C, H, W)")
+    N, C = x.shape[:2]
+    if not isinstance(groups, int) or groups < 1 or C % groups:
+        raise ValueError(f"group_norm_silu: groups must be a positive divisor of the {C} channels; got {groups!r}")
+    if not (eps > 0 and math.isfinite(eps)):
+        raise ValueError(f"group_norm_silu: eps must be positive and finite; got {eps!r}")
+    for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)), ("scale", scale, (N, C)),
+                           ("shift", shift, (N, C))):
+        if t is not None and tuple(t.shape) != shape:
+            raise ValueError(f"group_norm_silu: {name} must have shape {shape}; got {tuple(t.shape)}")
+    s1 = None if scale is None else scale + 1
+    A = weight if s1 is None else (s1 if weight is None else s1 * weight)
+    B = bias if s1 is None or bias is None else bias * s1
+    if shift is not None:
+        B = shift if B is None else B + shift
+    A = x.new_ones((N, C)) if A is None else A.expand(N, C)
+    B = x.new_zeros((N, C)) if B is None else B.expand(N, C)
+    if A.dtype != x.dtype or B.dtype != x.dtype:
+        A, B = A.to(x.dtype), B.to(x.dtype)
+    fits = x.device.type == "cpu" and x.dtype == torch.float32 and _layout(x) is not None and x.numel() > 0
+    be = backend if backend != "auto" else ("cpp" if HAS_CPP and fits else "torch")
+    if be not in BACKENDS or be == "auto":
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    if be == "cpp":
+        _pick_backend("cpp", x.device)
+        if not fits:
+            raise ValueError("group_norm_silu: the C++ kernel takes float32 CPU tensors, channels_last or contiguous")
+        return _GroupNormSilu.apply(x, A, B, groups, float(eps))
+    if be == "cuda":
+        raise ValueError("group_norm_silu has no CUDA kernel: use backend 'auto' or 'torch'")
+    return reference.group_norm_silu(x, groups, A, B, eps)

@@ -113,3 +113,10 @@ def philox_normal(n: int, seed: int, offset: int, device="cpu") -> torch.Tensor:
         th = 2 * torch.pi * (u2 - 0.5)
         out += [r * torch.cos(th), r * torch.sin(th)]
     return torch.stack(out, 1).reshape(-1)[:n].float()
+
+
+def group_norm_silu(x: torch.Tensor, groups: int, A: torch.Tensor, B: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """silu(A[n, c] GroupNorm(x)[n, c] + B[n, c]): GroupNorm without affine (biased variance over each
+    group's channels and pixels), then a per-sample, per-channel affine A, B of shape (N, C)."""
+    z = torch.nn.functional.group_norm(x, groups, eps=eps) * A[:, :, None, None] + B[:, :, None, None]
+    return torch.nn.functional.silu(z)

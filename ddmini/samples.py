@@ -44,13 +44,25 @@ def check_labels(labels, n: int, num_classes: int, what: str = "labels") -> None
 
 def generate(model, tcfg, labels: torch.Tensor, cfg, *, device, desc: str = "sample") -> tuple[torch.Tensor, float]:
     """The sampling stage's compute: images for ``labels`` from the EMA ``model`` trained with ``tcfg``
-    (its schedule), by the sampling config ``cfg``; returns (images in [0, 1], seconds)."""
+    (its schedule), by the sampling config ``cfg``; returns (images in [0, 1], seconds).
+
+    On a CPU the U-Net samples in channels_last with its fused GroupNorm + SiLU (``UNet.set_fused_norm``):
+    1.3-1.9x the images per second of the contiguous eager model (bench/diffusion.py --only sample), the
+    same function to float32 rounding; the model's memory format stays channels_last after the call."""
     from .diffusion import Diffusion
 
+    cpu = torch.device(device).type == "cpu" and hasattr(model, "set_fused_norm")
+    before = getattr(model, "fused_norm", False)
+    if cpu:
+        model.to(memory_format=torch.channels_last).set_fused_norm(True)
     t0 = time.perf_counter()
-    x = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T).sample(
-        model, labels, cfg, image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size),
-        device=device, desc=desc)
+    try:
+        x = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T).sample(
+            model, labels, cfg, image_shape=(model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size),
+            device=device, desc=desc)
+    finally:
+        if cpu:
+            model.set_fused_norm(before)
     return x, time.perf_counter() - t0
 
 

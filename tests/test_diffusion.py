@@ -99,11 +99,12 @@ def test_new_knob_at_its_default_keeps_cache_keys():
     from ddmini.config import key_dict, to_dict
 
     cfg = DiffusionTrainConfig()
-    knobs = ("lr_schedule", "snr_gamma", "fit_minutes")  # added after runs were cached
+    knobs = ("lr_schedule", "snr_gamma", "fit_minutes", "fused_norm")  # added after runs were cached
     old = {k: v for k, v in to_dict(cfg).items() if k not in knobs}   # a config from before the knobs
     assert key_dict(cfg) == old
     assert key_dict(replace(cfg, lr_schedule="cosine"))["lr_schedule"] == "cosine"
     assert key_dict(replace(cfg, snr_gamma=2.0))["snr_gamma"] == 2.0
+    assert key_dict(replace(cfg, fused_norm=False))["fused_norm"] is False
 
 
 @pytest.mark.parametrize("lr_schedule", ["constant", "cosine"])

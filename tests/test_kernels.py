@@ -1,4 +1,5 @@
-"""The fused noise-schedule steps against their pure-PyTorch references (ddmini.reference).
+"""The fused noise-schedule steps and the fused GroupNorm + SiLU against their pure-PyTorch references
+(ddmini.reference), forward and (GroupNorm + SiLU) backward.
 
 Accuracy rule (as flash-attention's): a kernel's error against a float64 evaluation of the formula is
 at most twice the float32 torch reference's error, plus a few ulps of the result's scale.
@@ -319,3 +320,108 @@ def test_philox_noise_is_standard_normal(backend):
     assert abs(stats.skew(n)) < 1e-2 and abs(stats.kurtosis(n)) < 2e-2
     ks = stats.kstest(n, "norm")
     assert ks.pvalue > 1e-3, ks
+
+
+# ---- GroupNorm + affine + SiLU ---------------------------------------------------------------
+GNS_SHAPES = [(4, 16, 28, 28, 8), (3, 64, 7, 7, 8), (5, 32, 14, 14, 8), (2, 6, 5, 3, 3), (2, 4, 1, 1, 2)]
+
+
+def _gns_run(x, params, groups, backend, channels_last, gy):
+    """Output and gradients (x, weight, bias, scale, shift) of group_norm_silu at x's dtype."""
+    x = x.clone().requires_grad_()
+    ps = [p.clone().requires_grad_() for p in params]
+    xin = x.contiguous(memory_format=torch.channels_last) if channels_last else x
+    y = kernels.group_norm_silu(xin, groups, *ps, backend=backend)
+    (y * gy.to(y.dtype)).sum().backward()
+    return [y] + [x.grad] + [p.grad for p in ps]
+
+
+def _gns_inputs(N, C, H, W, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(N, C, H, W, generator=g, dtype=torch.float64) * 3 + 1
+    params = [torch.randn(C, generator=g, dtype=torch.float64), torch.randn(C, generator=g, dtype=torch.float64),
+              0.5 * torch.randn(N, C, generator=g, dtype=torch.float64),
+              torch.randn(N, C, generator=g, dtype=torch.float64)]
+    return x, params, torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("backend", cpu_variants(), indirect=True)
+@pytest.mark.parametrize("shape", GNS_SHAPES)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_group_norm_silu_forward_and_gradients(backend, shape, channels_last):
+    *dims, groups = shape
+    x, params, gy = _gns_inputs(*dims)
+    ref64 = _gns_run(x, params, groups, "torch", channels_last, gy)
+    ref32 = _gns_run(x.float(), [p.float() for p in params], groups, "torch", channels_last, gy)
+    got = _gns_run(x.float(), [p.float() for p in params], groups, backend, channels_last, gy)
+    assert got[0].is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+    for g, r32, r64 in zip(got, ref32, ref64):
+        assert g.dtype == torch.float32
+        assert_kernel_accuracy(g, r32, r64)
+
+
+@pytest.mark.parametrize("backend", cpu_variants(), indirect=True)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_group_norm_silu_without_scale_and_saturation(backend, channels_last):
+    """GroupNorm's affine only (the blocks' first norm); |z| up to ~1e4: silu(z) = z or 0, never inf/NaN."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 16, 9, 9, generator=g) * 5
+    w, b = torch.randn(16, generator=g) * 2000, torch.randn(16, generator=g) * 10
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    got = kernels.group_norm_silu(x, 4, w, b, backend=backend)
+    ref = reference.group_norm_silu(x.double(), 4, w.double().expand(3, 16), b.double().expand(3, 16))
+    assert torch.isfinite(got).all()
+    assert torch.allclose(got.double(), ref, rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("backend", cpu_variants(), indirect=True)
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_group_norm_silu_nan_stays_in_its_group(backend, channels_last):
+    x = torch.randn(2, 8, 5, 5)
+    x[1, 5, 2, 3] = float("nan")  # sample 1, group 2 of 4 (channels 4, 5)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    y = kernels.group_norm_silu(x, 4, torch.ones(8), torch.zeros(8), backend=backend)
+    bad = torch.isnan(y)
+    assert bad[1, 4:6].all() and not bad[0].any() and not bad[1, :4].any() and not bad[1, 6:].any()
+
+
+def test_group_norm_silu_auto_and_fallbacks():
+    x = torch.randn(2, 8, 6, 6)
+    w, b = torch.randn(8), torch.randn(8)
+    if HAS_CPP:
+        assert torch.allclose(kernels.group_norm_silu(x, 4, w, b), kernels.group_norm_silu(x, 4, w, b, backend="torch"),
+                              atol=1e-5)
+    # a layout or dtype the kernel does not take goes to the torch reference under "auto"
+    odd = torch.randn(2, 8, 6, 12)[..., ::2]
+    assert torch.allclose(kernels.group_norm_silu(odd, 4, w, b),
+                          reference.group_norm_silu(odd, 4, w.expand(2, 8), b.expand(2, 8)), atol=1e-6)
+    assert kernels.group_norm_silu(x.double(), 4, w.double(), b.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(groups=3), "positive divisor"),
+    (dict(groups=0), "positive divisor"),
+    (dict(weight=torch.ones(4)), "weight must have shape"),
+    (dict(scale=torch.ones(8)), "scale must have shape"),
+    (dict(eps=0.0), "eps must be positive"),
+    (dict(eps=float("nan")), "eps must be positive"),
+    (dict(backend="nope"), "backend must be one of"),
+    (dict(backend="cuda"), "CUDA|cuda"),
+])
+def test_group_norm_silu_bad_inputs(kwargs, match):
+    args = dict(groups=4, weight=torch.ones(8), bias=torch.zeros(8), scale=None, shift=None)
+    backend = kwargs.pop("backend", "auto")
+    eps = kwargs.pop("eps", 1e-5)
+    args.update(kwargs)
+    with pytest.raises((ValueError, RuntimeError), match=match):
+        kernels.group_norm_silu(torch.randn(2, 8, 4, 4), args.pop("groups"), **args, eps=eps, backend=backend)
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="ddmini._C not built")
+def test_group_norm_silu_cpp_refuses_what_it_cannot_take():
+    with pytest.raises(ValueError, match="float32 CPU tensors"):
+        kernels.group_norm_silu(torch.randn(2, 8, 4, 4, dtype=torch.float64), 4, backend="cpp")
+    with pytest.raises(ValueError, match="4-D"):
+        kernels.group_norm_silu(torch.randn(8, 4, 4), 4, backend="cpp")

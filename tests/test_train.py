@@ -80,3 +80,18 @@ def test_compile_is_refused_on_cpu(tmp_path):
         train.train(UNET_PRESETS["tiny"], DiffusionTrainConfig(steps=1, compile=True), torch.rand(4, 1, 28, 28),
                     torch.zeros(4, dtype=torch.long), tmp_path / "d.pt", device="cpu")
     assert not (tmp_path / "d.pt").exists()
+
+
+@pytest.mark.parametrize("cpu_bf16, fused_norm", [(False, True), (False, False), (True, True)])
+def test_fused_norm_where_training_runs_float32_on_a_cpu(tmp_path, cpu_bf16, fused_norm):
+    """The fused GroupNorm + SiLU trains the float32 CPU model; under bf16 autocast (native bf16 CPUs) the
+    eager ops stay. On (the default) leaves the cache key as it was before the option existed."""
+    from ddmini import train
+    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS, key_dict
+    from ddmini.runtime import cpu_has_native_bf16
+
+    cfg = DiffusionTrainConfig(steps=2, batch_size=4, cpu_bf16=cpu_bf16, fused_norm=fused_norm)
+    state = train.train(UNET_PRESETS["tiny"], cfg, torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long),
+                        tmp_path / "d.pt", device="cpu")
+    assert state.model.fused_norm is (fused_norm and not (cpu_bf16 and cpu_has_native_bf16()))
+    assert ("fused_norm" in key_dict(cfg)) is (not fused_norm)

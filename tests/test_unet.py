@@ -43,3 +43,41 @@ def test_prediction_depends_on_time_and_label():
         b = m(x, torch.tensor([500, 500]), torch.tensor([3, 3]))
         c = m(x, torch.tensor([10, 10]), torch.tensor([7, 7]))
     assert (a - b).abs().max() > 1e-4 and (a - c).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_fused_norm_gives_the_eager_models_loss_and_gradients(memory_format):
+    """UNet.set_fused_norm swaps every GroupNorm + SiLU (with the blocks' scale-shift) for the ddmini kernel:
+    the same loss and gradients to float32 rounding, for both memory formats and a 3-channel model."""
+    from ddmini.diffusion import Diffusion
+
+    cfg = UNetConfig(base_channels=8, channel_mult=(1, 2), groups=4, attention=True, in_channels=3, image_size=12)
+    torch.manual_seed(0)
+    m = unet.UNet(cfg).to(memory_format=memory_format)
+    for p in m.parameters():  # the zero-initialised output convs would hide every gradient behind them
+        if not p.abs().sum():
+            torch.nn.init.normal_(p, std=0.1)
+    x0, noise = torch.rand(6, 3, 12, 12) * 2 - 1, torch.randn(6, 3, 12, 12)
+    t, y = torch.randint(0, 1000, (6,)), torch.tensor([0, 1, 2, 3, 10, 10])
+    out = {}
+    for fused in (False, True):
+        m.set_fused_norm(fused)
+        m.zero_grad(set_to_none=True)
+        loss = Diffusion().loss(m, x0, y, t, noise)
+        loss.backward()
+        out[fused] = (loss.item(), [p.grad.clone() for p in m.parameters()])
+    assert all(b.fused_norm for b in m.modules() if isinstance(b, unet.ResBlock))
+    assert out[True][0] == pytest.approx(out[False][0], rel=1e-5)
+    for a, b in zip(out[False][1], out[True][1]):
+        assert (a - b).norm() <= 1e-4 * a.norm() + 1e-7
+
+
+def test_fused_norm_is_not_used_under_bf16_autocast(monkeypatch):
+    from ddmini import kernels
+
+    m = unet.UNet(UNET_PRESETS["tiny"]).set_fused_norm(True)
+    calls = []
+    monkeypatch.setattr(kernels, "group_norm_silu", lambda *a, **k: calls.append(1))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        m(torch.randn(2, 1, 28, 28), torch.tensor([1, 2]), torch.tensor([0, 1]))
+    assert not calls
