@@ -395,7 +395,7 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = 
     B = x.new_zeros((N, C)) if B is None else B.expand(N, C)
     if A.dtype != x.dtype or B.dtype != x.dtype:
         A, B = A.to(x.dtype), B.to(x.dtype)
-    fits = x.device.type == "cpu" and x.dtype == torch.float32 and _layout(x) is not None and x.numel() > 0
+    fits = x.device.type == "cpu" and x.dtype == torch.float32 and _layout(x) is not None
     be = backend if backend != "auto" else ("cpp" if HAS_CPP and fits else "torch")
     if be not in BACKENDS or be == "auto":
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")

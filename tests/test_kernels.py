@@ -420,6 +420,14 @@ def test_group_norm_silu_bad_inputs(kwargs, match):
 
 
 @pytest.mark.skipif(not HAS_CPP, reason="ddmini._C not built")
+def test_group_norm_silu_empty_batch():
+    x = torch.randn(0, 8, 4, 4, requires_grad=True)
+    y = kernels.group_norm_silu(x, 4, torch.ones(8), torch.zeros(8), backend="cpp")
+    y.sum().backward()
+    assert y.shape == x.shape and x.grad.shape == x.shape
+
+
+@pytest.mark.skipif(not HAS_CPP, reason="ddmini._C not built")
 def test_group_norm_silu_cpp_refuses_what_it_cannot_take():
     with pytest.raises(ValueError, match="float32 CPU tensors"):
         kernels.group_norm_silu(torch.randn(2, 8, 4, 4, dtype=torch.float64), 4, backend="cpp")
