@@ -17,7 +17,8 @@
    for the ratio column.
 6. (--only flops) The training step's arithmetic: FLOPs of forward + backward (torch.utils.flop_counter),
    ms per step and achieved GFLOP/s in float32 (channels_last with the fused GroupNorm + SiLU, as ddmini
-   trains without native bf16, and with PyTorch's eager norm ops for the ratio) and, where the CPU has native bf16, bf16 autocast; and the ratio to the machine's FMA peak (cores x
+   trains without native bf16, and with PyTorch's eager norm ops for the ratio) and, where the CPU has native
+   bf16, bf16 autocast (fused and eager norm); and the ratio to the machine's FMA peak (cores x
    clock x FLOP per cycle of the vector ISA torch uses; assumptions printed). An AVX2-only CPU is
    approximated on an AVX-512 one with ATEN_CPU_CAPABILITY=avx2 ONEDNN_MAX_CPU_ISA=AVX2. With --compile,
    each precision again through torch.compile (inductor), steady state, and the first step's seconds.
@@ -103,7 +104,7 @@ def bench_train(batch: int, n: int) -> None:
         opt_b.step()
 
     # float32 as ddmini trains without native bf16 (channels_last, fused GroupNorm + SiLU); bf16 autocast
-    # as it trains on a CPU with AVX512-BF16/AMX (contiguous, eager norm); diffusers the same two ways
+    # as it trains on a CPU with AVX512-BF16/AMX (contiguous, fused norm); diffusers the same two ways
     ours.to(memory_format=torch.channels_last).set_fused_norm(True)
     ta = time_steps(lambda: step_ours(False), n)
     tb = time_steps(lambda: step_theirs(False), n)
@@ -113,7 +114,7 @@ def bench_train(batch: int, n: int) -> None:
     print(f"| diffusers UNet2DModel | {n_theirs:,} | float32 | {1000 * tb:.0f} | {1 / tb:.2f} |")
     rows = [f"float32: ddmini / diffusers time {ta / tb:.2f}x (ddmini {tb / ta:.2f}x faster)"]
     if cpu_has_native_bf16():
-        ours.to(memory_format=torch.contiguous_format).set_fused_norm(False)
+        ours.to(memory_format=torch.contiguous_format)
         ta16 = time_steps(lambda: step_ours(True), n)
         tb16 = time_steps(lambda: step_theirs(True), n)
         print(f"| ddmini U-Net 'small' | {n_ours:,} | bf16 autocast | {1000 * ta16:.0f} | {1 / ta16:.2f} |")
@@ -164,11 +165,12 @@ def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
           "(forward + backward; AdamW not counted)")
     print("| precision | ms / step | achieved GFLOP/s | FMA peak GFLOP/s | share of peak | 12,000 steps |")
     print("|---|---|---|---|---|---|")
-    # float32 as ddmini trains it (channels_last, fused GroupNorm + SiLU) and with the eager norm ops; the
-    # two are timed step by step in turn (median of n each), so that a machine whose speed drifts (shared
+    # float32 and bf16 as ddmini trains them (fused GroupNorm + SiLU) and with the eager norm ops; the
+    # modes are timed step by step in turn (median of n each), so that a machine whose speed drifts (shared
     # hosts) shifts both alike
     modes = [("float32, channels_last, fused norm", False, True), ("float32, channels_last, eager norm", False, False)]
-    modes += [("bf16 autocast", True, False)] if cpu_has_native_bf16() else []
+    modes += [("bf16 autocast, fused norm", True, True), ("bf16 autocast, eager norm", True, False)] \
+        if cpu_has_native_bf16() else []
 
     def step(bf16, fused, net=None):
         def f():
@@ -228,9 +230,9 @@ def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
                           channel_mult=tuple(int(m) for m in mult.split(","))).validate()
         except ValueError as e:
             raise SystemExit(f"bad shape {spec!r} (want BASE:M1,M2,..:BLOCKS): {e}")
-        model = unet.build(cfg)
+        model = unet.build(cfg).set_fused_norm(True)
         if not bf16:
-            model.to(memory_format=torch.channels_last).set_fused_norm(True)
+            model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ts = time_steps(lambda: train_step(d, model, opt, x0, y, bf16), n)
         first = first or ts

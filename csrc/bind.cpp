@@ -118,13 +118,22 @@ void philox_normal_cpu_py(farray& out, uint64_t seed, uint64_t offset, int num_t
 }
 
 // Arrays overlap when their byte ranges do (then a __restrict kernel could read what it wrote).
-bool overlap(const farray& a, const farray& b) {
-  const char* a0 = reinterpret_cast<const char*>(a.data());
-  const char* b0 = reinterpret_cast<const char*>(b.data());
+bool overlap(const py::array& a, const py::array& b) {
+  const char* a0 = static_cast<const char*>(a.data());
+  const char* b0 = static_cast<const char*>(b.data());
   return a0 < b0 + b.nbytes() && b0 < a0 + a.nbytes();
 }
 
-GroupNormSiluArgs gns_args(const farray& x, const farray& A, const farray& B, int64_t N, int64_t C, int64_t HW,
+// An activation of group_norm_silu: C-contiguous float32, or bfloat16 bits as int16 / uint16.
+bool activation_is_bf16(const py::array& a, const char* name) {
+  DDMINI_CHECK_ARG(a.flags() & py::array::c_style, std::string("group_norm_silu: ") + name + " must be C-contiguous");
+  if (py::isinstance<py::array_t<float>>(a) && a.itemsize() == 4) return false;
+  DDMINI_CHECK_ARG(a.itemsize() == 2 && (a.dtype().kind() == 'i' || a.dtype().kind() == 'u'),
+                   std::string("group_norm_silu: ") + name + " must be float32 or bfloat16 bits (int16)");
+  return true;
+}
+
+GroupNormSiluArgs gns_args(const py::array& x, const farray& A, const farray& B, int64_t N, int64_t C, int64_t HW,
                            int64_t G, bool channels_last, float eps) {
   DDMINI_CHECK_ARG(N >= 0 && C >= 1 && HW >= 1 && x.size() == N * C * HW,
                    "group_norm_silu: x must hold N * C * HW elements");
@@ -135,38 +144,48 @@ GroupNormSiluArgs gns_args(const farray& x, const farray& A, const farray& B, in
   s.HW = HW;
   s.G = G;
   s.channels_last = channels_last;
+  s.bf16 = activation_is_bf16(x, "x");
   s.eps = eps;
   s.A = A.data();
   s.B = B.data();
   return s;
 }
 
-void group_norm_silu_forward_cpu_py(const farray& x, const farray& A, const farray& B, farray& y, farray& mean,
+void check_like_x(const GroupNormSiluArgs& s, const py::array& x, const py::array& a, const char* name) {
+  DDMINI_CHECK_ARG(a.size() == x.size() && activation_is_bf16(a, name) == s.bf16,
+                   std::string("group_norm_silu: ") + name + " must have the shape and dtype of x");
+}
+
+void group_norm_silu_forward_cpu_py(const py::array& x, const farray& A, const farray& B, py::array& y, farray& mean,
                                     farray& rstd, int64_t N, int64_t C, int64_t HW, int64_t G, bool channels_last,
                                     float eps, int num_threads) {
   GroupNormSiluArgs s = gns_args(x, A, B, N, C, HW, G, channels_last, eps);
-  DDMINI_CHECK_ARG(y.size() == x.size(), "group_norm_silu: y must have the shape of x");
+  check_like_x(s, x, y, "y");
+  DDMINI_CHECK_ARG(y.writeable(), "y must be writeable");
   DDMINI_CHECK_ARG(G >= 1 && mean.size() == N * G && rstd.size() == N * G, "group_norm_silu: mean and rstd must be (N, G)");
   DDMINI_CHECK_ARG(!overlap(x, y), "group_norm_silu: y must not overlap x");
-  const float* px = x.data();
-  float* py_ = mutable_data(y, "y");
+  const void* px = x.data();
+  void* py_ = y.mutable_data();
   float* pm = mutable_data(mean, "mean");
   float* pr = mutable_data(rstd, "rstd");
   py::gil_scoped_release nogil;
   group_norm_silu_forward_cpu(s, px, py_, pm, pr, num_threads);
 }
 
-void group_norm_silu_backward_cpu_py(const farray& dy, const farray& x, const farray& A, const farray& B,
-                                     const farray& mean, const farray& rstd, farray& dx, farray& dA, farray& dB,
+void group_norm_silu_backward_cpu_py(const py::array& dy, const py::array& x, const farray& A, const farray& B,
+                                     const farray& mean, const farray& rstd, py::array& dx, farray& dA, farray& dB,
                                      int64_t N, int64_t C, int64_t HW, int64_t G, bool channels_last,
                                      int num_threads) {
   GroupNormSiluArgs s = gns_args(x, A, B, N, C, HW, G, channels_last, 1e-5f);
-  DDMINI_CHECK_ARG(dy.size() == x.size() && dx.size() == x.size(), "group_norm_silu: dy and dx must have the shape of x");
+  check_like_x(s, x, dy, "dy");
+  check_like_x(s, x, dx, "dx");
+  DDMINI_CHECK_ARG(dx.writeable(), "dx must be writeable");
   DDMINI_CHECK_ARG(G >= 1 && mean.size() == N * G && rstd.size() == N * G, "group_norm_silu: mean and rstd must be (N, G)");
   DDMINI_CHECK_ARG(dA.size() == N * C && dB.size() == N * C, "group_norm_silu: dA and dB must be (N, C)");
   DDMINI_CHECK_ARG(!overlap(dx, x) && !overlap(dx, dy), "group_norm_silu: dx must not overlap x or dy");
-  const float *pg = dy.data(), *px = x.data(), *pm = mean.data(), *pr = rstd.data();
-  float* pdx = mutable_data(dx, "dx");
+  const void *pg = dy.data(), *px = x.data();
+  const float *pm = mean.data(), *pr = rstd.data();
+  void* pdx = dx.mutable_data();
   float* pda = mutable_data(dA, "dA");
   float* pdb = mutable_data(dB, "dB");
   py::gil_scoped_release nogil;

@@ -10,7 +10,9 @@
 // passes, so the work is a few sweeps over L1/L2 rather than the ~8 sweeps over memory of GroupNorm,
 // mul, add and SiLU as separate PyTorch ops (and their backward). Samples run in parallel.
 // Layouts: channels_last (N, H*W, C: C innermost, what ddmini trains in float32) or channels-first
-// (N, C, H*W). exp is a polynomial (fast_exp) that the compiler vectorises, within ~2 ulp of expf.
+// (N, C, H*W). Storage of x, y, dy, dx: float32, or bfloat16 (bf16 autocast training), always computed
+// in float32 (as autocast runs GroupNorm) and rounded to nearest even once on store. A, B, dA, dB,
+// mean, rstd are float32. exp is a polynomial (fast_exp) that the compiler vectorises, within ~2 ulp of expf.
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -22,10 +24,27 @@
 namespace ddmini {
 namespace {
 
-DDMINI_ALWAYS_INLINE float bits_to_float(int32_t i) {
+DDMINI_ALWAYS_INLINE float bits_to_float(uint32_t i) {
   float f;
   std::memcpy(&f, &i, sizeof f);
   return f;
+}
+
+DDMINI_ALWAYS_INLINE uint32_t float_to_bits(float f) {
+  uint32_t i;
+  std::memcpy(&i, &f, sizeof i);
+  return i;
+}
+
+// Element storage: float32 as is; bf16 as the upper 16 bits of a float32 (loads exact; stores round to
+// nearest even, NaN kept a quiet NaN).
+DDMINI_ALWAYS_INLINE float load(const float* p, int64_t i) { return p[i]; }
+DDMINI_ALWAYS_INLINE float load(const uint16_t* p, int64_t i) { return bits_to_float((uint32_t)p[i] << 16); }
+DDMINI_ALWAYS_INLINE void store(float* p, int64_t i, float v) { p[i] = v; }
+DDMINI_ALWAYS_INLINE void store(uint16_t* p, int64_t i, float v) {
+  const uint32_t u = float_to_bits(v);
+  const uint32_t r = (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;
+  p[i] = (uint16_t)(v != v ? 0x7fc0u : r);
 }
 
 // e^x for x in float range: 2^n * e^r, n = round(x / ln 2), |r| <= ln2 / 2, e^r by a degree-6
@@ -38,7 +57,7 @@ DDMINI_ALWAYS_INLINE float fast_exp(float x) {
   const float r = (x - n * 0.693145752f) - n * 1.42860677e-6f;  // ln 2 split in two for exactness
   const float p =
       1.f + r * (1.f + r * (0.5f + r * (1.f / 6 + r * (1.f / 24 + r * (1.f / 120 + r * (1.f / 720))))));
-  return p * bits_to_float(((int32_t)n + 127) << 23);
+  return p * bits_to_float((uint32_t)((int32_t)n + 127) << 23);
 }
 
 DDMINI_ALWAYS_INLINE float sigmoid(float z) { return 1.f / (1.f + fast_exp(-z)); }
@@ -48,22 +67,22 @@ constexpr int64_t kBlock = 16;  // pixels per float partial sum (channels_last)
 struct Dims {
   int64_t C, HW, G;
   int64_t cg() const { return C / G; }
-  float inv_m() const { return 1.f / (float)(cg() * HW); }
+  double m() const { return (double)(cg() * HW); }
 };
 
 // acc[c] = sum over the HW pixels of (x - center[c]), or of its square, channels_last: float sums over
 // blocks of kBlock pixels added in double (float accuracy of a sum of kBlock terms, not of HW terms).
-template <bool kSquare>
-DDMINI_ALWAYS_INLINE void channel_sums(const float* __restrict x, int64_t HW, int64_t C,
-                                       const float* __restrict center, float* __restrict s, double* __restrict acc) {
+template <bool kSquare, typename T>
+DDMINI_ALWAYS_INLINE void channel_sums(const T* __restrict x, int64_t HW, int64_t C, const float* __restrict center,
+                                       float* __restrict s, double* __restrict acc) {
   for (int64_t c = 0; c < C; ++c) acc[c] = 0.0;
   for (int64_t p0 = 0; p0 < HW; p0 += kBlock) {
     for (int64_t c = 0; c < C; ++c) s[c] = 0.f;
     for (int64_t p = p0; p < std::min(HW, p0 + kBlock); ++p) {
-      const float* xp = x + p * C;
+      const T* xp = x + p * C;
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) {
-        const float u = xp[c] - center[c];
+        const float u = load(xp, c) - center[c];
         s[c] += kSquare ? u * u : u;
       }
     }
@@ -71,65 +90,76 @@ DDMINI_ALWAYS_INLINE void channel_sums(const float* __restrict x, int64_t HW, in
   }
 }
 
+// Per-thread scratch: per-channel float and double arrays, and a sample's dz (backward).
+struct Scratch {
+  std::vector<float> f;
+  std::vector<double> d;
+  Scratch(int64_t C, int64_t per_sample) : f(4 * C + per_sample), d(2 * C) {}
+  float* ch(int k, int64_t C) { return f.data() + k * C; }
+  float* dz(int64_t C) { return f.data() + 4 * C; }
+};
+
 // ---- channels_last: element (p, c) of a sample at p * C + c ------------------------------------
-DDMINI_ALWAYS_INLINE void fwd_cl_impl(const float* __restrict x, const float* __restrict A, const float* __restrict B,
-                                      float* __restrict y, float* __restrict mean, float* __restrict rstd, Dims d,
-                                      float eps, float* __restrict s, float* __restrict a, float* __restrict b,
-                                      double* __restrict acc) {
+template <typename T>
+DDMINI_ALWAYS_INLINE void fwd_cl(const T* __restrict x, const float* __restrict A, const float* __restrict B,
+                                 T* __restrict y, float* __restrict mean, float* __restrict rstd, Dims d, float eps,
+                                 float* __restrict s, float* __restrict a, float* __restrict b,
+                                 double* __restrict acc) {
   const int64_t C = d.C, HW = d.HW, cg = d.cg();
   for (int64_t c = 0; c < C; ++c) a[c] = 0.f;
   channel_sums<false>(x, HW, C, a, s, acc);
   for (int64_t g = 0; g < d.G; ++g) {
     double t = 0.0;
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) t += acc[c];
-    mean[g] = (float)(t / (double)(cg * HW));
+    mean[g] = (float)(t / d.m());
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) a[c] = mean[g];
   }
   channel_sums<true>(x, HW, C, a, s, acc);
   for (int64_t g = 0; g < d.G; ++g) {
     double t = 0.0;
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) t += acc[c];
-    rstd[g] = (float)(1.0 / std::sqrt(t / (double)(cg * HW) + eps));
+    rstd[g] = (float)(1.0 / std::sqrt(t / d.m() + eps));
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
       a[c] = rstd[g] * A[c];
       b[c] = B[c] - mean[g] * a[c];
     }
   }
   for (int64_t p = 0; p < HW; ++p) {
-    const float* xp = x + p * C;
-    float* yp = y + p * C;
+    const T* xp = x + p * C;
+    T* yp = y + p * C;
 #pragma omp simd
     for (int64_t c = 0; c < C; ++c) {
-      const float z = xp[c] * a[c] + b[c];
-      yp[c] = z * sigmoid(z);
+      const float z = load(xp, c) * a[c] + b[c];
+      store(yp, c, z * sigmoid(z));
     }
   }
 }
 
-DDMINI_ALWAYS_INLINE void bwd_cl_impl(const float* __restrict dy, const float* __restrict x, const float* __restrict A,
-                                      const float* __restrict B, const float* __restrict mean,
-                                      const float* __restrict rstd, float* __restrict dx, float* __restrict dA,
-                                      float* __restrict dB, Dims d, float* __restrict mc, float* __restrict rc,
-                                      float* __restrict k2, float* __restrict k3, double* __restrict acc) {
+template <typename T>
+DDMINI_ALWAYS_INLINE void bwd_cl(const T* __restrict dy, const T* __restrict x, const float* __restrict A,
+                                 const float* __restrict B, const float* __restrict mean, const float* __restrict rstd,
+                                 T* __restrict dx, float* __restrict dA, float* __restrict dB, Dims d,
+                                 float* __restrict mc, float* __restrict rc, float* __restrict k2,
+                                 float* __restrict k3, double* __restrict acc, float* __restrict dzs) {
   const int64_t C = d.C, HW = d.HW, cg = d.cg();
   for (int64_t c = 0; c < C; ++c) {
     mc[c] = mean[c / cg];
     rc[c] = rstd[c / cg];
     acc[c] = acc[C + c] = 0.0;
   }
-  // pass 1: dz into dx, per-channel sums of dz and dz * xhat (blocks as in the forward) into dB and dA
+  // pass 1: dz into dzs, per-channel sums of dz and dz * xhat (blocks as in the forward) into dB and dA
   for (int64_t p0 = 0; p0 < HW; p0 += kBlock) {
     for (int64_t c = 0; c < C; ++c) k2[c] = k3[c] = 0.f;
     for (int64_t p = p0; p < std::min(HW, p0 + kBlock); ++p) {
-      const float* xp = x + p * C;
-      const float* gp = dy + p * C;
-      float* op = dx + p * C;
+      const T* xp = x + p * C;
+      const T* gp = dy + p * C;
+      float* op = dzs + p * C;
 #pragma omp simd
       for (int64_t c = 0; c < C; ++c) {
-        const float xh = (xp[c] - mc[c]) * rc[c];
+        const float xh = (load(xp, c) - mc[c]) * rc[c];
         const float z = xh * A[c] + B[c];
         const float sg = sigmoid(z);
-        const float dz = gp[c] * sg * (1.f + z * (1.f - sg));
+        const float dz = load(gp, c) * sg * (1.f + z * (1.f - sg));
         op[c] = dz;
         k2[c] += dz;
         k3[c] += dz * xh;
@@ -151,7 +181,7 @@ DDMINI_ALWAYS_INLINE void bwd_cl_impl(const float* __restrict dy, const float* _
       t1 += A[c] * acc[c];
       t2 += A[c] * acc[C + c];
     }
-    const float m1 = (float)(t1 / (double)(cg * HW)), m2 = (float)(t2 / (double)(cg * HW));
+    const float m1 = (float)(t1 / d.m()), m2 = (float)(t2 / d.m());
     const float r = rstd[g];
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
       rc[c] = r * A[c];
@@ -160,55 +190,60 @@ DDMINI_ALWAYS_INLINE void bwd_cl_impl(const float* __restrict dy, const float* _
     }
   }
   for (int64_t p = 0; p < HW; ++p) {
-    const float* xp = x + p * C;
-    float* op = dx + p * C;
+    const T* xp = x + p * C;
+    const float* zp = dzs + p * C;
+    T* op = dx + p * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) op[c] = rc[c] * op[c] + k2[c] * xp[c] + k3[c];
+    for (int64_t c = 0; c < C; ++c) store(op, c, rc[c] * zp[c] + k2[c] * load(xp, c) + k3[c]);
   }
 }
 
 // ---- channels-first: channel c of a sample at c * HW .. (c + 1) * HW ---------------------------
-DDMINI_ALWAYS_INLINE void fwd_cf_impl(const float* __restrict x, const float* __restrict A, const float* __restrict B,
-                                      float* __restrict y, float* __restrict mean, float* __restrict rstd, Dims d,
-                                      float eps) {
+template <typename T>
+DDMINI_ALWAYS_INLINE void fwd_cf(const T* __restrict x, const float* __restrict A, const float* __restrict B,
+                                 T* __restrict y, float* __restrict mean, float* __restrict rstd, Dims d, float eps) {
   const int64_t HW = d.HW, cg = d.cg(), m = cg * HW;
   for (int64_t g = 0; g < d.G; ++g) {
-    const float* xg = x + g * m;
+    const T* xg = x + g * m;
     float s = 0.f;
 #pragma omp simd reduction(+ : s)
-    for (int64_t i = 0; i < m; ++i) s += xg[i];
-    const float mu = s * d.inv_m();
+    for (int64_t i = 0; i < m; ++i) s += load(xg, i);
+    const float mu = (float)(s / d.m());
     float v = 0.f;
 #pragma omp simd reduction(+ : v)
-    for (int64_t i = 0; i < m; ++i) v += (xg[i] - mu) * (xg[i] - mu);
-    const float r = 1.f / std::sqrt(v * d.inv_m() + eps);
+    for (int64_t i = 0; i < m; ++i) {
+      const float u = load(xg, i) - mu;
+      v += u * u;
+    }
+    const float r = (float)(1.0 / std::sqrt(v / d.m() + eps));
     mean[g] = mu;
     rstd[g] = r;
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
       const float a = r * A[c], b = B[c] - mu * a;
-      const float* xc = x + c * HW;
-      float* yc = y + c * HW;
+      const T* xc = x + c * HW;
+      T* yc = y + c * HW;
 #pragma omp simd
       for (int64_t i = 0; i < HW; ++i) {
-        const float z = xc[i] * a + b;
-        yc[i] = z * sigmoid(z);
+        const float z = load(xc, i) * a + b;
+        store(yc, i, z * sigmoid(z));
       }
     }
   }
 }
 
-DDMINI_ALWAYS_INLINE void bwd_cf_impl(const float* __restrict dy, const float* __restrict x, const float* __restrict A,
-                                      const float* __restrict B, const float* __restrict mean,
-                                      const float* __restrict rstd, float* __restrict dx, float* __restrict dA,
-                                      float* __restrict dB, Dims d) {
+template <typename T>
+DDMINI_ALWAYS_INLINE void bwd_cf(const T* __restrict dy, const T* __restrict x, const float* __restrict A,
+                                 const float* __restrict B, const float* __restrict mean, const float* __restrict rstd,
+                                 T* __restrict dx, float* __restrict dA, float* __restrict dB, Dims d,
+                                 float* __restrict dzs) {
   const int64_t HW = d.HW, cg = d.cg();
   for (int64_t g = 0; g < d.G; ++g) {
     const float mu = mean[g], r = rstd[g];
     double t1 = 0.0, t2 = 0.0;
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
-      const float* xc = x + c * HW;
-      const float* gc = dy + c * HW;
-      float* oc = dx + c * HW;
+      const T* xc = x + c * HW;
+      const T* gc = dy + c * HW;
+      float* oc = dzs + c * HW;
       const float a = A[c], b = B[c];
       double tdz = 0.0, tdzx = 0.0;  // float partial sums over kBlock * 4 pixels, added in double
       for (int64_t i0 = 0; i0 < HW; i0 += 4 * kBlock) {
@@ -216,10 +251,10 @@ DDMINI_ALWAYS_INLINE void bwd_cf_impl(const float* __restrict dy, const float* _
         float sdz = 0.f, sdzx = 0.f;
 #pragma omp simd reduction(+ : sdz, sdzx)
         for (int64_t i = i0; i < i1; ++i) {
-          const float xh = (xc[i] - mu) * r;
+          const float xh = (load(xc, i) - mu) * r;
           const float z = xh * a + b;
           const float sg = sigmoid(z);
-          const float dz = gc[i] * sg * (1.f + z * (1.f - sg));
+          const float dz = load(gc, i) * sg * (1.f + z * (1.f - sg));
           oc[i] = dz;
           sdz += dz;
           sdzx += dz * xh;
@@ -232,41 +267,79 @@ DDMINI_ALWAYS_INLINE void bwd_cf_impl(const float* __restrict dy, const float* _
       t1 += a * tdz;
       t2 += a * tdzx;
     }
-    const float m1 = (float)(t1 / (double)(cg * HW)), m2 = (float)(t2 / (double)(cg * HW));
+    const float m1 = (float)(t1 / d.m()), m2 = (float)(t2 / d.m());
     const float k2 = -r * r * m2, k3 = r * (r * m2 * mu - m1);
     for (int64_t c = g * cg; c < (g + 1) * cg; ++c) {
       const float k1 = r * A[c];
-      const float* xc = x + c * HW;
-      float* oc = dx + c * HW;
+      const T* xc = x + c * HW;
+      const float* zc = dzs + c * HW;
+      T* oc = dx + c * HW;
 #pragma omp simd
-      for (int64_t i = 0; i < HW; ++i) oc[i] = k1 * oc[i] + k2 * xc[i] + k3;
+      for (int64_t i = 0; i < HW; ++i) store(oc, i, k1 * zc[i] + k2 * load(xc, i) + k3);
     }
   }
 }
 
-DDMINI_MULTIVERSION(void, fwd_cl,
-                    (const float* x, const float* A, const float* B, float* y, float* mean, float* rstd, Dims d,
-                     float eps, float* s, float* a, float* b, double* acc),
-                    (x, A, B, y, mean, rstd, d, eps, s, a, b, acc))
-DDMINI_MULTIVERSION(void, bwd_cl,
-                    (const float* dy, const float* x, const float* A, const float* B, const float* mean,
-                     const float* rstd, float* dx, float* dA, float* dB, Dims d, float* mc, float* rc, float* k2,
-                     float* k3, double* acc),
-                    (dy, x, A, B, mean, rstd, dx, dA, dB, d, mc, rc, k2, k3, acc))
-DDMINI_MULTIVERSION(void, fwd_cf,
-                    (const float* x, const float* A, const float* B, float* y, float* mean, float* rstd, Dims d,
-                     float eps),
-                    (x, A, B, y, mean, rstd, d, eps))
-DDMINI_MULTIVERSION(void, bwd_cf,
-                    (const float* dy, const float* x, const float* A, const float* B, const float* mean,
-                     const float* rstd, float* dx, float* dA, float* dB, Dims d),
-                    (dy, x, A, B, mean, rstd, dx, dA, dB, d))
+// One sample, forward or backward, either layout; compiled per CPU variant below.
+template <typename T>
+DDMINI_ALWAYS_INLINE void fwd_sample_impl(const GroupNormSiluArgs& s, const T* x, T* y, float* mean, float* rstd,
+                                          Scratch& w) {
+  const Dims d{s.C, s.HW, s.G};
+  if (s.channels_last)
+    fwd_cl(x, s.A, s.B, y, mean, rstd, d, s.eps, w.ch(0, s.C), w.ch(1, s.C), w.ch(2, s.C), w.d.data());
+  else
+    fwd_cf(x, s.A, s.B, y, mean, rstd, d, s.eps);
+}
 
-Dims check_dims(const GroupNormSiluArgs& s) {
+template <typename T>
+DDMINI_ALWAYS_INLINE void bwd_sample_impl(const GroupNormSiluArgs& s, const T* dy, const T* x, const float* mean,
+                                          const float* rstd, T* dx, float* dA, float* dB, Scratch& w) {
+  const Dims d{s.C, s.HW, s.G};
+  if (s.channels_last)
+    bwd_cl(dy, x, s.A, s.B, mean, rstd, dx, dA, dB, d, w.ch(0, s.C), w.ch(1, s.C), w.ch(2, s.C), w.ch(3, s.C),
+           w.d.data(), w.dz(s.C));
+  else
+    bwd_cf(dy, x, s.A, s.B, mean, rstd, dx, dA, dB, d, w.dz(s.C));
+}
+
+DDMINI_ALWAYS_INLINE void fwd_f32_impl(const GroupNormSiluArgs& s, const float* x, float* y, float* mean, float* rstd,
+                                       Scratch& w) {
+  fwd_sample_impl(s, x, y, mean, rstd, w);
+}
+DDMINI_ALWAYS_INLINE void fwd_bf16_impl(const GroupNormSiluArgs& s, const uint16_t* x, uint16_t* y, float* mean,
+                                        float* rstd, Scratch& w) {
+  fwd_sample_impl(s, x, y, mean, rstd, w);
+}
+DDMINI_ALWAYS_INLINE void bwd_f32_impl(const GroupNormSiluArgs& s, const float* dy, const float* x, const float* mean,
+                                       const float* rstd, float* dx, float* dA, float* dB, Scratch& w) {
+  bwd_sample_impl(s, dy, x, mean, rstd, dx, dA, dB, w);
+}
+DDMINI_ALWAYS_INLINE void bwd_bf16_impl(const GroupNormSiluArgs& s, const uint16_t* dy, const uint16_t* x,
+                                        const float* mean, const float* rstd, uint16_t* dx, float* dA, float* dB,
+                                        Scratch& w) {
+  bwd_sample_impl(s, dy, x, mean, rstd, dx, dA, dB, w);
+}
+
+DDMINI_MULTIVERSION(void, fwd_f32,
+                    (const GroupNormSiluArgs& s, const float* x, float* y, float* mean, float* rstd, Scratch& w),
+                    (s, x, y, mean, rstd, w))
+DDMINI_MULTIVERSION(void, fwd_bf16,
+                    (const GroupNormSiluArgs& s, const uint16_t* x, uint16_t* y, float* mean, float* rstd,
+                     Scratch& w),
+                    (s, x, y, mean, rstd, w))
+DDMINI_MULTIVERSION(void, bwd_f32,
+                    (const GroupNormSiluArgs& s, const float* dy, const float* x, const float* mean,
+                     const float* rstd, float* dx, float* dA, float* dB, Scratch& w),
+                    (s, dy, x, mean, rstd, dx, dA, dB, w))
+DDMINI_MULTIVERSION(void, bwd_bf16,
+                    (const GroupNormSiluArgs& s, const uint16_t* dy, const uint16_t* x, const float* mean,
+                     const float* rstd, uint16_t* dx, float* dA, float* dB, Scratch& w),
+                    (s, dy, x, mean, rstd, dx, dA, dB, w))
+
+void check_dims(const GroupNormSiluArgs& s) {
   DDMINI_CHECK_ARG(s.N >= 0 && s.C >= 1 && s.HW >= 1, "group_norm_silu: empty channel or pixel dimension");
   DDMINI_CHECK_ARG(s.G >= 1 && s.C % s.G == 0, "group_norm_silu: groups must divide the channels");
   DDMINI_CHECK_ARG(s.eps > 0.f && std::isfinite(s.eps), "group_norm_silu: eps must be positive and finite");
-  return Dims{s.C, s.HW, s.G};
 }
 
 int threads_for(const GroupNormSiluArgs& s, int num_threads) {
@@ -275,42 +348,46 @@ int threads_for(const GroupNormSiluArgs& s, int num_threads) {
 
 }  // namespace
 
-void group_norm_silu_forward_cpu(const GroupNormSiluArgs& s, const float* x, float* y, float* mean, float* rstd,
+void group_norm_silu_forward_cpu(const GroupNormSiluArgs& s, const void* x, void* y, float* mean, float* rstd,
                                  int num_threads) {
-  const Dims d = check_dims(s);
+  check_dims(s);
   const int64_t per = s.C * s.HW;
 #pragma omp parallel num_threads(threads_for(s, num_threads))
   {
-    std::vector<float> scratch(s.channels_last ? 3 * s.C : 0);
-    std::vector<double> acc(s.channels_last ? s.C : 0);
+    Scratch w(s.C, 0);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < s.N; ++n) {
-      if (s.channels_last)
-        fwd_cl(x + n * per, s.A + n * s.C, s.B + n * s.C, y + n * per, mean + n * s.G, rstd + n * s.G, d, s.eps,
-               scratch.data(), scratch.data() + s.C, scratch.data() + 2 * s.C, acc.data());
+      GroupNormSiluArgs sn = s;
+      sn.A = s.A + n * s.C;
+      sn.B = s.B + n * s.C;
+      if (s.bf16)
+        fwd_bf16(sn, static_cast<const uint16_t*>(x) + n * per, static_cast<uint16_t*>(y) + n * per,
+                 mean + n * s.G, rstd + n * s.G, w);
       else
-        fwd_cf(x + n * per, s.A + n * s.C, s.B + n * s.C, y + n * per, mean + n * s.G, rstd + n * s.G, d, s.eps);
+        fwd_f32(sn, static_cast<const float*>(x) + n * per, static_cast<float*>(y) + n * per, mean + n * s.G,
+                rstd + n * s.G, w);
     }
   }
 }
 
-void group_norm_silu_backward_cpu(const GroupNormSiluArgs& s, const float* dy, const float* x, const float* mean,
-                                  const float* rstd, float* dx, float* dA, float* dB, int num_threads) {
-  const Dims d = check_dims(s);
+void group_norm_silu_backward_cpu(const GroupNormSiluArgs& s, const void* dy, const void* x, const float* mean,
+                                  const float* rstd, void* dx, float* dA, float* dB, int num_threads) {
+  check_dims(s);
   const int64_t per = s.C * s.HW;
 #pragma omp parallel num_threads(threads_for(s, num_threads))
   {
-    std::vector<float> scratch(s.channels_last ? 4 * s.C : 0);
-    std::vector<double> acc(s.channels_last ? 2 * s.C : 0);
+    Scratch w(s.C, per);
 #pragma omp for schedule(static)
     for (int64_t n = 0; n < s.N; ++n) {
-      if (s.channels_last)
-        bwd_cl(dy + n * per, x + n * per, s.A + n * s.C, s.B + n * s.C, mean + n * s.G, rstd + n * s.G, dx + n * per,
-               dA + n * s.C, dB + n * s.C, d, scratch.data(), scratch.data() + s.C, scratch.data() + 2 * s.C,
-               scratch.data() + 3 * s.C, acc.data());
+      GroupNormSiluArgs sn = s;
+      sn.A = s.A + n * s.C;
+      sn.B = s.B + n * s.C;
+      if (s.bf16)
+        bwd_bf16(sn, static_cast<const uint16_t*>(dy) + n * per, static_cast<const uint16_t*>(x) + n * per,
+                 mean + n * s.G, rstd + n * s.G, static_cast<uint16_t*>(dx) + n * per, dA + n * s.C, dB + n * s.C, w);
       else
-        bwd_cf(dy + n * per, x + n * per, s.A + n * s.C, s.B + n * s.C, mean + n * s.G, rstd + n * s.G, dx + n * per,
-               dA + n * s.C, dB + n * s.C, d);
+        bwd_f32(sn, static_cast<const float*>(dy) + n * per, static_cast<const float*>(x) + n * per, mean + n * s.G,
+                rstd + n * s.G, static_cast<float*>(dx) + n * per, dA + n * s.C, dB + n * s.C, w);
     }
   }
 }

@@ -45,19 +45,20 @@ void trace_sqrt_product_cpu(const double* C1, const double* C2, int64_t B, int64
 
 // GroupNorm with a per-sample affine, then SiLU (group_norm_silu_cpu.cpp): y = silu(A[n,c] xhat + B[n,c]).
 // x, y, dy, dx hold N samples of C channels by HW pixels, channels innermost when channels_last
-// (else channels first); A, B, dA, dB are (N, C); mean and rstd (N, G), written by the forward and
-// read by the backward. dx may not alias x or dy.
+// (else channels first), float32 or (bf16) bfloat16 bits; A, B, dA, dB are float32 (N, C); mean and
+// rstd float32 (N, G), written by the forward and read by the backward. dx may not alias x or dy.
 struct GroupNormSiluArgs {
   int64_t N = 0, C = 0, HW = 0, G = 0;
   bool channels_last = true;
+  bool bf16 = false;
   float eps = 1e-5f;
   const float* A = nullptr;
   const float* B = nullptr;
 };
-void group_norm_silu_forward_cpu(const GroupNormSiluArgs& s, const float* x, float* y, float* mean, float* rstd,
+void group_norm_silu_forward_cpu(const GroupNormSiluArgs& s, const void* x, void* y, float* mean, float* rstd,
                                  int num_threads);
-void group_norm_silu_backward_cpu(const GroupNormSiluArgs& s, const float* dy, const float* x, const float* mean,
-                                  const float* rstd, float* dx, float* dA, float* dB, int num_threads);
+void group_norm_silu_backward_cpu(const GroupNormSiluArgs& s, const void* dy, const void* x, const float* mean,
+                                  const float* rstd, void* dx, float* dA, float* dB, int num_threads);
 
 void axpy_cpu(float a, const float* x, float* y, int64_t n, int num_threads);
 #ifdef DDMINI_WITH_CUDA

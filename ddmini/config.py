@@ -211,9 +211,10 @@ class DiffusionTrainConfig:
     compile: bool = False        # torch.compile the model
     channels_last: bool = True
     # GroupNorm + SiLU (and the blocks' scale-shift) as one ddmini kernel in float32 CPU training
-    # (unet.UNet.set_fused_norm; bf16 autocast and CUDA keep the eager ops). On, the default, leaves the
-    # cache key as it was before the kernel: its result is the eager ops' to float32 rounding (tested
-    # within 2x of PyTorch's own float32 error), as another CPU or thread count would give; off enters the key.
+    # (unet.UNet.set_fused_norm; bf16 autocast, where it measured no faster, and CUDA keep the eager ops).
+    # On, the default, leaves the cache key as it was before the kernel: its result is the eager ops' to
+    # float32 rounding (tested within 2x of PyTorch's own float32 error), as another CPU or thread count
+    # would give; off enters the key.
     fused_norm: bool = field(default=True, metadata={"key_neutral": True})
     seed: int = 0
     # Fit `steps` (and with it the cosine horizon) to this many minutes of training on the machine the run

@@ -330,8 +330,10 @@ def _layout(x: torch.Tensor) -> bool | None:
 
 
 def _flat(t: torch.Tensor, channels_last: bool):
-    """A NumPy view of a 4-D tensor in its memory order (no copy)."""
+    """A NumPy view of a 4-D tensor in its memory order (no copy); bfloat16 as its bits (int16)."""
     t = t.detach()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
     return (t.permute(0, 2, 3, 1) if channels_last else t).numpy()
 
 
@@ -342,8 +344,8 @@ class _GroupNormSilu(torch.autograd.Function):
         N, C, H, W = x.shape
         A, B = A.detach().contiguous(), B.detach().contiguous()
         y = torch.empty_like(x, memory_format=torch.channels_last if cl else torch.contiguous_format)
-        mean = x.new_empty((N, groups))
-        rstd = x.new_empty((N, groups))
+        mean = x.new_empty((N, groups), dtype=torch.float32)
+        rstd = x.new_empty((N, groups), dtype=torch.float32)
         _C.group_norm_silu_forward_cpu(_flat(x, cl), A.numpy(), B.numpy(), _flat(y, cl), mean.numpy(), rstd.numpy(),
                                        N, C, H * W, groups, cl, float(eps), torch.get_num_threads())
         ctx.save_for_backward(x, A, B, mean, rstd)
@@ -372,8 +374,10 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = 
     every tensor argument (the per-sample coefficients A = weight (1 + scale), B = bias (1 + scale) + shift
     are formed by autograd-tracked torch ops of size N x C).
 
-    x: (N, C, H, W) float32 on the CPU, channels_last or contiguous, C divisible by ``groups``. "auto"
-    takes the C++ kernel for such x and the torch reference otherwise (other dtypes, devices, layouts).
+    x: (N, C, H, W) float32 or bfloat16 on the CPU, channels_last or contiguous, C divisible by ``groups``.
+    "auto" takes the C++ kernel for such x and the torch reference otherwise (other dtypes, devices,
+    layouts). A bfloat16 x (a convolution's output under CPU autocast) is normalised in float32, as
+    autocast runs GroupNorm, and y is rounded to bfloat16 once; the coefficients stay float32.
     """
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError("group_norm_silu: x must be a 4-D tensor (N, C, H, W)")
@@ -393,16 +397,18 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = 
         B = shift if B is None else B + shift
     A = x.new_ones((N, C)) if A is None else A.expand(N, C)
     B = x.new_zeros((N, C)) if B is None else B.expand(N, C)
-    if A.dtype != x.dtype or B.dtype != x.dtype:
-        A, B = A.to(x.dtype), B.to(x.dtype)
-    fits = x.device.type == "cpu" and x.dtype == torch.float32 and _layout(x) is not None
+    coef = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
+    if A.dtype != coef or B.dtype != coef:
+        A, B = A.to(coef), B.to(coef)
+    fits = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and _layout(x) is not None
     be = backend if backend != "auto" else ("cpp" if HAS_CPP and fits else "torch")
     if be not in BACKENDS or be == "auto":
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if be == "cpp":
         _pick_backend("cpp", x.device)
         if not fits:
-            raise ValueError("group_norm_silu: the C++ kernel takes float32 CPU tensors, channels_last or contiguous")
+            raise ValueError("group_norm_silu: the C++ kernel takes float32 or bfloat16 CPU tensors, channels_last "
+                             "or contiguous")
         return _GroupNormSilu.apply(x, A, B, groups, float(eps))
     if be == "cuda":
         raise ValueError("group_norm_silu has no CUDA kernel: use backend 'auto' or 'torch'")

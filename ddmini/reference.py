@@ -117,6 +117,8 @@ def philox_normal(n: int, seed: int, offset: int, device="cpu") -> torch.Tensor:
 
 def group_norm_silu(x: torch.Tensor, groups: int, A: torch.Tensor, B: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     """silu(A[n, c] GroupNorm(x)[n, c] + B[n, c]): GroupNorm without affine (biased variance over each
-    group's channels and pixels), then a per-sample, per-channel affine A, B of shape (N, C)."""
-    z = torch.nn.functional.group_norm(x, groups, eps=eps) * A[:, :, None, None] + B[:, :, None, None]
-    return torch.nn.functional.silu(z)
+    group's channels and pixels), then a per-sample, per-channel affine A, B of shape (N, C); a bfloat16 x
+    is computed in float32 and the result rounded to bfloat16."""
+    xf = x.float() if x.dtype == torch.bfloat16 else x   # bfloat16 normalised in float32, as autocast does
+    z = torch.nn.functional.group_norm(xf, groups, eps=eps) * A[:, :, None, None] + B[:, :, None, None]
+    return torch.nn.functional.silu(z).to(x.dtype)

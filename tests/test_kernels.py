@@ -361,6 +361,26 @@ def test_group_norm_silu_forward_and_gradients(backend, shape, channels_last):
 
 
 @pytest.mark.parametrize("backend", cpu_variants(), indirect=True)
+@pytest.mark.parametrize("shape", GNS_SHAPES[:2] + GNS_SHAPES[3:4])
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_group_norm_silu_bfloat16(backend, shape, channels_last):
+    """bfloat16 activations (a convolution's output under CPU autocast): computed in float32 and rounded once,
+    as the reference (autocast's float32 GroupNorm, then bfloat16) does; coefficient gradients in float32."""
+    *dims, groups = shape
+    x, params, gy = _gns_inputs(*dims)
+    xb, gyb = x.bfloat16(), gy.bfloat16()
+    ref64 = _gns_run(xb.double(), params, groups, "torch", channels_last, gyb.double())
+    ref32 = _gns_run(xb, [p.float() for p in params], groups, "torch", channels_last, gyb)
+    got = _gns_run(xb, [p.float() for p in params], groups, backend, channels_last, gyb)
+    assert [t.dtype for t in got] == [torch.bfloat16, torch.bfloat16] + [torch.float32] * 4
+    for g, r32, r64 in zip(got, ref32, ref64):
+        assert_kernel_accuracy(g, r32, r64)
+    # rounded to nearest as torch rounds: the bfloat16 outputs differ only where float32 noise straddles a
+    # rounding boundary (truncating instead would change about half of them)
+    assert (got[0] != ref32[0]).float().mean() < 0.02
+
+
+@pytest.mark.parametrize("backend", cpu_variants(), indirect=True)
 @pytest.mark.parametrize("channels_last", [True, False])
 def test_group_norm_silu_without_scale_and_saturation(backend, channels_last):
     """GroupNorm's affine only (the blocks' first norm); |z| up to ~1e4: silu(z) = z or 0, never inf/NaN."""
@@ -429,7 +449,7 @@ def test_group_norm_silu_empty_batch():
 
 @pytest.mark.skipif(not HAS_CPP, reason="ddmini._C not built")
 def test_group_norm_silu_cpp_refuses_what_it_cannot_take():
-    with pytest.raises(ValueError, match="float32 CPU tensors"):
+    with pytest.raises(ValueError, match="float32 or bfloat16 CPU tensors"):
         kernels.group_norm_silu(torch.randn(2, 8, 4, 4, dtype=torch.float64), 4, backend="cpp")
     with pytest.raises(ValueError, match="4-D"):
         kernels.group_norm_silu(torch.randn(8, 4, 4), 4, backend="cpp")

@@ -82,7 +82,7 @@ def test_compile_is_refused_on_cpu(tmp_path):
     assert not (tmp_path / "d.pt").exists()
 
 
-@pytest.mark.parametrize("cpu_bf16, fused_norm", [(False, True), (False, False), (True, True)])
+@pytest.mark.parametrize("cpu_bf16, fused_norm", [(False, True), (False, False), (True, True), (True, False)])
 def test_fused_norm_where_training_runs_float32_on_a_cpu(tmp_path, cpu_bf16, fused_norm):
     """The fused GroupNorm + SiLU trains the float32 CPU model; under bf16 autocast (native bf16 CPUs) the
     eager ops stay. On (the default) leaves the cache key as it was before the option existed."""
