@@ -252,3 +252,25 @@ def test_every_sampler_update_goes_through_the_kernels(monkeypatch):
     d.sample(m, diffusion.balanced_labels(2), SampleConfig(sampler="ddpm"))
     d.sample(m, diffusion.balanced_labels(2), SampleConfig(sampler="ddim", steps=4))
     assert calls == {"ddpm": 10, "ddim": 4}
+
+
+def test_sampling_stage_runs_the_fused_channels_last_model_and_gives_the_plain_models_images(monkeypatch):
+    """samples.generate samples on a CPU with channels_last and the fused GroupNorm + SiLU: the images of the
+    plain model to float32 rounding (same seeds), and the model's own fused setting is restored after."""
+    from ddmini import samples
+
+    torch.manual_seed(0)
+    net = unet.UNet(UNET_PRESETS["tiny"]).eval()
+    for p in net.parameters():
+        if not p.abs().sum():
+            torch.nn.init.normal_(p, std=0.05)
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    cfg = SampleConfig(steps=5, batch_size=4, guidance=2.0, seed=3)
+    plain = diffusion.Diffusion().sample(net, labels, cfg)
+    fused, calls = kernels.group_norm_silu, []
+    monkeypatch.setattr(kernels, "group_norm_silu", lambda *a, **k: calls.append(1) or fused(*a, **k))
+    imgs, secs = samples.generate(net, DiffusionTrainConfig(), labels, cfg, device="cpu")
+    assert calls and net.fused_norm is False and secs > 0
+    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in net.parameters())  # the convolutions' weights went channels_last
+    assert (imgs - plain).abs().max() < 1e-4
