@@ -195,7 +195,7 @@ def test_earlier_cpu_recipe_reproduces_its_cache_key():
     cfg, name = _build_run_config(1.0, None, torch.device("cpu"), 0,
                                   {"train__low_t_share": 0.0, "train__lr_schedule": "constant"})
     earlier = {k: v for k, v in to_dict(DiffusionTrainConfig()).items()
-               if k not in ("lr_schedule", "snr_gamma", "fit_minutes")}  # key-neutral fields at their defaults
+               if k not in ("lr_schedule", "snr_gamma", "fit_minutes", "fused_norm")}  # key-neutral, at defaults
     assert name == "cpu" and key_dict(cfg.train) == earlier
     now = preset("cpu").train
     assert (now.low_t_share, now.lr_schedule) == (0.5, "cosine") and key_dict(now) != earlier
