@@ -172,33 +172,32 @@ def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
     modes += [("bf16 autocast, fused norm", True, True), ("bf16 autocast, eager norm", True, False)] \
         if cpu_has_native_bf16() else []
 
-    def step(bf16, fused, net=None):
-        def f():
-            model.to(memory_format=torch.contiguous_format if bf16 else torch.channels_last).set_fused_norm(fused)
-            train_step(d, net or model, opt, x0, y, bf16)
-        return f
+    def use(bf16, fused):  # the model as that mode trains it (outside the timed step)
+        model.to(memory_format=torch.contiguous_format if bf16 else torch.channels_last).set_fused_norm(fused)
 
-    fns = [step(bf16, fused) for _, bf16, fused in modes]
-    for f in fns:
+    for _, bf16, fused in modes:
+        use(bf16, fused)
         for _ in range(3):
-            f()
-    times = [[] for _ in fns]
+            train_step(d, model, opt, x0, y, bf16)
+    times = [[] for _ in modes]
     for _ in range(n):
-        for i, f in enumerate(fns):
+        for i, (_, bf16, fused) in enumerate(modes):
+            use(bf16, fused)
             t0 = time.perf_counter()
-            f()
+            train_step(d, model, opt, x0, y, bf16)
             times[i].append(time.perf_counter() - t0)
     rows = [(name, bf16, statistics.median(ts)) for (name, bf16, _), ts in zip(modes, times)]
     if compiled:
         for name, bf16, fused in modes:
             if fused:
                 continue
+            use(bf16, False)
             net = torch.compile(model)
             t0 = time.perf_counter()
-            step(bf16, False, net)()  # the first step compiles (inductor)
+            train_step(d, net, opt, x0, y, bf16)  # the first step compiles (inductor)
             first = time.perf_counter() - t0
             rows.append((f"{name}, torch.compile (first step {first:.0f} s)", bf16,
-                         time_steps(step(bf16, False, net), n)))
+                         time_steps(lambda: train_step(d, net, opt, x0, y, bf16), n)))
     notes = {}
     for label, bf16, ts in rows:
         peak, how = fma_peak_gflops(bf16)

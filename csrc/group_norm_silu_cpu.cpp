@@ -280,116 +280,91 @@ DDMINI_ALWAYS_INLINE void bwd_cf(const T* __restrict dy, const T* __restrict x, 
   }
 }
 
-// One sample, forward or backward, either layout; compiled per CPU variant below.
+// Sample n, forward or backward, either layout, storage T; compiled per CPU variant below.
 template <typename T>
-DDMINI_ALWAYS_INLINE void fwd_sample_impl(const GroupNormSiluArgs& s, const T* x, T* y, float* mean, float* rstd,
-                                          Scratch& w) {
+DDMINI_ALWAYS_INLINE void fwd_sample_t(const GroupNormSiluArgs& s, int64_t n, const void* x, void* y, float* mean,
+                                       float* rstd, Scratch& w) {
   const Dims d{s.C, s.HW, s.G};
+  const int64_t per = s.C * s.HW;
+  const T* xn = static_cast<const T*>(x) + n * per;
+  T* yn = static_cast<T*>(y) + n * per;
+  const float *A = s.A + n * s.C, *B = s.B + n * s.C;
   if (s.channels_last)
-    fwd_cl(x, s.A, s.B, y, mean, rstd, d, s.eps, w.ch(0, s.C), w.ch(1, s.C), w.ch(2, s.C), w.d.data());
+    fwd_cl(xn, A, B, yn, mean + n * s.G, rstd + n * s.G, d, s.eps, w.ch(0, s.C), w.ch(1, s.C), w.ch(2, s.C),
+           w.d.data());
   else
-    fwd_cf(x, s.A, s.B, y, mean, rstd, d, s.eps);
+    fwd_cf(xn, A, B, yn, mean + n * s.G, rstd + n * s.G, d, s.eps);
 }
 
 template <typename T>
-DDMINI_ALWAYS_INLINE void bwd_sample_impl(const GroupNormSiluArgs& s, const T* dy, const T* x, const float* mean,
-                                          const float* rstd, T* dx, float* dA, float* dB, Scratch& w) {
-  const Dims d{s.C, s.HW, s.G};
-  if (s.channels_last)
-    bwd_cl(dy, x, s.A, s.B, mean, rstd, dx, dA, dB, d, w.ch(0, s.C), w.ch(1, s.C), w.ch(2, s.C), w.ch(3, s.C),
-           w.d.data(), w.dz(s.C));
-  else
-    bwd_cf(dy, x, s.A, s.B, mean, rstd, dx, dA, dB, d, w.dz(s.C));
-}
-
-DDMINI_ALWAYS_INLINE void fwd_f32_impl(const GroupNormSiluArgs& s, const float* x, float* y, float* mean, float* rstd,
+DDMINI_ALWAYS_INLINE void bwd_sample_t(const GroupNormSiluArgs& s, int64_t n, const void* dy, const void* x,
+                                       const float* mean, const float* rstd, void* dx, float* dA, float* dB,
                                        Scratch& w) {
-  fwd_sample_impl(s, x, y, mean, rstd, w);
-}
-DDMINI_ALWAYS_INLINE void fwd_bf16_impl(const GroupNormSiluArgs& s, const uint16_t* x, uint16_t* y, float* mean,
-                                        float* rstd, Scratch& w) {
-  fwd_sample_impl(s, x, y, mean, rstd, w);
-}
-DDMINI_ALWAYS_INLINE void bwd_f32_impl(const GroupNormSiluArgs& s, const float* dy, const float* x, const float* mean,
-                                       const float* rstd, float* dx, float* dA, float* dB, Scratch& w) {
-  bwd_sample_impl(s, dy, x, mean, rstd, dx, dA, dB, w);
-}
-DDMINI_ALWAYS_INLINE void bwd_bf16_impl(const GroupNormSiluArgs& s, const uint16_t* dy, const uint16_t* x,
-                                        const float* mean, const float* rstd, uint16_t* dx, float* dA, float* dB,
-                                        Scratch& w) {
-  bwd_sample_impl(s, dy, x, mean, rstd, dx, dA, dB, w);
+  const Dims d{s.C, s.HW, s.G};
+  const int64_t per = s.C * s.HW;
+  const T* gn = static_cast<const T*>(dy) + n * per;
+  const T* xn = static_cast<const T*>(x) + n * per;
+  T* on = static_cast<T*>(dx) + n * per;
+  const float *A = s.A + n * s.C, *B = s.B + n * s.C;
+  if (s.channels_last)
+    bwd_cl(gn, xn, A, B, mean + n * s.G, rstd + n * s.G, on, dA + n * s.C, dB + n * s.C, d, w.ch(0, s.C),
+           w.ch(1, s.C), w.ch(2, s.C), w.ch(3, s.C), w.d.data(), w.dz(s.C));
+  else
+    bwd_cf(gn, xn, A, B, mean + n * s.G, rstd + n * s.G, on, dA + n * s.C, dB + n * s.C, d, w.dz(s.C));
 }
 
-DDMINI_MULTIVERSION(void, fwd_f32,
-                    (const GroupNormSiluArgs& s, const float* x, float* y, float* mean, float* rstd, Scratch& w),
-                    (s, x, y, mean, rstd, w))
-DDMINI_MULTIVERSION(void, fwd_bf16,
-                    (const GroupNormSiluArgs& s, const uint16_t* x, uint16_t* y, float* mean, float* rstd,
+DDMINI_ALWAYS_INLINE void fwd_sample_impl(const GroupNormSiluArgs& s, int64_t n, const void* x, void* y, float* mean,
+                                          float* rstd, Scratch& w) {
+  if (s.bf16)
+    fwd_sample_t<uint16_t>(s, n, x, y, mean, rstd, w);
+  else
+    fwd_sample_t<float>(s, n, x, y, mean, rstd, w);
+}
+
+DDMINI_ALWAYS_INLINE void bwd_sample_impl(const GroupNormSiluArgs& s, int64_t n, const void* dy, const void* x,
+                                          const float* mean, const float* rstd, void* dx, float* dA, float* dB,
+                                          Scratch& w) {
+  if (s.bf16)
+    bwd_sample_t<uint16_t>(s, n, dy, x, mean, rstd, dx, dA, dB, w);
+  else
+    bwd_sample_t<float>(s, n, dy, x, mean, rstd, dx, dA, dB, w);
+}
+
+DDMINI_MULTIVERSION(void, fwd_sample,
+                    (const GroupNormSiluArgs& s, int64_t n, const void* x, void* y, float* mean, float* rstd,
                      Scratch& w),
-                    (s, x, y, mean, rstd, w))
-DDMINI_MULTIVERSION(void, bwd_f32,
-                    (const GroupNormSiluArgs& s, const float* dy, const float* x, const float* mean,
-                     const float* rstd, float* dx, float* dA, float* dB, Scratch& w),
-                    (s, dy, x, mean, rstd, dx, dA, dB, w))
-DDMINI_MULTIVERSION(void, bwd_bf16,
-                    (const GroupNormSiluArgs& s, const uint16_t* dy, const uint16_t* x, const float* mean,
-                     const float* rstd, uint16_t* dx, float* dA, float* dB, Scratch& w),
-                    (s, dy, x, mean, rstd, dx, dA, dB, w))
+                    (s, n, x, y, mean, rstd, w))
+DDMINI_MULTIVERSION(void, bwd_sample,
+                    (const GroupNormSiluArgs& s, int64_t n, const void* dy, const void* x, const float* mean,
+                     const float* rstd, void* dx, float* dA, float* dB, Scratch& w),
+                    (s, n, dy, x, mean, rstd, dx, dA, dB, w))
 
-void check_dims(const GroupNormSiluArgs& s) {
+// fn(n, scratch) for every sample, in parallel when the work is large enough, after checking the dims.
+template <typename Fn>
+void for_each_sample(const GroupNormSiluArgs& s, int num_threads, int64_t scratch_per_sample, Fn fn) {
   DDMINI_CHECK_ARG(s.N >= 0 && s.C >= 1 && s.HW >= 1, "group_norm_silu: empty channel or pixel dimension");
   DDMINI_CHECK_ARG(s.G >= 1 && s.C % s.G == 0, "group_norm_silu: groups must divide the channels");
   DDMINI_CHECK_ARG(s.eps > 0.f && std::isfinite(s.eps), "group_norm_silu: eps must be positive and finite");
-}
-
-int threads_for(const GroupNormSiluArgs& s, int num_threads) {
-  return s.N * s.C * s.HW >= kParallelGrain ? num_threads : 1;
+  const int threads = s.N * s.C * s.HW >= kParallelGrain ? num_threads : 1;
+#pragma omp parallel num_threads(threads)
+  {
+    Scratch w(s.C, scratch_per_sample);
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < s.N; ++n) fn(n, w);
+  }
 }
 
 }  // namespace
 
 void group_norm_silu_forward_cpu(const GroupNormSiluArgs& s, const void* x, void* y, float* mean, float* rstd,
                                  int num_threads) {
-  check_dims(s);
-  const int64_t per = s.C * s.HW;
-#pragma omp parallel num_threads(threads_for(s, num_threads))
-  {
-    Scratch w(s.C, 0);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < s.N; ++n) {
-      GroupNormSiluArgs sn = s;
-      sn.A = s.A + n * s.C;
-      sn.B = s.B + n * s.C;
-      if (s.bf16)
-        fwd_bf16(sn, static_cast<const uint16_t*>(x) + n * per, static_cast<uint16_t*>(y) + n * per,
-                 mean + n * s.G, rstd + n * s.G, w);
-      else
-        fwd_f32(sn, static_cast<const float*>(x) + n * per, static_cast<float*>(y) + n * per, mean + n * s.G,
-                rstd + n * s.G, w);
-    }
-  }
+  for_each_sample(s, num_threads, 0, [&](int64_t n, Scratch& w) { fwd_sample(s, n, x, y, mean, rstd, w); });
 }
 
 void group_norm_silu_backward_cpu(const GroupNormSiluArgs& s, const void* dy, const void* x, const float* mean,
                                   const float* rstd, void* dx, float* dA, float* dB, int num_threads) {
-  check_dims(s);
-  const int64_t per = s.C * s.HW;
-#pragma omp parallel num_threads(threads_for(s, num_threads))
-  {
-    Scratch w(s.C, per);
-#pragma omp for schedule(static)
-    for (int64_t n = 0; n < s.N; ++n) {
-      GroupNormSiluArgs sn = s;
-      sn.A = s.A + n * s.C;
-      sn.B = s.B + n * s.C;
-      if (s.bf16)
-        bwd_bf16(sn, static_cast<const uint16_t*>(dy) + n * per, static_cast<const uint16_t*>(x) + n * per,
-                 mean + n * s.G, rstd + n * s.G, static_cast<uint16_t*>(dx) + n * per, dA + n * s.C, dB + n * s.C, w);
-      else
-        bwd_f32(sn, static_cast<const float*>(dy) + n * per, static_cast<const float*>(x) + n * per, mean + n * s.G,
-                rstd + n * s.G, static_cast<float*>(dx) + n * per, dA + n * s.C, dB + n * s.C, w);
-    }
-  }
+  for_each_sample(s, num_threads, s.C * s.HW,
+                  [&](int64_t n, Scratch& w) { bwd_sample(s, n, dy, x, mean, rstd, dx, dA, dB, w); });
 }
 
 }  // namespace ddmini

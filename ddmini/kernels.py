@@ -329,6 +329,12 @@ def _layout(x: torch.Tensor) -> bool | None:
     return None
 
 
+def group_norm_silu_fits(x: torch.Tensor) -> bool:
+    """Whether the C++ group_norm_silu kernel is built and takes x: float32 or bfloat16 on the CPU,
+    channels_last or contiguous (what "auto" sends to it; anything else goes to the reference)."""
+    return HAS_CPP and x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and _layout(x) is not None
+
+
 def _flat(t: torch.Tensor, channels_last: bool):
     """A NumPy view of a 4-D tensor in its memory order (no copy); bfloat16 as its bits (int16)."""
     t = t.detach()
@@ -337,13 +343,16 @@ def _flat(t: torch.Tensor, channels_last: bool):
     return (t.permute(0, 2, 3, 1) if channels_last else t).numpy()
 
 
+_FORMAT = {True: torch.channels_last, False: torch.contiguous_format}  # by _layout's answer
+
+
 class _GroupNormSilu(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, A, B, groups: int, eps: float):
         cl = _layout(x)
         N, C, H, W = x.shape
         A, B = A.detach().contiguous(), B.detach().contiguous()
-        y = torch.empty_like(x, memory_format=torch.channels_last if cl else torch.contiguous_format)
+        y = torch.empty_like(x, memory_format=_FORMAT[cl])
         mean = x.new_empty((N, groups), dtype=torch.float32)
         rstd = x.new_empty((N, groups), dtype=torch.float32)
         _C.group_norm_silu_forward_cpu(_flat(x, cl), A.numpy(), B.numpy(), _flat(y, cl), mean.numpy(), rstd.numpy(),
@@ -357,8 +366,8 @@ class _GroupNormSilu(torch.autograd.Function):
     def backward(ctx, dy):
         x, A, B, mean, rstd = ctx.saved_tensors
         cl, (N, C, H, W) = ctx.channels_last, x.shape
-        dy = dy.contiguous(memory_format=torch.channels_last if cl else torch.contiguous_format)
-        dx = torch.empty_like(x, memory_format=torch.channels_last if cl else torch.contiguous_format)
+        dy = dy.contiguous(memory_format=_FORMAT[cl])
+        dx = torch.empty_like(x, memory_format=_FORMAT[cl])
         dA, dB = torch.empty_like(A), torch.empty_like(B)
         _C.group_norm_silu_backward_cpu(_flat(dy, cl), _flat(x, cl), A.numpy(), B.numpy(), mean.numpy(), rstd.numpy(),
                                         _flat(dx, cl), dA.numpy(), dB.numpy(), N, C, H * W, ctx.groups, cl,
@@ -400,12 +409,9 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = 
     coef = torch.float32 if x.dtype == torch.bfloat16 else x.dtype
     if A.dtype != coef or B.dtype != coef:
         A, B = A.to(coef), B.to(coef)
-    fits = x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16) and _layout(x) is not None
-    be = backend if backend != "auto" else ("cpp" if HAS_CPP and fits else "torch")
-    if be not in BACKENDS or be == "auto":
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
+    fits = group_norm_silu_fits(x)
+    be = ("cpp" if fits else "torch") if backend == "auto" else _pick_backend(backend, x.device)
     if be == "cpp":
-        _pick_backend("cpp", x.device)
         if not fits:
             raise ValueError("group_norm_silu: the C++ kernel takes float32 or bfloat16 CPU tensors, channels_last "
                              "or contiguous")

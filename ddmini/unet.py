@@ -32,17 +32,12 @@ def _norm(ch: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(g, ch)
 
 
-def _fits_fused(x: torch.Tensor) -> bool:
-    """Whether the fused GroupNorm + SiLU kernel takes x: float32, or bfloat16 (a convolution's output
-    under CPU autocast), on a CPU."""
-    return x.device.type == "cpu" and x.dtype in (torch.float32, torch.bfloat16)
-
-
 def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scale: torch.Tensor | None = None,
               shift: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
     """``silu(norm(x) * (1 + scale) + shift)`` (scale, shift (B, C, 1, 1) or absent): with ``fused`` and
-    a tensor the kernel takes, one ddmini kernel (``kernels.group_norm_silu``); else the eager ops."""
-    if fused and _fits_fused(x):
+    a tensor the kernel takes (float32, or bfloat16 as under CPU autocast), one ddmini kernel
+    (``kernels.group_norm_silu``); else the eager ops."""
+    if fused and kernels.group_norm_silu_fits(x):
         return kernels.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias,
                                        None if scale is None else scale.flatten(1),
                                        None if shift is None else shift.flatten(1), eps=norm.eps)
