@@ -106,12 +106,15 @@ def _apply(cfg, kw: dict, section: str = "cfg"):
             flag = f"--{'' if section == 'cfg' else section + '-'}{name.replace('_', '-')}"
             v = tuple(_float_list(v, flag))
         setattr(cfg, name, v)
+    given = {k.split("__", 1)[1] for k, v in kw.items() if v is not None and k.startswith(section + "__")}
+    if "steps" in given and "fit_minutes" not in given and getattr(cfg, "fit_minutes", 0):
+        cfg.fit_minutes = 0.0  # steps given are trained as given: a preset's fit (cpu-hour) gives way
     return cfg
 
 
 def preset_option(f):
     return click.option("--preset", type=click.Choice(PRESETS), default=None,
-                        help="Take unset options from this preset (smoke: seconds). [default: cpu, or paper on a GPU]")(f)
+                        help="Take unset options from this preset (smoke: seconds). [default: cpu (cpu-hour on a CPU without native bf16), or paper on a GPU]")(f)
 
 
 def stage_options(f):
@@ -121,11 +124,20 @@ def stage_options(f):
     return f
 
 
+def default_preset(dev, dataset: str = "mnist") -> str:
+    """The preset a command uses when none is given: the GPU presets on a GPU; on a CPU the cpu preset where
+    bf16 is native (its 12,000 steps fit the hour there), else cpu-hour (float32 would take ~1.5-2.5 h)."""
+    from .runtime import cpu_has_native_bf16
+
+    if dev.type == "cuda":
+        return "cifar10" if dataset == "cifar10" else "paper"
+    return "cpu" if cpu_has_native_bf16() else "cpu-hour"
+
+
 def _run_preset(name, dev, dataset: str = "mnist"):
     from .config import DATASET_CLASSIFIER_ARCH, DATASET_PGD_EPS, preset
 
-    name = name or ("cifar10" if dataset == "cifar10" and dev.type == "cuda" else
-                    "paper" if dev.type == "cuda" else "cpu")
+    name = name or default_preset(dev, dataset)
     cfg = preset(name)
     if name == "cifar10" and dataset != "cifar10":
         raise ValueError(f"--preset cifar10 is made for --dataset cifar10; got --dataset {dataset}")
@@ -431,8 +443,8 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
         rec = fit.fitted(mcfg, cfg, dev, Path(run_dir) / "cache")
         cfg = replace(cfg, steps=rec.steps)
         echo(f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step -> {rec.steps:,} steps")
-        if rec.warning():
-            echo(f"warning: {rec.warning()}", err=True)
+        if rec.warning(cfg.batch_size):
+            echo(f"warning: {rec.warning(cfg.batch_size)}", err=True)
     x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit, dataset)
     echo(f"U-Net '{name}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
          f"{x.shape[0]} training images; {dev}" + (f"; {world.size} processes" if world.distributed else ""))
@@ -535,9 +547,10 @@ def _stage_options(f):
 def _run_options(f):
     for opt in reversed([
         click.option("--preset", type=click.Choice(PRESETS), default=None,
-                     help="smoke (seconds), cpu (2 cores), cpu-hour (cpu fitted to 45 min of training here), paper (GPU), "
+                     help="smoke (seconds), cpu (2 cores), cpu-hour (half the batch, fitted to 48 min of training here, "
+                          "stochastic DDIM), paper (GPU), "
                           "paper-short, cifar10 (GPU, unmeasured). "
-                          "[default: cpu, or paper on a GPU (cifar10 for --dataset cifar10)]"),
+                          "[default: cpu (cpu-hour on a CPU without native bf16), or paper on a GPU (cifar10 for --dataset cifar10)]"),
         click.option("--only-successful/--all-attacked", default=None,
                      help="Leave out training images whose attack failed (the paper's set). [preset]"),
         click.option("--zoo/--no-zoo", default=None,
@@ -590,7 +603,9 @@ def run(poison, data_dir, run_dir, device, seed, preset, **kw):
     root = _writable_dir(run_dir)
     seed_everything(seed)
     procs = f", {world.size} processes" if world.distributed else ""
-    echo(f"ddmini run: preset {name}, p = {cfg.poison:g}, seed {seed}, {dev}{procs}, run dir {root}")
+    why = " (the default on a CPU without native bf16; --preset cpu for the 12,000-step recipe)" \
+        if preset is None and name == "cpu-hour" else ""
+    echo(f"ddmini run: preset {name}{why}, p = {cfg.poison:g}, seed {seed}, {dev}{procs}, run dir {root}")
     r = Pipeline(cfg, root, data_dir, dev, log=click.echo).run()
     if r is not None:  # rank 0
         echo("\n" + "\n".join(summary_lines(r)))

@@ -33,13 +33,19 @@ class Fit:
     steps: int
     machine: str
 
-    def warning(self) -> str | None:
-        if self.steps >= QUALITY_FLOOR_STEPS:
+    def warning(self, batch_size: int) -> str | None:
+        """One line when the fitted steps fall below the fewest at which a preset's recipe of this batch size
+        met the study's floor (config.QUALITY_FLOOR_STEPS), or when no floor was measured at this batch size."""
+        floor = QUALITY_FLOOR_STEPS.get(batch_size)
+        if floor is None:
+            known = ", ".join(f"{s:,} steps at batch {b}" for b, s in QUALITY_FLOOR_STEPS.items())
+            return (f"no quality floor was measured at batch {batch_size} (measured: {known}); "
+                    f"{self.steps:,} steps fit {self.minutes:g} min here")
+        if self.steps >= floor:
             return None
         return (f"{self.minutes:g} min at {self.seconds_per_step:.3f} s/step fit {self.steps:,} steps, fewer than the "
-                f"{QUALITY_FLOOR_STEPS:,} at which the cpu preset's recipe met the study's floor (p = 1 >= 70 %, "
-                "p = 0 <= 5 %); expect less deception (docs/experiments.md: 6,500 steps of an earlier recipe "
-                "gave p = 1 58.6 %, p = 0 5.3 %)")
+                f"{floor:,} at which the cpu presets' recipe of batch {batch_size} met the study's floor (p = 1 >= "
+                "70 %, p = 0 <= 5 %); expect less deception, or a p = 0 model over 5 % (docs/experiments.md)")
 
 
 def machine(device: torch.device) -> str:

@@ -168,8 +168,8 @@ class Pipeline:
         self.cfg.train = replace(t, steps=rec.steps)
         self._stage(4, "diffusion model", f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step "
                     f"over {rec.timed_steps} timed steps -> {rec.steps:,} steps ({rec.machine})")
-        if rec.warning():
-            self._stage(4, "diffusion model", "warning: " + rec.warning())
+        if rec.warning(t.batch_size):
+            self._stage(4, "diffusion model", "warning: " + rec.warning(t.batch_size))
         self.stages.fit = rec
         return rec
 
@@ -282,7 +282,7 @@ class Pipeline:
             clean_test=ev.clean_test,
             training_set={"images": len(ps), "attacked": int(ps.attacked.sum()),
                           "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"]),
-                          **({"fit": asdict(self.stages.fit), "fit_warning": self.stages.fit.warning()}
+                          **({"fit": asdict(self.stages.fit), "fit_warning": self.stages.fit.warning(self.cfg.train.batch_size)}
                              if self.stages.fit else {})},
             generated=results,
             headline_guidance=cfg.sample.guidance,

@@ -1,6 +1,8 @@
 """Fitting the training steps to a time budget on this machine (ddmini.fit, --train-fit-minutes)."""
 import json
 
+import pytest
+
 from conftest import run_cli
 
 
@@ -18,7 +20,8 @@ def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsy
     rep = json.loads((tmp_path / "p0.5" / "report.json").read_text())
     assert rep["training_set"]["diffusion_steps"] == fit["steps"] and rep["training_set"]["fit"] == fit
     md = (tmp_path / "p0.5" / "report.md").read_text()
-    assert "training fitted to 0.02 min" in md and "Warning: " in md and "12,000" in md
+    # the smoke preset's batch has no measured floor: the warning says so and names the floors there are
+    assert "training fitted to 0.02 min" in md and "Warning: no quality floor was measured at batch 16" in md
     assert "warning: " in out and "fitted to 0.02 min here" in out
     stamp = fit_file.stat().st_mtime_ns
     # again: the fit is found, not re-measured, and so is the model it trained
@@ -31,12 +34,59 @@ def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsy
     assert not list((tmp_path / "cache").glob("*.timing.pt*"))
 
 
-def test_cpu_hour_preset_is_the_cpu_preset_fitted_to_45_minutes():
+def test_cpu_hour_preset_is_the_cpu_recipe_at_half_the_batch_fitted_to_48_minutes_with_stochastic_ddim():
     from dataclasses import replace
 
     from ddmini.checkpoint import fingerprint
     from ddmini.config import key_dict, preset
 
     hour, cpu = preset("cpu-hour"), preset("cpu")
-    assert hour.train.fit_minutes == 45 and replace(hour.train, fit_minutes=0.0) == cpu.train
+    assert hour.train == replace(cpu.train, batch_size=64, fit_minutes=48.0)
+    assert hour.sample == replace(cpu.sample, eta=1.0) and hour.unet == cpu.unet
+    # classifier and attack are shared: a cpu run's cached stages serve a cpu-hour run
     assert fingerprint(key_dict(hour.classifier)) == fingerprint(key_dict(cpu.classifier))
+    assert fingerprint(key_dict(hour.attack)) == fingerprint(key_dict(cpu.attack))
+
+
+def test_the_fit_warns_below_its_batch_sizes_measured_floor():
+    from ddmini.fit import Fit
+
+    def fit(steps):
+        return Fit(minutes=48, seconds_per_step=0.4, timed_steps=25, steps=steps, machine="cpu test")
+
+    assert fit(9000).warning(64) is None and fit(12000).warning(128) is None
+    low = fit(8999).warning(64)
+    assert "8,999 steps" in low and "9,000" in low and "batch 64" in low
+    assert "12,000" in fit(11000).warning(128) and "9,000" not in fit(11000).warning(128)
+    other = fit(10**6).warning(32)  # no floor known there: said, whatever the steps
+    assert "no quality floor was measured at batch 32" in other and "12,000 steps at batch 128" in other
+
+
+@pytest.mark.parametrize("native, name", [(True, "cpu"), (False, "cpu-hour")])
+def test_the_default_preset_on_a_cpu_depends_on_native_bf16(native, name, monkeypatch):
+    import torch
+
+    import ddmini.runtime
+    from ddmini.cli import _build_run_config, default_preset
+
+    monkeypatch.setattr(ddmini.runtime, "cpu_has_native_bf16", lambda: native)
+    cpu = torch.device("cpu")
+    assert default_preset(cpu) == name and default_preset(cpu, "cifar10") == name
+    assert _build_run_config(0.3, None, cpu, 0, {})[1] == name
+    assert _build_run_config(0.3, "cpu", cpu, 0, {})[1] == "cpu"  # a preset given is the preset used
+    gpu = torch.device("cuda")
+    assert (default_preset(gpu), default_preset(gpu, "cifar10")) == ("paper", "cifar10")
+
+
+def test_steps_given_replace_a_presets_fit_unless_the_fit_is_given_too():
+    import torch
+
+    from ddmini.cli import _build_run_config
+
+    cpu = torch.device("cpu")
+    cfg, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000})
+    assert (cfg.train.steps, cfg.train.fit_minutes) == (9000, 0.0)
+    cfg, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000, "train__fit_minutes": 30.0})
+    assert cfg.train.fit_minutes == 30.0
+    cfg, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {})
+    assert cfg.train.fit_minutes == 48.0
