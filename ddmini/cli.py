@@ -443,8 +443,8 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
         rec = fit.fitted(mcfg, cfg, dev, Path(run_dir) / "cache")
         cfg = replace(cfg, steps=rec.steps)
         echo(f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step -> {rec.steps:,} steps")
-        if rec.warning(cfg.batch_size):
-            echo(f"warning: {rec.warning(cfg.batch_size)}", err=True)
+        if warning := rec.warning(cfg.batch_size):
+            echo(f"warning: {warning}", err=True)
     x, y = _training_set(data_dir, attacked, poison, only_successful, seed, limit, dataset)
     echo(f"U-Net '{name}': {unet.num_parameters(unet.UNet(mcfg)):,} parameters; "
          f"{x.shape[0]} training images; {dev}" + (f"; {world.size} processes" if world.distributed else ""))

@@ -168,8 +168,8 @@ class Pipeline:
         self.cfg.train = replace(t, steps=rec.steps)
         self._stage(4, "diffusion model", f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step "
                     f"over {rec.timed_steps} timed steps -> {rec.steps:,} steps ({rec.machine})")
-        if rec.warning(t.batch_size):
-            self._stage(4, "diffusion model", "warning: " + rec.warning(t.batch_size))
+        if warning := rec.warning(t.batch_size):
+            self._stage(4, "diffusion model", "warning: " + warning)
         self.stages.fit = rec
         return rec
 
