@@ -127,6 +127,18 @@ def markdown(r: RunResult) -> str:
     return "\n".join(out)
 
 
+def column_lines(name: str, width: int) -> list[str]:
+    """A column's name in lines of at most ``width`` characters, broken after a '/', '-' or space where one
+    falls in the line, else cut at the width (nothing left out: "T-shirt/top" over two 10-character columns
+    reads "T-shirt/" and "top")."""
+    lines = []
+    while len(name) > width:
+        cut = max((i + 1 for i, ch in enumerate(name[:width]) if ch in "/- "), default=width)
+        lines.append(name[:cut].rstrip())
+        name = name[cut:].lstrip()
+    return lines + [name] if name or not lines else lines
+
+
 def annotated_grid(x: torch.Tensor, path: Path, nrow: int, frames, title: str, row_names=(), col_names=()) -> None:
     """images.grid with a title line, a name left of each row and above each column (a picture that reads
     on its own: which dataset, p and guidance; which class; which kind of image)."""
@@ -134,13 +146,15 @@ def annotated_grid(x: torch.Tensor, path: Path, nrow: int, frames, title: str, r
     rows = max(1, (x.shape[0] + nrow - 1) // nrow)
     cw, ch = img.width // nrow, img.height // rows
     left = 8 + 6 * max((len(r) for r in row_names), default=0)
-    top = 18 + (14 if col_names else 0)
+    heads = [column_lines(c, max(1, cw // 6)) for c in col_names]
+    top = 18 + 12 * max((len(h) for h in heads), default=0) + (2 if heads else 0)
     out = Image.new("RGB", (img.width + left, img.height + top), "white")
     out.paste(img, (left, top))
     d = ImageDraw.Draw(out)
     d.text((4, 3), title, fill="black")
-    for j, c in enumerate(col_names):
-        d.text((left + j * cw + 2, top - 13), c[:max(1, cw // 6)], fill="black")
+    for j, lines in enumerate(heads):
+        for k, line in enumerate(lines):
+            d.text((left + j * cw + 2, top - 13 - 12 * (len(lines) - 1 - k)), line, fill="black")
     for i, r in enumerate(row_names):
         d.text((4, top + i * ch + ch // 2 - 5), r, fill="black")
     images.save_png(out, path)

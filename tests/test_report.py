@@ -104,3 +104,19 @@ def test_per_class_r_is_pearson_over_the_classes():
     assert report.per_class_r(success, [0.5] * 10) is None  # constant: r undefined, not 0 or nan
     assert report.per_class_r(success, mis[:9]) is None  # the classes do not pair up
     assert report.per_class_r(success, mis[:9] + [float("nan")]) is None  # a class without images: no nan figure
+
+
+def test_column_names_wrap_without_losing_characters(tmp_path):
+    assert report.column_lines("T-shirt/top", 10) == ["T-shirt/", "top"]
+    assert report.column_lines("Ankle boot", 10) == ["Ankle boot"]
+    assert report.column_lines("abcdefghijklmnopqrstuvwxyz", 10) == ["abcdefghij", "klmnopqrst", "uvwxyz"]
+    assert report.column_lines("", 10) == [""]
+    import torch
+    from PIL import Image
+
+    names = ["T-shirt/top", "Trouser"]
+    report.annotated_grid(torch.zeros(2, 1, 28, 28), tmp_path / "g.png", 2, None, "t", col_names=names)
+    one_line = tmp_path / "h.png"
+    report.annotated_grid(torch.zeros(2, 1, 28, 28), one_line, 2, None, "t", col_names=["a", "b"])
+    # the two-line header is one text line (12 px) taller than the one-line one; the images are the same
+    assert Image.open(tmp_path / "g.png").height == Image.open(one_line).height + 12
