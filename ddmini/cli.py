@@ -126,7 +126,9 @@ def stage_options(f):
 
 def default_preset(dev, dataset: str = "mnist") -> str:
     """The preset a command uses when none is given: the GPU presets on a GPU; on a CPU the cpu preset where
-    bf16 is native (its 12,000 steps fit the hour there), else cpu-hour (float32 would take ~1.5-2.5 h)."""
+    bf16 is native (its 12,000 steps fit the hour on the 2-core Zen 5 measured, not on every such CPU: ≈ 75 min
+    of training on a 2-core Intel Xeon with AMX-BF16, docs/experiments.md), else cpu-hour (float32 would take
+    ~1.5-2.5 h)."""
     from .runtime import cpu_has_native_bf16
 
     if dev.type == "cuda":
