@@ -188,8 +188,14 @@ def test_stage_resumes_and_caches(small_classifier, batch, tmp_path, monkeypatch
     res = attack_dataset(small_classifier, x, y, cfg, tmp_path, key="k1")
     assert calls == [64, 8]  # only the unfinished chunks ran
     monkeypatch.setattr(stage, "run_attack", real)
+    whole = attack_dataset(small_classifier, x, y, cfg, tmp_path / "uninterrupted", key="k1")
+    assert torch.equal(res.x_adv, whole.x_adv)  # resumed = run in one go, bit for bit
+    # the stage is PGD-L2 on the classifier with its BatchNorm folded: the same attack up to float rounding,
+    # which PGD's sign-sensitive steps can amplify in a few pixels (seen: 0.0064 in 10 of 156,800 values on an
+    # AMX machine), so compare each image's perturbation as a whole, not pixel by pixel
     direct = attacks.pgd_l2(small_classifier, x, y, 1.0, cfg.step_size, 3)
-    torch.testing.assert_close(res.x_adv, direct, atol=2e-3, rtol=0)  # BatchNorm folded: float rounding
+    diff = (res.x_adv - direct).flatten(1).norm(dim=1)
+    assert diff.max() < 0.05 * cfg.eps and diff.mean() < 1e-3, (diff.max(), diff.mean())
     assert torch.equal(res.success, attacks.success(small_classifier, res.x_adv, y))
     again = attack_dataset(small_classifier, x, y, cfg, tmp_path, key="k1")  # cached, nothing runs
     assert torch.equal(again.x_adv, res.x_adv) and not list((tmp_path / "chunks").glob("*.pt"))
