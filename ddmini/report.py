@@ -136,7 +136,9 @@ def column_lines(name: str, width: int) -> list[str]:
         cut = max((i + 1 for i, ch in enumerate(name[:width]) if ch in "/- "), default=width)
         lines.append(name[:cut].rstrip())
         name = name[cut:].lstrip()
-    return lines + [name] if name or not lines else lines
+    if name or not lines:  # the rest, or the empty name's one empty line
+        lines.append(name)
+    return lines
 
 
 def annotated_grid(x: torch.Tensor, path: Path, nrow: int, frames, title: str, row_names=(), col_names=()) -> None:

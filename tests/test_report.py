@@ -3,6 +3,8 @@ import json
 import math
 
 import pytest
+import torch
+from PIL import Image
 
 from ddmini import report
 from ddmini.report import linear_fit, write_json
@@ -111,9 +113,6 @@ def test_column_names_wrap_without_losing_characters(tmp_path):
     assert report.column_lines("Ankle boot", 10) == ["Ankle boot"]
     assert report.column_lines("abcdefghijklmnopqrstuvwxyz", 10) == ["abcdefghij", "klmnopqrst", "uvwxyz"]
     assert report.column_lines("", 10) == [""]
-    import torch
-    from PIL import Image
-
     names = ["T-shirt/top", "Trouser"]
     report.annotated_grid(torch.zeros(2, 1, 28, 28), tmp_path / "g.png", 2, None, "t", col_names=names)
     one_line = tmp_path / "h.png"
