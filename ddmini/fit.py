@@ -4,8 +4,11 @@
 - config: the U-Net and training configs (without ``steps``), the budget, and what sets the speed: the
   device (CPU model, the flags that matter, threads, native bf16; or the GPU's name) and the world size;
 - compute: train ``WARM`` steps on random images, then ``TIMED`` more, and take the seconds of the
-  latter per step (``ddmini.train`` itself: EMA, clipping and autocast included);
-- artefact: ``RUN_DIR/cache/fit-<key>.json`` with the seconds per step and the steps chosen, so a run that
+  latter per step (``ddmini.train`` itself: EMA, clipping and autocast included). Where the fused
+  GroupNorm + SiLU would train (float32 on a CPU, ``fused_norm`` on), time the eager ops too and train
+  with the faster: the fused kernel gains 12-14 % on a Zen 5 held to AVX2 and loses 5 % on an Intel Xeon
+  held to AVX2 (docs/experiments.md), so which is faster is the machine's to say;
+- artefact: ``RUN_DIR/cache/fit-<key>.json`` with the seconds per step, the norm and the steps chosen, so a run that
   repeats on the same machine trains the same steps and finds its model cached (the steps, not the
   budget, enter the diffusion model's key: a fitted run and one given those steps share it);
 - summary: the record, in config.json (the fitted steps) and in the report.
@@ -32,6 +35,10 @@ class Fit:
     timed_steps: int
     steps: int
     machine: str
+    # the norm the steps train with, and the seconds per step of each where both were timed (a record from
+    # before the choice was timed loads as fused, which is what such a run trained with)
+    fused_norm: bool = True
+    norm_seconds: dict | None = None
 
     def warning(self, batch_size: int) -> str | None:
         """One line when the fitted steps fall below the fewest at which a preset's recipe of this batch size
@@ -66,9 +73,21 @@ def key(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device,
     return checkpoint.fingerprint(key_dict(unet), key_dict(base), train_cfg.fit_minutes, machine(device), world_size)
 
 
-def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, path: Path) -> float:
-    """Seconds per training step of ``train_cfg`` on ``device``, timed over TIMED steps after WARM (a
-    throwaway checkpoint at ``path``, removed after)."""
+def _time(unet: UNetConfig, cfg: DiffusionTrainConfig, x, y, device: torch.device, path: Path) -> float:
+    """Seconds per step of ``cfg`` over TIMED steps after WARM (a throwaway checkpoint at ``path``)."""
+    from . import train
+
+    cfg = replace(cfg, fit_minutes=0.0, time_budget=0.0, checkpoint_every=10**8)
+    first = train.train(unet, replace(cfg, steps=WARM), x, y, path, device=device, resume=False, desc="fit: timing")
+    later = train.train(unet, replace(cfg, steps=WARM + TIMED), x, y, path, device=device, resume=True,
+                        desc="fit: timing")
+    return (later.seconds - first.seconds) / TIMED
+
+
+def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device,
+            path: Path) -> tuple[float, bool, dict | None]:
+    """Seconds per training step of ``train_cfg`` on ``device``, whether to train with the fused norm, and
+    the seconds of each norm where both were timed (a throwaway checkpoint at ``path``, removed after)."""
     from . import distributed, train
 
     g = torch.Generator().manual_seed(0)
@@ -76,18 +95,18 @@ def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.dev
     x = torch.rand((n, unet.in_channels, unet.image_size, unet.image_size), generator=g)
     y = torch.randint(0, unet.num_classes, (n,), generator=g)
     world = distributed.current()
-    cfg = replace(train_cfg, fit_minutes=0.0, time_budget=0.0, checkpoint_every=10**8)
     try:
-        first = train.train(unet, replace(cfg, steps=WARM), x, y, path, device=device, resume=False,
-                            desc="fit: timing")
-        later = train.train(unet, replace(cfg, steps=WARM + TIMED), x, y, path, device=device, resume=True,
-                            desc="fit: timing")
+        sec = _time(unet, train_cfg, x, y, device, path)
+        if not train.fused_norm_applies(train_cfg, device):
+            return sec, train_cfg.fused_norm, None
+        eager = _time(unet, replace(train_cfg, fused_norm=False), x, y, device, path)
     finally:
         world.barrier()
         if world.is_main:
             path.unlink(missing_ok=True)
             Path(str(path) + ".sha256").unlink(missing_ok=True)
-    return (later.seconds - first.seconds) / TIMED
+    # every rank takes rank 0's figures (fitted broadcasts them), so the ranks agree on the norm too
+    return min(sec, eager), sec <= eager, {"fused": sec, "eager": eager}
 
 
 def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, cache: Path) -> Fit:
@@ -106,9 +125,9 @@ def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.devi
     rec = world.broadcast_object(rec)
     if rec is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sec = world.broadcast_object(measure(unet, train_cfg, device, path.with_suffix(".timing.pt")))
+        sec, fused, norms = world.broadcast_object(measure(unet, train_cfg, device, path.with_suffix(".timing.pt")))
         steps = max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / sec))
-        rec = Fit(train_cfg.fit_minutes, sec, TIMED, steps, machine(device))
+        rec = Fit(train_cfg.fit_minutes, sec, TIMED, steps, machine(device), fused, norms)
         if world.is_main:
             with checkpoint.atomic_open(path, "w") as f:
                 f.write(json.dumps(asdict(rec), indent=1))

@@ -165,9 +165,13 @@ class Pipeline:
         lock = self.cache / f".fit-{fit.key(self.cfg.unet, t, self.device, self.world.size)}.lock"
         with _exclusive(lock, self.world):
             rec = fit.fitted(self.cfg.unet, t, self.device, self.cache)
-        self.cfg.train = replace(t, steps=rec.steps)
+        self.cfg.train = replace(t, steps=rec.steps, fused_norm=rec.fused_norm)
+        norm = ""
+        if rec.norm_seconds:
+            norm = (f" with the {'fused' if rec.fused_norm else 'eager'} norm (fused {rec.norm_seconds['fused']:.3f}"
+                    f" vs eager {rec.norm_seconds['eager']:.3f} s/step)")
         self._stage(4, "diffusion model", f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step "
-                    f"over {rec.timed_steps} timed steps -> {rec.steps:,} steps ({rec.machine})")
+                    f"over {rec.timed_steps} timed steps{norm} -> {rec.steps:,} steps ({rec.machine})")
         if warning := rec.warning(t.batch_size):
             self._stage(4, "diffusion model", "warning: " + warning)
         self.stages.fit = rec

@@ -74,7 +74,11 @@ def class_names(r: RunResult) -> list[str]:
 def markdown(r: RunResult) -> str:
     fit = r.training_set.get("fit")
     fitted = [f"- training fitted to {fit['minutes']:g} min on this machine ({fit['machine']}): "
-              f"{fit['seconds_per_step']:.3f} s per step over {fit['timed_steps']} timed steps -> {fit['steps']:,} steps"
+              f"{fit['seconds_per_step']:.3f} s per step over {fit['timed_steps']} timed steps"
+              + (f" with the {'fused' if fit['fused_norm'] else 'eager'} GroupNorm + SiLU (fused "
+                 f"{fit['norm_seconds']['fused']:.3f} vs eager {fit['norm_seconds']['eager']:.3f} s per step)"
+                 if fit.get("norm_seconds") else "")
+              + f" -> {fit['steps']:,} steps"
               + (f". Warning: {r.training_set['fit_warning']}" if r.training_set.get("fit_warning") else "")] if fit else []
     out = [f"# ddmini run report ({r.config.get('dataset', 'mnist')})", "", *[f"- {line}" for line in summary_lines(r)],
            *fitted, "",

@@ -136,6 +136,18 @@ def _deferred_interrupt(signals=(signal.SIGINT,)):
             signal.signal(s, h)
 
 
+def cpu_autocast(cfg: DiffusionTrainConfig, device: torch.device) -> bool:
+    """Whether training on ``device`` runs under bfloat16 autocast on a CPU (native bf16 there)."""
+    return cfg.cpu_bf16 and torch.device(device).type == "cpu" and cpu_has_native_bf16()
+
+
+def fused_norm_applies(cfg: DiffusionTrainConfig, device: torch.device) -> bool:
+    """Whether the model trains with the fused GroupNorm + SiLU: float32 on a CPU, with ``fused_norm`` on
+    (bf16 autocast keeps the eager ops: the fused kernel takes bfloat16 too but gained nothing there, 417 vs
+    414 ms per step, bench/README; CUDA keeps them as well)."""
+    return cfg.fused_norm and torch.device(device).type == "cpu" and not cpu_autocast(cfg, device)
+
+
 def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: torch.Tensor,
           ckpt_path: str | Path, *, device: torch.device | str = "cpu", resume: bool = True,
           extra: dict | None = None, desc: str = "train diffusion",
@@ -175,13 +187,11 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
     data = to_model(x.float())
     if device.type == "cuda":  # the whole set on the GPU once, rather than a host-to-device copy per step
         data, y = data.to(device), y.to(device)
-    cpu_amp = cfg.cpu_bf16 and device.type == "cpu" and cpu_has_native_bf16()
+    cpu_amp = cpu_autocast(cfg, device)
     amp = cpu_amp or (cfg.amp and device.type == "cuda")
     fmt = torch.channels_last if cfg.channels_last and not cpu_amp else torch.contiguous_format
     state.model.to(memory_format=fmt)
-    # bf16 autocast keeps the eager norm ops: the fused kernel takes bfloat16 too but gained nothing there
-    # (417 vs 414 ms per step, bench/README)
-    state.model.set_fused_norm(cfg.fused_norm and device.type == "cpu" and not cpu_amp)
+    state.model.set_fused_norm(fused_norm_applies(cfg, device))
     net = state.model
     if world.distributed:
         from torch.nn.parallel import DistributedDataParallel

@@ -7,14 +7,17 @@ from conftest import run_cli
 
 
 def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsys):
+    # float32 on every machine, so that both norms are timed for real
     base = ["run", "--preset", "smoke", "--poison", "0.5", "--data-dir", data_dir, "--run-dir", tmp_path,
-            "--device", "cpu", "--guidance-scales", "1"]
+            "--device", "cpu", "--guidance-scales", "1", "--no-train-cpu-bf16"]
     code, out, err = run_cli(base + ["--train-fit-minutes", "0.02"], capsys)
     assert code == 0, err
     (fit_file,) = (tmp_path / "cache").glob("fit-*.json")
     fit = json.loads(fit_file.read_text())
     assert fit["minutes"] == 0.02 and fit["seconds_per_step"] > 0 and fit["timed_steps"] == 25
     assert fit["steps"] == max(3, int(0.02 * 60 / fit["seconds_per_step"]))  # warm-up + 1 at least
+    assert fit["seconds_per_step"] == min(fit["norm_seconds"].values())
+    assert fit["fused_norm"] is (fit["norm_seconds"]["fused"] <= fit["norm_seconds"]["eager"])
     cfg = json.loads((tmp_path / "p0.5" / "config.json").read_text())
     assert cfg["train"]["steps"] == fit["steps"] and cfg["train"]["fit_minutes"] == 0.02
     rep = json.loads((tmp_path / "p0.5" / "report.json").read_text())
@@ -29,7 +32,8 @@ def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsy
     assert code == 0, err
     assert fit_file.stat().st_mtime_ns == stamp and "diffusion model: cached" in out
     # the model is keyed by its steps: a run given those steps explicitly finds it too
-    code, out, err = run_cli(base + ["--train-steps", str(fit["steps"])], capsys)
+    norm = [] if fit["fused_norm"] else ["--no-train-fused-norm"]  # the norm the fit chose trained it
+    code, out, err = run_cli(base + ["--train-steps", str(fit["steps"])] + norm, capsys)
     assert code == 0 and "diffusion model: cached" in out, out
     assert not list((tmp_path / "cache").glob("*.timing.pt*"))
 
@@ -90,3 +94,57 @@ def test_steps_given_replace_a_presets_fit_unless_the_fit_is_given_too():
     assert cfg.train.fit_minutes == 30.0
     cfg, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {})
     assert cfg.train.fit_minutes == 48.0
+
+
+def test_the_fit_trains_with_the_faster_norm_where_float32_trains_on_a_cpu(data_dir, tmp_path, capsys, monkeypatch):
+    """Float32 on a CPU the fit times the fused GroupNorm + SiLU and the eager ops, and trains with the
+    faster (here made the eager ones); the choice is recorded, reported and repeated from the cache."""
+    from ddmini import fit
+
+    timed = []
+
+    def fake_time(unet, cfg, x, y, device, path):
+        timed.append(cfg.fused_norm)
+        return 0.5 if cfg.fused_norm else 0.4
+
+    monkeypatch.setattr(fit, "_time", fake_time)
+    base = ["run", "--preset", "smoke", "--poison", "0", "--data-dir", data_dir, "--run-dir", tmp_path,
+            "--device", "cpu", "--guidance-scales", "1", "--no-train-cpu-bf16", "--train-fit-minutes", "0.02"]
+    code, out, err = run_cli(base, capsys)
+    assert code == 0, err
+    assert timed == [True, False]
+    (fit_file,) = (tmp_path / "cache").glob("fit-*.json")
+    rec = json.loads(fit_file.read_text())
+    assert rec["fused_norm"] is False and rec["norm_seconds"] == {"fused": 0.5, "eager": 0.4}
+    assert rec["seconds_per_step"] == 0.4 and rec["steps"] == max(3, int(0.02 * 60 / 0.4))
+    cfg = json.loads((tmp_path / "p0" / "config.json").read_text())
+    assert cfg["train"]["fused_norm"] is False and cfg["train"]["steps"] == rec["steps"]
+    md = (tmp_path / "p0" / "report.md").read_text()
+    assert "with the eager GroupNorm + SiLU (fused 0.500 vs eager 0.400 s per step)" in md
+    assert "with the eager norm (fused 0.500 vs eager 0.400 s/step)" in out
+    code, out, err = run_cli(base, capsys)  # again: the choice comes from the cache, nothing is timed
+    assert code == 0 and timed == [True, False] and "diffusion model: cached" in out, out
+
+
+@pytest.mark.parametrize("fused_wins", [True, False])
+def test_measure_picks_the_faster_norm_and_times_one_where_no_choice_applies(tmp_path, monkeypatch, fused_wins):
+    import torch
+
+    from ddmini import fit
+    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS
+
+    monkeypatch.setattr(fit, "_time", lambda unet, cfg, *a: (0.3 if cfg.fused_norm == fused_wins else 0.6))
+    cpu, unet = torch.device("cpu"), UNET_PRESETS["tiny"]
+    sec, fused, norms = fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False), cpu, tmp_path / "t.pt")
+    assert (sec, fused) == (0.3, fused_wins) and set(norms) == {"fused", "eager"}
+    # the user's --no-train-fused-norm is kept: one timing, no choice
+    assert fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False, fused_norm=False), cpu, tmp_path / "t.pt") == \
+        (0.6 if fused_wins else 0.3, False, None)
+
+
+def test_a_fit_record_from_before_the_norm_was_timed_loads_as_fused():
+    from ddmini.fit import Fit
+
+    old = {"minutes": 48, "seconds_per_step": 0.4, "timed_steps": 25, "steps": 7200, "machine": "cpu x"}
+    rec = Fit(**old)
+    assert rec.fused_norm is True and rec.norm_seconds is None
