@@ -114,7 +114,8 @@ def _apply(cfg, kw: dict, section: str = "cfg"):
 
 def preset_option(f):
     return click.option("--preset", type=click.Choice(PRESETS), default=None,
-                        help="Take unset options from this preset (smoke: seconds). [default: cpu (cpu-hour on a CPU without native bf16), or paper on a GPU]")(f)
+                        help="Take unset options from this preset (smoke: seconds). [default: cpu (cpu-hour on a "
+                             "CPU without native bf16), or paper on a GPU]")(f)
 
 
 def stage_options(f):
@@ -124,22 +125,61 @@ def stage_options(f):
     return f
 
 
-def default_preset(dev, dataset: str = "mnist") -> str:
-    """The preset a command uses when none is given: the GPU presets on a GPU; on a CPU the cpu preset where
-    bf16 is native (its 12,000 steps fit the hour on the 2-core Zen 5 measured, not on every such CPU: ≈ 75 min
-    of training on a 2-core Intel Xeon with AMX-BF16, docs/experiments.md), else cpu-hour (float32 would take
-    ~1.5-2.5 h)."""
+def default_preset(dev, dataset: str = "mnist", run_dir=None) -> str:
+    """The preset a command uses when none is given (``choose_preset``'s name)."""
+    return choose_preset(dev, dataset, run_dir)[0]
+
+
+def choose_preset(dev, dataset: str = "mnist", run_dir=None) -> tuple[str, str]:
+    """The preset a command uses when none is given, and why: the GPU presets on a GPU; on a CPU without
+    native bf16 cpu-hour (the cpu preset's float32 steps would take ~1.5-2.5 h). Where bf16 is native the
+    cpu preset's step decides (with ``run_dir``, outside torchrun): the cpu preset where its 12,000 steps
+    fit cpu-hour's 48 minutes of training here (≈ 36 min on the 2-core Zen 5 measured), else cpu-hour (a
+    2-core Intel Xeon with AMX-BF16: ≈ 75 min; docs/experiments.md). The timing is the fit stage's
+    (ddmini.fit), cached in RUN_DIR/cache, so the same run directory on the same machine chooses the same.
+    Without ``run_dir`` (every command but run and sweep, the main job) or under torchrun, native bf16 means
+    the cpu preset."""
+    from . import distributed
     from .runtime import cpu_has_native_bf16
 
     if dev.type == "cuda":
-        return "cifar10" if dataset == "cifar10" else "paper"
-    return "cpu" if cpu_has_native_bf16() else "cpu-hour"
+        return ("cifar10" if dataset == "cifar10" else "paper"), ""
+    if not cpu_has_native_bf16():
+        return "cpu-hour", "the default on a CPU without native bf16; --preset cpu for the 12,000-step recipe"
+    if run_dir is None or distributed.launched():
+        return "cpu", ""
+    from dataclasses import replace
+
+    from . import fit
+    from .config import preset
+    from .pipeline import _exclusive
+
+    cpu = preset("cpu")
+    cpu.dataset = dataset
+    cpu.validate()  # the U-Net's shape from the dataset
+    budget = preset("cpu-hour").train.fit_minutes
+    t = replace(cpu.train, fit_minutes=budget)
+    cache, k = _writable_dir(run_dir) / "cache", fit.key(cpu.unet, t, dev, 1)
+    if not (cache / f"fit-{k}.json").exists():
+        click.echo("default preset: timing the cpu preset's training step here (once per run directory)")
+    with _exclusive(cache / f".fit-{k}.lock"):
+        rec = fit.fitted(cpu.unet, t, dev, cache)
+    minutes = cpu.train.steps * rec.seconds_per_step / 60
+    said = (f"the cpu preset's {cpu.train.steps:,} steps take ≈ {minutes:.0f} min here at "
+            f"{rec.seconds_per_step:.3f} s/step")
+    if rec.steps >= cpu.train.steps:
+        return "cpu", f"the default here: {said}, within {budget:g}"
+    return "cpu-hour", f"the default here: {said}, more than {budget:g}; --preset cpu for them"
 
 
-def _run_preset(name, dev, dataset: str = "mnist"):
+def _run_preset(name, dev, dataset: str = "mnist", run_dir=None):
+    """The preset ``name`` (or the default, ``choose_preset``) for ``dataset``: (config, name, why the
+    default was chosen: "" when a preset was given)."""
     from .config import DATASET_CLASSIFIER_ARCH, DATASET_PGD_EPS, preset
 
-    name = name or default_preset(dev, dataset)
+    why = ""
+    if not name:
+        name, why = choose_preset(dev, dataset, run_dir)
     cfg = preset(name)
     if name == "cifar10" and dataset != "cifar10":
         raise ValueError(f"--preset cifar10 is made for --dataset cifar10; got --dataset {dataset}")
@@ -147,7 +187,7 @@ def _run_preset(name, dev, dataset: str = "mnist"):
     if cfg.attack.attack == "pgd_l2" and dataset in DATASET_PGD_EPS:
         cfg.attack.eps = DATASET_PGD_EPS[dataset]
     cfg.classifier.arch = DATASET_CLASSIFIER_ARCH.get(dataset, cfg.classifier.arch)
-    return cfg, name
+    return cfg, name, why
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +289,7 @@ def train_classifier(data_dir, run_dir, device, seed, preset, dataset, limit, ou
     from .runtime import resolve_device, seed_everything
 
     dev = resolve_device(device)
-    base, _ = _run_preset(preset, dev, dataset)
+    base, _, _ = _run_preset(preset, dev, dataset)
     base.with_seed(seed)
     _apply(base.classifier, kw)
     if limit is not None:
@@ -330,7 +370,7 @@ def attack(data_dir, run_dir, device, seed, preset, dataset, eps, split, limit, 
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    base, _ = _run_preset(preset, dev, dataset)
+    base, _, _ = _run_preset(preset, dev, dataset)
     base.with_seed(seed)
     if kw.get("cfg__attack"):  # a named attack brings its own calibrated strength; given options win
         base.attack = base.attack.with_attack(kw["cfg__attack"])
@@ -424,7 +464,7 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    base, _ = _run_preset(preset, dev, dataset)
+    base, _, _ = _run_preset(preset, dev, dataset)
     cfg = _apply(base.train, kw)
     cfg.seed = seed
     cfg.validate()
@@ -443,7 +483,7 @@ def train_diffusion(data_dir, run_dir, device, seed, preset, dataset, unet_prese
         from . import fit
 
         rec = fit.fitted(mcfg, cfg, dev, Path(run_dir) / "cache")
-        cfg = replace(cfg, steps=rec.steps)
+        cfg = replace(cfg, steps=rec.steps, fused_norm=rec.fused_norm)
         echo(f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step -> {rec.steps:,} steps")
         if warning := rec.warning(cfg.batch_size):
             echo(f"warning: {warning}", err=True)
@@ -552,7 +592,8 @@ def _run_options(f):
                      help="smoke (seconds), cpu (2 cores), cpu-hour (half the batch, fitted to 48 min of training here, "
                           "stochastic DDIM), paper (GPU), "
                           "paper-short, cifar10 (GPU, unmeasured). "
-                          "[default: cpu (cpu-hour on a CPU without native bf16), or paper on a GPU (cifar10 for --dataset cifar10)]"),
+                          "[default: on a CPU cpu where its bf16 step fits 12,000 steps in 48 min here (timed once "
+                          "per run dir), else cpu-hour; paper on a GPU (cifar10 for --dataset cifar10)]"),
         click.option("--only-successful/--all-attacked", default=None,
                      help="Leave out training images whose attack failed (the paper's set). [preset]"),
         click.option("--zoo/--no-zoo", default=None,
@@ -569,8 +610,9 @@ def _run_options(f):
     return f
 
 
-def _build_run_config(poison, preset_name, dev, seed, kw):
-    cfg, name = _run_preset(preset_name, dev, kw.get("dataset") or "mnist")
+def _build_run_config(poison, preset_name, dev, seed, kw, run_dir=None):
+    """The run's config, its preset's name and why that preset was the default ("" when given)."""
+    cfg, name, why = _run_preset(preset_name, dev, kw.get("dataset") or "mnist", run_dir)
     cfg.with_seed(seed)
     cfg.poison = poison
     for key in ("only_successful", "data_limit", "test_limit", "num_samples", "zoo"):
@@ -585,7 +627,7 @@ def _build_run_config(poison, preset_name, dev, seed, kw):
     if kw.get("guidance_scales") and kw.get("sample__guidance") is None \
             and cfg.sample.guidance not in cfg.guidance_scales:
         cfg.sample.guidance = cfg.guidance_scales[0]  # only the scales were given: the first is the headline
-    return cfg.validate(), name
+    return cfg.validate(), name, why
 
 
 @cli.command("run", context_settings=CONTEXT)
@@ -600,13 +642,12 @@ def run(poison, data_dir, run_dir, device, seed, preset, **kw):
     from .runtime import resolve_device, seed_everything
 
     dev = resolve_device(device)
-    cfg, name = _build_run_config(poison, preset, dev, seed, kw)
+    cfg, name, why = _build_run_config(poison, preset, dev, seed, kw, run_dir)
     world, dev, echo = _join(dev, {"run": to_dict(cfg), "data_dir": data_dir}, [run_dir])
     root = _writable_dir(run_dir)
     seed_everything(seed)
     procs = f", {world.size} processes" if world.distributed else ""
-    why = " (the default on a CPU without native bf16; --preset cpu for the 12,000-step recipe)" \
-        if preset is None and name == "cpu-hour" else ""
+    why = f" ({why})" if why else ""
     echo(f"ddmini run: preset {name}{why}, p = {cfg.poison:g}, seed {seed}, {dev}{procs}, run dir {root}")
     r = Pipeline(cfg, root, data_dir, dev, log=click.echo).run()
     if r is not None:  # rank 0
@@ -626,14 +667,15 @@ def sweep(poison, data_dir, run_dir, device, seed, preset, **kw):
 
     dev = resolve_device(device)
     ps = _float_list(poison, "--poison")
-    world, dev, echo = _join(dev, {"run": [to_dict(_build_run_config(p, preset, dev, seed, kw)[0]) for p in ps],
+    world, dev, echo = _join(dev, {"run": [to_dict(_build_run_config(p, preset, dev, seed, kw, run_dir)[0])
+                                           for p in ps],
                                    "data_dir": data_dir}, [run_dir])
     root = _writable_dir(run_dir)
     rows = []
     for p in ps:
-        cfg, name = _build_run_config(p, preset, dev, seed, kw)
+        cfg, name, why = _build_run_config(p, preset, dev, seed, kw, run_dir)
         seed_everything(seed)
-        echo(f"--- p = {p:g} (preset {name}) ---")
+        echo(f"--- p = {p:g} (preset {name}{f'; {why}' if why else ''}) ---")
         rows.append(Pipeline(cfg, root, data_dir, dev, log=click.echo).run())
     if not world.is_main:
         return  # rank 0 fits and writes the sweep
@@ -687,7 +729,7 @@ def zoo(data_dir, run_dir, device, seed, preset, dataset):
     from .transfer import zoo_configs
 
     dev = resolve_device(device)
-    base, name = _run_preset(preset, dev, dataset)
+    base, name, _ = _run_preset(preset, dev, dataset)
     pipe = Pipeline(base.with_seed(seed).validate(), _writable_dir(run_dir), data_dir, dev, log=lambda m: None)
     click.echo(f"| classifier (preset {name}) | architecture | seed | adversarial eps | test accuracy | train s |\n"
                "|---|---|---|---|---|---|")
@@ -711,7 +753,7 @@ def transfer(data_dir, run_dir, device, seed, preset, dataset, samples_paths):
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    base, name = _run_preset(preset, dev, dataset)
+    base, name, _ = _run_preset(preset, dev, dataset)
     root = _writable_dir(run_dir)
     pipe = Pipeline(base.with_seed(seed).validate(), root, data_dir, dev, log=lambda m: None)
     target, ckey, _ = pipe.classifier()
@@ -749,7 +791,7 @@ def purify(data_dir, run_dir, device, seed, preset, dataset, ckpt, t_stars, step
     from .runtime import resolve_device
 
     dev = resolve_device(device)
-    base, name = _run_preset(preset, dev, dataset)
+    base, name, _ = _run_preset(preset, dev, dataset)
     if not 1 <= limit <= 10**6:
         raise ValueError(f"--limit must be in [1, 1000000]; got {limit}")
     ts = [int(t) for t in _int_list(t_stars, "--t-star")]
@@ -802,7 +844,7 @@ def harden(data_dir, run_dir, device, seed, preset, dataset, ckpt, arms, **kw):
     from .transfer import attacked_source
 
     dev = resolve_device(device)
-    base, name = _run_preset(preset, dev, dataset)
+    base, name, _ = _run_preset(preset, dev, dataset)
     hcfg = _apply(replace(HARDEN_SMOKE) if name == "smoke" else HardenConfig(), kw)
     hcfg.seed = seed
     if kw.get("cfg__eval_eps") is not None:

@@ -546,7 +546,8 @@ def preset(name: str) -> RunConfig:
         p.sample = run_sample_config(steps=50, batch_size=1000)
         return p
     if name == "cpu-hour":
-        # The hour on a CPU without native bf16 (issue 24; the default preset there, cli._run_preset): half
+        # The hour on a CPU without native bf16 (issue 24; the default there and where bf16 is native but the cpu
+        # preset's 12,000 steps would not fit 48 min, cli.choose_preset): half
         # the batch (half the FLOPs per step), the steps fitted to 48 minutes of training on the machine it
         # runs on (the hour's rest: classifier ~2 min, attack ~3, sampling three scales ~5 on 2 cores held to
         # AVX2), the cosine horizon at the fitted steps, and stochastic DDIM (eta 1): at 9,000 steps of batch

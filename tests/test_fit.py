@@ -67,7 +67,7 @@ def test_the_fit_warns_below_its_batch_sizes_measured_floor():
 
 
 @pytest.mark.parametrize("native, name", [(True, "cpu"), (False, "cpu-hour")])
-def test_the_default_preset_on_a_cpu_depends_on_native_bf16(native, name, monkeypatch):
+def test_the_default_preset_on_a_cpu_without_a_run_dir_depends_on_native_bf16(native, name, monkeypatch):
     import torch
 
     import ddmini.runtime
@@ -82,17 +82,51 @@ def test_the_default_preset_on_a_cpu_depends_on_native_bf16(native, name, monkey
     assert (default_preset(gpu), default_preset(gpu, "cifar10")) == ("paper", "cifar10")
 
 
+@pytest.mark.parametrize("seconds, name", [(0.18, "cpu"), (0.376, "cpu-hour")])
+def test_with_native_bf16_the_cpu_presets_timed_step_chooses_the_default(seconds, name, tmp_path, monkeypatch):
+    """Native bf16 is not speed enough: the cpu preset where its 12,000 steps fit cpu-hour's 48 minutes of
+    training here (0.18 s/step: ≈ 36 min, Zen 5), else cpu-hour (0.376 s: ≈ 75 min, an AMX Xeon). The
+    timing is the fit stage's, cached in the run directory, so the choice repeats; torchrun keeps the rule."""
+    import torch
+
+    import ddmini.runtime
+    from ddmini import fit
+    from ddmini.cli import _build_run_config, choose_preset
+
+    monkeypatch.setattr(ddmini.runtime, "cpu_has_native_bf16", lambda: True)
+    timed = []
+
+    def fake_measure(unet, cfg, device, path):
+        timed.append((cfg.batch_size, unet.in_channels))
+        return seconds, cfg.fused_norm, None
+
+    monkeypatch.setattr(fit, "measure", fake_measure)
+    cpu = torch.device("cpu")
+    chosen, why = choose_preset(cpu, "mnist", tmp_path / "run")
+    assert chosen == name and timed == [(128, 1)]  # the cpu preset's batch, MNIST's one channel
+    minutes = round(12000 * seconds / 60)
+    assert f"the cpu preset's 12,000 steps take ≈ {minutes} min here at {seconds:.3f} s/step" in why
+    assert ("within 48" in why) is (name == "cpu") and ("--preset cpu for them" in why) is (name == "cpu-hour")
+    (rec,) = (tmp_path / "run" / "cache").glob("fit-*.json")
+    assert json.loads(rec.read_text())["seconds_per_step"] == seconds
+    # the same run directory chooses the same without timing again; the run's config follows the choice
+    assert _build_run_config(0.3, None, cpu, 0, {}, tmp_path / "run")[1:] == (name, why) and len(timed) == 1
+    assert choose_preset(cpu, "cifar10", tmp_path / "run")[0] == name and timed[-1] == (128, 3)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun the ranks would time apart: the rule, no timing
+    assert choose_preset(cpu, "mnist", tmp_path / "other") == ("cpu", "") and len(timed) == 2
+
+
 def test_steps_given_replace_a_presets_fit_unless_the_fit_is_given_too():
     import torch
 
     from ddmini.cli import _build_run_config
 
     cpu = torch.device("cpu")
-    cfg, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000})
+    cfg, _, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000})
     assert (cfg.train.steps, cfg.train.fit_minutes) == (9000, 0.0)
-    cfg, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000, "train__fit_minutes": 30.0})
+    cfg, _, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000, "train__fit_minutes": 30.0})
     assert cfg.train.fit_minutes == 30.0
-    cfg, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {})
+    cfg, _, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {})
     assert cfg.train.fit_minutes == 48.0
 
 

@@ -176,7 +176,7 @@ def test_study_and_sampler_guidance_defaults():
     assert RUN_GUIDANCE == 1.0 and SampleConfig().guidance == 2.0
     for cfg in (RunConfig(), *(preset(n) for n in ("smoke", "cpu", "paper"))):
         assert cfg.sample.guidance == RUN_GUIDANCE and RUN_GUIDANCE in cfg.validate().guidance_scales
-    cfg, _ = _build_run_config(0.3, "smoke", torch.device("cpu"), 0, {"guidance_scales": "2,3"})
+    cfg, _, _ = _build_run_config(0.3, "smoke", torch.device("cpu"), 0, {"guidance_scales": "2,3"})
     assert cfg.sample.guidance == 2.0  # only the scales given: the first one is the headline
     with pytest.raises(ValueError, match="headline guidance"):
         _build_run_config(0.3, "smoke", torch.device("cpu"), 0, {"guidance_scales": "2,3", "sample__guidance": 1.0})
@@ -192,8 +192,8 @@ def test_earlier_cpu_recipe_reproduces_its_cache_key():
     from ddmini.cli import _build_run_config
     from ddmini.config import DiffusionTrainConfig, key_dict
 
-    cfg, name = _build_run_config(1.0, None, torch.device("cpu"), 0,
-                                  {"train__low_t_share": 0.0, "train__lr_schedule": "constant"})
+    cfg, name, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0,
+                                     {"train__low_t_share": 0.0, "train__lr_schedule": "constant"})
     earlier = {k: v for k, v in to_dict(DiffusionTrainConfig()).items()
                if k not in ("lr_schedule", "snr_gamma", "fit_minutes", "fused_norm")}  # key-neutral, at defaults
     assert name == "cpu" and key_dict(cfg.train) == earlier
@@ -278,13 +278,13 @@ def test_a_named_attack_brings_its_strength_and_given_options_win():
 
     from ddmini.cli import _build_run_config
 
-    cfg, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm"})
+    cfg, _, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm"})
     assert (cfg.attack.attack, cfg.attack.eps) == ("fgsm", 0.25)
-    cfg, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm", "attack__eps": 0.1})
+    cfg, _, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm", "attack__eps": 0.1})
     assert cfg.attack.eps == 0.1
-    cfg, _ = _build_run_config(1.0, "smoke", torch.device("cpu"), 0, {"attack__attack": "cw_l2"})
+    cfg, _, _ = _build_run_config(1.0, "smoke", torch.device("cpu"), 0, {"attack__attack": "cw_l2"})
     assert (cfg.attack.steps, cfg.attack.chunk_size) == (100, 256)  # CW's steps; the preset's chunks stay
-    cfg, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {})
+    cfg, _, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {})
     assert cfg.attack == preset("cpu").attack  # no attack named: the preset's, untouched (cache keys)
 
 
@@ -333,11 +333,11 @@ def test_fashion_mnist_runs_attack_at_its_own_radius():
 
     from ddmini.cli import _build_run_config
 
-    cfg, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist"})
+    cfg, _, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist"})
     assert cfg.attack.eps == 0.75 and cfg.unet.in_channels == 1
-    cfg, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist", "attack__eps": 1.0})
+    cfg, _, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist", "attack__eps": 1.0})
     assert cfg.attack.eps == 1.0
-    cfg, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {})
+    cfg, _, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {})
     assert cfg.attack.eps == 1.6
 
 
@@ -348,7 +348,7 @@ def test_cifar10_preset_and_default_classifier():
     from ddmini.cli import _build_run_config
 
     cpu = torch.device("cpu")
-    cfg, name = _build_run_config(0.3, "cifar10", cpu, 0, {"dataset": "cifar10"})
+    cfg, name, _ = _build_run_config(0.3, "cifar10", cpu, 0, {"dataset": "cifar10"})
     assert name == "cifar10" and cfg.classifier.arch == "resnet" and cfg.attack.eps == 0.5
     assert (cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.channel_mult) == (3, 32, (1, 2, 2))
     assert cfg.unet.attention and cfg.train.steps == 100000
