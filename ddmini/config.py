@@ -549,8 +549,9 @@ def preset(name: str) -> RunConfig:
         # The hour on a CPU without native bf16 (issue 24; the default there and where bf16 is native but the cpu
         # preset's 12,000 steps would not fit 48 min, cli.choose_preset): half
         # the batch (half the FLOPs per step), the steps fitted to 48 minutes of training on the machine it
-        # runs on (the hour's rest: classifier ~2 min, attack ~3, sampling three scales ~5 on 2 cores held to
-        # AVX2), the cosine horizon at the fitted steps, and stochastic DDIM (eta 1): at 9,000 steps of batch
+        # runs on (the hour's rest as first estimated: classifier ~2 min, attack ~3, sampling three scales ~5;
+        # timed on a 2-core Intel Xeon held to AVX2: 1.4, 2.6 and 9.5, and the run took 72 min: docs/experiments.md),
+        # the cosine horizon at the fitted steps, and stochastic DDIM (eta 1): at 9,000 steps of batch
         # 64 it takes p = 0 from 12.4 % to 4.8 % misclassified and leaves p = 1 at 70.2 % (70.9 % with eta 0;
         # 5,000 samples, docs/experiments.md "Levers for the hour"). Classifier and attack are the cpu preset's.
         p = preset("cpu")

@@ -3,8 +3,11 @@
 
 - config: the U-Net and training configs (without ``steps``), the budget, and what sets the speed: the
   device (CPU model, the flags that matter, threads, native bf16; or the GPU's name) and the world size;
-- compute: train ``WARM`` steps on random images, then ``TIMED`` more, and take the seconds of the
-  latter per step (``ddmini.train`` itself: EMA, clipping and autocast included). Where the fused
+- compute: train ``WARM`` steps on random images, then more in chunks of ``TIMED`` until ``MIN_SECONDS``
+  have been timed (at most ``MAX_TIMED`` steps), and take the seconds of the latter per step
+  (``ddmini.train`` itself: EMA, clipping and autocast included). Not a fixed 25 steps: on a shared 2-core
+  machine 30-step windows of one step ranged over ±15 %, and a 25-step timing of 0.335 s/step met a loop
+  that ran at 0.399 (docs/experiments.md). Where the fused
   GroupNorm + SiLU would train (float32 on a CPU, ``fused_norm`` on), time the eager ops too and train
   with the faster: the fused kernel gains 12-14 % on a Zen 5 held to AVX2 and loses 5 % on an Intel Xeon
   held to AVX2 (docs/experiments.md), so which is faster is the machine's to say;
@@ -25,7 +28,7 @@ import torch
 from . import checkpoint
 from .config import QUALITY_FLOOR_STEPS, DiffusionTrainConfig, UNetConfig, key_dict
 
-WARM, TIMED = 5, 25
+WARM, TIMED, MIN_SECONDS, MAX_TIMED = 5, 25, 20.0, 1000
 
 
 @dataclass
@@ -73,21 +76,30 @@ def key(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device,
     return checkpoint.fingerprint(key_dict(unet), key_dict(base), train_cfg.fit_minutes, machine(device), world_size)
 
 
-def _time(unet: UNetConfig, cfg: DiffusionTrainConfig, x, y, device: torch.device, path: Path) -> float:
-    """Seconds per step of ``cfg`` over TIMED steps after WARM (a throwaway checkpoint at ``path``)."""
-    from . import train
+def _time(unet: UNetConfig, cfg: DiffusionTrainConfig, x, y, device: torch.device, path: Path) -> tuple[float, int]:
+    """Seconds per step of ``cfg`` after WARM steps, timed in chunks of TIMED steps until MIN_SECONDS have
+    been timed or MAX_TIMED steps (rank 0's clock decides for every rank under torchrun), and the steps timed
+    (a throwaway checkpoint at ``path``)."""
+    from . import distributed, train
 
+    world = distributed.current()
     cfg = replace(cfg, fit_minutes=0.0, time_budget=0.0, checkpoint_every=10**8)
     first = train.train(unet, replace(cfg, steps=WARM), x, y, path, device=device, resume=False, desc="fit: timing")
-    later = train.train(unet, replace(cfg, steps=WARM + TIMED), x, y, path, device=device, resume=True,
-                        desc="fit: timing")
-    return (later.seconds - first.seconds) / TIMED
+    timed = 0
+    while True:
+        timed += TIMED
+        later = train.train(unet, replace(cfg, steps=WARM + timed), x, y, path, device=device, resume=True,
+                            desc="fit: timing")
+        spent = later.seconds - first.seconds
+        if world.broadcast_object(spent >= MIN_SECONDS or timed >= MAX_TIMED):
+            return spent / timed, timed
 
 
 def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device,
-            path: Path) -> tuple[float, bool, dict | None]:
-    """Seconds per training step of ``train_cfg`` on ``device``, whether to train with the fused norm, and
-    the seconds of each norm where both were timed (a throwaway checkpoint at ``path``, removed after)."""
+            path: Path) -> tuple[float, int, bool, dict | None]:
+    """Seconds per training step of ``train_cfg`` on ``device``, the steps that timed it, whether to train
+    with the fused norm, and the seconds of each norm where both were timed (a throwaway checkpoint at
+    ``path``, removed after)."""
     from . import distributed, train
 
     g = torch.Generator().manual_seed(0)
@@ -96,17 +108,19 @@ def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.dev
     y = torch.randint(0, unet.num_classes, (n,), generator=g)
     world = distributed.current()
     try:
-        sec = _time(unet, train_cfg, x, y, device, path)
+        sec, n_sec = _time(unet, train_cfg, x, y, device, path)
         if not train.fused_norm_applies(train_cfg, device):
-            return sec, train_cfg.fused_norm, None
-        eager = _time(unet, replace(train_cfg, fused_norm=False), x, y, device, path)
+            return sec, n_sec, train_cfg.fused_norm, None
+        eager, n_eager = _time(unet, replace(train_cfg, fused_norm=False), x, y, device, path)
     finally:
         world.barrier()
         if world.is_main:
             path.unlink(missing_ok=True)
             Path(str(path) + ".sha256").unlink(missing_ok=True)
     # every rank takes rank 0's figures (fitted broadcasts them), so the ranks agree on the norm too
-    return min(sec, eager), sec <= eager, {"fused": sec, "eager": eager}
+    fused = sec <= eager
+    best, timed = (sec, n_sec) if fused else (eager, n_eager)
+    return best, timed, fused, {"fused": sec, "eager": eager}
 
 
 def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, cache: Path) -> Fit:
@@ -125,9 +139,10 @@ def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.devi
     rec = world.broadcast_object(rec)
     if rec is None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sec, fused, norms = world.broadcast_object(measure(unet, train_cfg, device, path.with_suffix(".timing.pt")))
+        sec, timed, fused, norms = world.broadcast_object(measure(unet, train_cfg, device,
+                                                                  path.with_suffix(".timing.pt")))
         steps = max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / sec))
-        rec = Fit(train_cfg.fit_minutes, sec, TIMED, steps, machine(device), fused, norms)
+        rec = Fit(train_cfg.fit_minutes, sec, timed, steps, machine(device), fused, norms)
         if world.is_main:
             with checkpoint.atomic_open(path, "w") as f:
                 f.write(json.dumps(asdict(rec), indent=1))

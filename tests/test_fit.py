@@ -6,7 +6,10 @@ import pytest
 from conftest import run_cli
 
 
-def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsys):
+def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsys, monkeypatch):
+    from ddmini import fit as fit_module
+
+    monkeypatch.setattr(fit_module, "MIN_SECONDS", 0.0)  # one chunk of 25 steps: the smoke step takes ms
     # float32 on every machine, so that both norms are timed for real
     base = ["run", "--preset", "smoke", "--poison", "0.5", "--data-dir", data_dir, "--run-dir", tmp_path,
             "--device", "cpu", "--guidance-scales", "1", "--no-train-cpu-bf16"]
@@ -98,7 +101,7 @@ def test_with_native_bf16_the_cpu_presets_timed_step_chooses_the_default(seconds
 
     def fake_measure(unet, cfg, device, path):
         timed.append((cfg.batch_size, unet.in_channels))
-        return seconds, cfg.fused_norm, None
+        return seconds, 25, cfg.fused_norm, None
 
     monkeypatch.setattr(fit, "measure", fake_measure)
     cpu = torch.device("cpu")
@@ -139,7 +142,7 @@ def test_the_fit_trains_with_the_faster_norm_where_float32_trains_on_a_cpu(data_
 
     def fake_time(unet, cfg, x, y, device, path):
         timed.append(cfg.fused_norm)
-        return 0.5 if cfg.fused_norm else 0.4
+        return (0.5, 25) if cfg.fused_norm else (0.4, 50)
 
     monkeypatch.setattr(fit, "_time", fake_time)
     base = ["run", "--preset", "smoke", "--poison", "0", "--data-dir", data_dir, "--run-dir", tmp_path,
@@ -151,6 +154,7 @@ def test_the_fit_trains_with_the_faster_norm_where_float32_trains_on_a_cpu(data_
     rec = json.loads(fit_file.read_text())
     assert rec["fused_norm"] is False and rec["norm_seconds"] == {"fused": 0.5, "eager": 0.4}
     assert rec["seconds_per_step"] == 0.4 and rec["steps"] == max(3, int(0.02 * 60 / 0.4))
+    assert rec["timed_steps"] == 50  # the chosen norm's
     cfg = json.loads((tmp_path / "p0" / "config.json").read_text())
     assert cfg["train"]["fused_norm"] is False and cfg["train"]["steps"] == rec["steps"]
     md = (tmp_path / "p0" / "report.md").read_text()
@@ -167,13 +171,35 @@ def test_measure_picks_the_faster_norm_and_times_one_where_no_choice_applies(tmp
     from ddmini import fit
     from ddmini.config import DiffusionTrainConfig, UNET_PRESETS
 
-    monkeypatch.setattr(fit, "_time", lambda unet, cfg, *a: (0.3 if cfg.fused_norm == fused_wins else 0.6))
+    monkeypatch.setattr(fit, "_time", lambda unet, cfg, *a: ((0.3, 60) if cfg.fused_norm == fused_wins else (0.6, 25)))
     cpu, unet = torch.device("cpu"), UNET_PRESETS["tiny"]
-    sec, fused, norms = fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False), cpu, tmp_path / "t.pt")
-    assert (sec, fused) == (0.3, fused_wins) and set(norms) == {"fused", "eager"}
+    sec, timed, fused, norms = fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False), cpu, tmp_path / "t.pt")
+    assert (sec, timed, fused) == (0.3, 60, fused_wins) and set(norms) == {"fused", "eager"}
     # the user's --no-train-fused-norm is kept: one timing, no choice
     assert fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False, fused_norm=False), cpu, tmp_path / "t.pt") == \
-        (0.6 if fused_wins else 0.3, False, None)
+        ((0.6, 25, False, None) if fused_wins else (0.3, 60, False, None))
+
+
+@pytest.mark.parametrize("min_seconds, max_timed, expect", [(0.0, 1000, 25), (1e9, 75, 75)])
+def test_the_timing_runs_in_chunks_until_its_seconds_or_its_most_steps(tmp_path, monkeypatch, min_seconds,
+                                                                      max_timed, expect):
+    """A 25-step timing sampled a shared machine's speed once (0.335 s/step against the loop's 0.399): the
+    fit times chunks of 25 steps until MIN_SECONDS have passed, or MAX_TIMED steps."""
+    import torch
+
+    from ddmini import fit, train
+    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS
+
+    monkeypatch.setattr(fit, "MIN_SECONDS", min_seconds)
+    monkeypatch.setattr(fit, "MAX_TIMED", max_timed)
+    chunks = []
+    real = train.train
+    monkeypatch.setattr(train, "train", lambda *a, **k: chunks.append(a[1].steps) or real(*a, **k))
+    x, y = torch.rand(16, 1, 28, 28), torch.zeros(16, dtype=torch.long)
+    sec, timed = fit._time(UNET_PRESETS["tiny"], DiffusionTrainConfig(batch_size=4), x, y, torch.device("cpu"),
+                           tmp_path / "t.pt")
+    assert timed == expect and sec > 0
+    assert chunks == [fit.WARM] + [fit.WARM + 25 * k for k in range(1, expect // 25 + 1)]
 
 
 def test_a_fit_record_from_before_the_norm_was_timed_loads_as_fused():
