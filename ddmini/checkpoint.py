@@ -172,3 +172,23 @@ def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLi
     except (RuntimeError, TypeError) as e:
         raise ValueError(f"{path}: weights do not match the stored config ({str(e).splitlines()[0]})") from None
     return model
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, world=None):
+    """An advisory lock per artefact: a second run on the same run directory that needs the same one
+    waits here until the first has cached it, then finds it cached instead of computing it again.
+    Under torchrun rank 0 holds it for all ranks (the others follow rank 0's decisions); ``world``
+    defaults to the one-process world."""
+    if world is not None and not world.is_main:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            import fcntl
+
+            fcntl.flock(f, fcntl.LOCK_EX)
+        except (ImportError, OSError):  # no flock (e.g. Windows): run unlocked
+            pass
+        yield

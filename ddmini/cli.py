@@ -152,18 +152,14 @@ def choose_preset(dev, dataset: str = "mnist", run_dir=None) -> tuple[str, str]:
 
     from . import fit
     from .config import preset
-    from .pipeline import _exclusive
 
     cpu = preset("cpu")
     cpu.dataset = dataset
     cpu.validate()  # the U-Net's shape from the dataset
     budget = preset("cpu-hour").train.fit_minutes
     t = replace(cpu.train, fit_minutes=budget)
-    cache, k = _writable_dir(run_dir) / "cache", fit.key(cpu.unet, t, dev, 1)
-    if not (cache / f"fit-{k}.json").exists():
-        click.echo("default preset: timing the cpu preset's training step here (once per run directory)")
-    with _exclusive(cache / f".fit-{k}.lock"):
-        rec = fit.fitted(cpu.unet, t, dev, cache)
+    rec = fit.fitted(cpu.unet, t, dev, _writable_dir(run_dir) / "cache", on_measure=lambda: click.echo(
+        "default preset: timing the cpu preset's training step here (once per run directory)"))
     minutes = cpu.train.steps * rec.seconds_per_step / 60
     said = (f"the cpu preset's {cpu.train.steps:,} steps take ≈ {minutes:.0f} min here at "
             f"{rec.seconds_per_step:.3f} s/step")

@@ -22,6 +22,7 @@ import json
 import os
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -123,27 +124,32 @@ def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.dev
     return best, timed, fused, {"fused": sec, "eager": eager}
 
 
-def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, cache: Path) -> Fit:
+def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, cache: Path,
+           on_measure: Callable[[], None] | None = None) -> Fit:
     """The fit for ``train_cfg.fit_minutes`` on this machine: cached in ``cache/fit-<key>.json``, else
-    measured (by every rank under torchrun; rank 0 writes it). Call it under the run directory's lock."""
+    measured (by every rank under torchrun; rank 0 writes it; ``on_measure`` is called first). Under the
+    record's lock, so a second run in the same run directory waits and finds it cached."""
     from . import distributed
 
     world = distributed.current()
     path = Path(cache) / f"fit-{key(unet, train_cfg, device, world.size)}.json"
-    rec = None
-    if world.is_main and path.exists():
-        try:
-            rec = Fit(**json.loads(path.read_text()))
-        except (ValueError, TypeError):
-            rec = None  # unreadable: measure again
-    rec = world.broadcast_object(rec)
-    if rec is None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sec, timed, fused, norms = world.broadcast_object(measure(unet, train_cfg, device,
-                                                                  path.with_suffix(".timing.pt")))
-        steps = max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / sec))
-        rec = Fit(train_cfg.fit_minutes, sec, timed, steps, machine(device), fused, norms)
-        if world.is_main:
-            with checkpoint.atomic_open(path, "w") as f:
-                f.write(json.dumps(asdict(rec), indent=1))
+    with checkpoint.exclusive(path.with_name(f".{path.stem}.lock"), world):
+        rec = None
+        if world.is_main and path.exists():
+            try:
+                rec = Fit(**json.loads(path.read_text()))
+            except (ValueError, TypeError):
+                rec = None  # unreadable: measure again
+        rec = world.broadcast_object(rec)
+        if rec is None:
+            if on_measure is not None:
+                on_measure()
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sec, timed, fused, norms = world.broadcast_object(measure(unet, train_cfg, device,
+                                                                      path.with_suffix(".timing.pt")))
+            steps = max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / sec))
+            rec = Fit(train_cfg.fit_minutes, sec, timed, steps, machine(device), fused, norms)
+            if world.is_main:
+                with checkpoint.atomic_open(path, "w") as f:
+                    f.write(json.dumps(asdict(rec), indent=1))
     return rec

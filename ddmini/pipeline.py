@@ -14,7 +14,6 @@ result on rank 0 and None on the others.
 """
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import platform
 import time
@@ -104,7 +103,7 @@ class Pipeline:
         path = self.cache / f"classifier-{key}.pt"
         if cfg is self.cfg.classifier:
             self.stages.artefacts["classifier"] = str(path)
-        with self.world.main_first(), _exclusive(path.with_name(f".{path.name}.lock")):
+        with self.world.main_first(), checkpoint.exclusive(path.with_name(f".{path.name}.lock")):
             # a concurrent run (or rank other than 0) waits, then finds it cached
             got = self._try_load(path, lambda p: classifier.load(p, self.device, self.cfg.dataset))
             if got is not None:
@@ -137,7 +136,7 @@ class Pipeline:
         done = out / "attacked.pt"
         self.stages.artefacts["attack"] = str(done)
         t0 = time.perf_counter()
-        with _exclusive(out.with_name(f".{out.name}.lock"), self.world):  # a concurrent run waits, then finds it cached
+        with checkpoint.exclusive(out.with_name(f".{out.name}.lock"), self.world):  # a concurrent run waits, then finds it cached
             res = load_done_on_all(out, key, x.shape[0], self.world)  # read once (the MNIST set is ~190 MB)
             cached = res is not None
             if not cached and done.exists():
@@ -162,9 +161,7 @@ class Pipeline:
             return None
         from . import fit
 
-        lock = self.cache / f".fit-{fit.key(self.cfg.unet, t, self.device, self.world.size)}.lock"
-        with _exclusive(lock, self.world):
-            rec = fit.fitted(self.cfg.unet, t, self.device, self.cache)
+        rec = fit.fitted(self.cfg.unet, t, self.device, self.cache)
         self.cfg.train = replace(t, steps=rec.steps, fused_norm=rec.fused_norm)
         norm = ""
         if rec.norm_seconds:
@@ -191,7 +188,7 @@ class Pipeline:
         path = self.cache / f"diffusion-{key}.pt"
         self.stages.artefacts["diffusion"] = str(path)
         # A second run wanting the same model waits here, then finds it cached instead of training it too.
-        with _exclusive(path.with_name(f".{path.name}.lock"), self.world):
+        with checkpoint.exclusive(path.with_name(f".{path.name}.lock"), self.world):
             prev = self._try_load(path, train.load_checkpoint) if self.world.is_main else None
             finished = prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps
             if self.world.broadcast_object(bool(finished)):  # rank 0 decides for every rank
@@ -305,22 +302,3 @@ class Pipeline:
         report.write(out, where, ev, adv, self.data()[0])
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
         return out
-
-
-@contextlib.contextmanager
-def _exclusive(path: Path, world: distributed.World = distributed.SINGLE):
-    """An advisory lock per artefact: a second run on the same run directory that needs the same one
-    waits here until the first has cached it, then finds it cached instead of computing it again.
-    Under torchrun rank 0 holds it for all ranks (the others follow rank 0's decisions)."""
-    if not world.is_main:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        try:
-            import fcntl
-
-            fcntl.flock(f, fcntl.LOCK_EX)
-        except (ImportError, OSError):  # no flock (e.g. Windows): run unlocked
-            pass
-        yield
