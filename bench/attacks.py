@@ -9,6 +9,7 @@ gradients), runs channels-last and keeps each batch through all steps. Both are 
 on the same images; the outputs are compared before the figures are printed.
 Without --classifier the default classifier is trained first (about a minute, not timed).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,7 @@ def reference_pgd_l2(model, x, y, eps, alpha, steps, batch_size=256):
     model.eval()
     out = []
     for i in range(0, len(x), batch_size):
-        x0, yb = x[i:i + batch_size], y[i:i + batch_size]
+        x0, yb = x[i : i + batch_size], y[i : i + batch_size]
         xa = x0.clone()
         for _ in range(steps):
             xa.requires_grad_(True)
@@ -61,7 +62,7 @@ def main():
     a = p.parse_args()
     x, y = data.load_mnist(a.data_dir, "train")
     if a.limit:
-        x, y = x[:a.limit], y[:a.limit]
+        x, y = x[: a.limit], y[: a.limit]
     if a.classifier:
         model, _, _ = classifier.load(a.classifier)
     else:
@@ -75,7 +76,10 @@ def main():
         t0 = time.perf_counter()
         res = attack_dataset(model, x, y, cfg, tmp, key="bench")
         t_ddmini = time.perf_counter() - t0
-    print(f"ddmini attack_dataset : {t_ddmini:7.1f} s  {n / t_ddmini:7.0f} img/s  success {100 * res.success.float().mean():.2f}%")
+    print(
+        f"ddmini attack_dataset : {t_ddmini:7.1f} s  {n / t_ddmini:7.0f} img/s  "
+        f"success {100 * res.success.float().mean():.2f}%"
+    )
     if a.no_reference:
         return
     t0 = time.perf_counter()
@@ -84,8 +88,11 @@ def main():
     ok_ref = attacks.success(model, ref, y).float().mean()
     diff = (ref - res.x_adv).flatten(1).norm(dim=1)
     print(f"reference loop        : {t_ref:7.1f} s  {n / t_ref:7.0f} img/s  success {100 * ok_ref:.2f}%")
-    print(f"agreement: median L2 distance between the two adversarial sets {diff.median():.2e} "
-          f"(float rounding; BatchNorm folded), success rates differ by {100 * abs(ok_ref - res.success.float().mean()):.2f} points")
+    print(
+        f"agreement: median L2 distance between the two adversarial sets {diff.median():.2e} "
+        f"(float rounding; BatchNorm folded), success rates differ by "
+        f"{100 * abs(ok_ref - res.success.float().mean()):.2f} points"
+    )
     print(f"speed-up: {t_ref / t_ddmini:.2f}x")
 
 

@@ -1,4 +1,5 @@
 """Timing helpers shared by the benchmarks: median of repeats after warm-up, machine description."""
+
 from __future__ import annotations
 
 import os
@@ -30,9 +31,11 @@ def machine() -> str:
 
     cpu = cpu_info()[0]
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "none"
-    return (f"{cpu}, {os.cpu_count()} cores, CPU flags: {cpu_flags()}, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}), "
-            f"ddmini default CPU variant {_ddmini_isa()}, GPU: {gpu}")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, CPU flags: {cpu_flags()}, torch {torch.__version__} "
+        f"({torch.get_num_threads()} threads, ATen CPU capability {torch.backends.cpu.get_cpu_capability()}), "
+        f"ddmini default CPU variant {_ddmini_isa()}, GPU: {gpu}"
+    )
 
 
 def cpu_flags() -> str:

@@ -11,6 +11,7 @@ and only the speeds are printed. Break-even: the number N of misleading images a
 diffusion training (--train-seconds, default: the checkpoint's own training time) plus sampling costs
 less than attacking, N = T_train / (1 / r_pgd - 1 / r_gen); "never" when sampling is the slower of the two.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,9 @@ from common import machine  # noqa: E402
 
 from ddmini import classifier, data, samples, train, unet  # noqa: E402
 from ddmini.attacks.stage import attack_dataset  # noqa: E402
-from ddmini.config import DiffusionTrainConfig, preset  # noqa: E402
+from ddmini.config import DiffusionTrainConfig  # noqa: E402
 from ddmini.diffusion import balanced_labels  # noqa: E402
+from ddmini.presets import preset  # noqa: E402
 
 
 def main():
@@ -42,7 +44,7 @@ def main():
     cfg = preset("cpu")
     model, _, _ = classifier.load(a.classifier)
     x, y = data.load_mnist(a.data_dir, "train")
-    x, y = x[:a.limit], y[:a.limit]
+    x, y = x[: a.limit], y[: a.limit]
     print(f"machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -59,28 +61,40 @@ def main():
     labels = balanced_labels(a.num)
     imgs, t_gen = samples.generate(net, tcfg, labels, cfg.sample, device="cpu")
     r_img = a.num / t_gen
-    print(f"\n| method | images | seconds | images / s | misleading | misleading images / s |\n|---|---|---|---|---|---|")
-    print(f"| PGD-L2 eps {cfg.attack.eps:g}, {cfg.attack.steps} steps (training images) | {len(y)} | {t_pgd:.1f} "
-          f"| {len(y) / t_pgd:.0f} | {100 * ok / len(y):.1f} % | {r_pgd:.0f} |")
+    print(
+        "\n| method | images | seconds | images / s | misleading | misleading images / s |\n|---|---|---|---|---|---|"
+    )
+    print(
+        f"| PGD-L2 eps {cfg.attack.eps:g}, {cfg.attack.steps} steps (training images) | {len(y)} | {t_pgd:.1f} "
+        f"| {len(y) / t_pgd:.0f} | {100 * ok / len(y):.1f} % | {r_pgd:.0f} |"
+    )
     if a.checkpoint:
         share = 1 - classifier.accuracy(model, imgs, labels)
         r_gen = r_img * share
-        print(f"| deceptive sampling, DDIM-{cfg.sample.steps}, guidance 1, batch {cfg.sample.batch_size} | {a.num} "
-              f"| {t_gen:.1f} | {r_img:.1f} | {100 * share:.1f} % | {r_gen:.1f} |")
+        print(
+            f"| deceptive sampling, DDIM-{cfg.sample.steps}, guidance 1, batch {cfg.sample.batch_size} | {a.num} "
+            f"| {t_gen:.1f} | {r_img:.1f} | {100 * share:.1f} % | {r_gen:.1f} |"
+        )
     else:
         r_gen = None
-        print(f"| deceptive sampling, DDIM-{cfg.sample.steps}, guidance 1, batch {cfg.sample.batch_size} "
-              f"(untrained U-Net: speed only) | {a.num} | {t_gen:.1f} | {r_img:.1f} | - | {r_img:.1f} x share |")
+        print(
+            f"| deceptive sampling, DDIM-{cfg.sample.steps}, guidance 1, batch {cfg.sample.batch_size} "
+            f"(untrained U-Net: speed only) | {a.num} | {t_gen:.1f} | {r_img:.1f} | - | {r_img:.1f} x share |"
+        )
     if r_gen is not None and t_train is not None:
         if r_gen <= r_pgd:
-            print(f"\nbreak-even: never. Sampling makes {r_gen:.1f} misleading images/s, PGD {r_pgd:.0f}/s: each "
-                  f"generated one costs more than an attack, before the {t_train:.0f} s of training.")
+            print(
+                f"\nbreak-even: never. Sampling makes {r_gen:.1f} misleading images/s, PGD {r_pgd:.0f}/s: each "
+                f"generated one costs more than an attack, before the {t_train:.0f} s of training."
+            )
         else:
             n = t_train / (1 / r_pgd - 1 / r_gen)
             print(f"\nbreak-even after {n:,.0f} misleading images ({t_train:.0f} s of training paid off)")
     elif r_img <= r_pgd:
-        print(f"\nbreak-even: never. Even if every generated image misled, sampling ({r_img:.1f} images/s) is "
-              f"slower than PGD ({r_pgd:.0f} successful adversarial examples/s) on this machine.")
+        print(
+            f"\nbreak-even: never. Even if every generated image misled, sampling ({r_img:.1f} images/s) is "
+            f"slower than PGD ({r_pgd:.0f} successful adversarial examples/s) on this machine."
+        )
 
 
 if __name__ == "__main__":

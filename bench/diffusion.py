@@ -24,6 +24,7 @@
    each precision again through torch.compile (inductor), steady state, and the first step's seconds.
 diffusers is a bench-only dependency (pip install diffusers).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,10 +48,17 @@ def diffusers_unet(params_target: int):
 
     best = None
     for ch in (16, 24, 32, 40):  # multiples of 8: GroupNorm(8) must divide every width
-        m = UNet2DModel(sample_size=28, in_channels=1, out_channels=1, layers_per_block=1,
-                        block_out_channels=(ch, 2 * ch, 4 * ch), norm_num_groups=8,
-                        down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                        up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"), num_class_embeds=11)
+        m = UNet2DModel(
+            sample_size=28,
+            in_channels=1,
+            out_channels=1,
+            layers_per_block=1,
+            block_out_channels=(ch, 2 * ch, 4 * ch),
+            norm_num_groups=8,
+            down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+            num_class_embeds=11,
+        )
         n = sum(p.numel() for p in m.parameters())
         if best is None or abs(n - params_target) < abs(best[1] - params_target):
             best = (m, n)
@@ -119,8 +127,10 @@ def bench_train(batch: int, n: int) -> None:
         tb16 = time_steps(lambda: step_theirs(True), n)
         print(f"| ddmini U-Net 'small' | {n_ours:,} | bf16 autocast | {1000 * ta16:.0f} | {1 / ta16:.2f} |")
         print(f"| diffusers UNet2DModel | {n_theirs:,} | bf16 autocast | {1000 * tb16:.0f} | {1 / tb16:.2f} |")
-        rows.append(f"bf16: ddmini / diffusers time {ta16 / tb16:.2f}x (ddmini {tb16 / ta16:.2f}x faster); "
-                    f"ddmini bf16 vs float32: {ta / ta16:.2f}x faster")
+        rows.append(
+            f"bf16: ddmini / diffusers time {ta16 / tb16:.2f}x (ddmini {tb16 / ta16:.2f}x faster); "
+            f"ddmini bf16 vs float32: {ta / ta16:.2f}x faster"
+        )
     else:
         rows.append("(no native bf16 on this CPU: bf16 rows skipped; ddmini trains in float32 here)")
     print("\n".join(rows))
@@ -142,8 +152,10 @@ def fma_peak_gflops(bf16: bool) -> tuple[float, str]:
     cores = torch.get_num_threads() or os.cpu_count()
     per_cycle = 2 * lanes * 2 * (2 if bf16 else 1)  # 2 pipes x lanes x (multiply + add) [x 2 for bf16 pairs]
     peak = cores * mhz / 1000 * per_cycle
-    return peak, (f"{cores} threads x {mhz / 1000:.2f} GHz (/proc/cpuinfo) x {per_cycle} FLOP/cycle "
-                  f"({cap}: 2 FMA pipes of {lanes} float32 lanes{', bf16 pairs' if bf16 else ''})")
+    return peak, (
+        f"{cores} threads x {mhz / 1000:.2f} GHz (/proc/cpuinfo) x {per_cycle} FLOP/cycle "
+        f"({cap}: 2 FMA pipes of {lanes} float32 lanes{', bf16 pairs' if bf16 else ''})"
+    )
 
 
 def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
@@ -161,16 +173,21 @@ def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
         d.loss(model, x0, y, t, torch.randn_like(x0)).backward()
     flops = fc.get_total_flops()
     opt.zero_grad(set_to_none=True)
-    print(f"\n## Training step arithmetic, U-Net 'small', batch {batch}: {flops / 1e9:.1f} GFLOP per step "
-          "(forward + backward; AdamW not counted)")
+    print(
+        f"\n## Training step arithmetic, U-Net 'small', batch {batch}: {flops / 1e9:.1f} GFLOP per step "
+        "(forward + backward; AdamW not counted)"
+    )
     print("| precision | ms / step | achieved GFLOP/s | FMA peak GFLOP/s | share of peak | 12,000 steps |")
     print("|---|---|---|---|---|---|")
     # float32 and bf16 as ddmini trains them (fused GroupNorm + SiLU) and with the eager norm ops; the
     # modes are timed step by step in turn (median of n each), so that a machine whose speed drifts (shared
     # hosts) shifts both alike
     modes = [("float32, channels_last, fused norm", False, True), ("float32, channels_last, eager norm", False, False)]
-    modes += [("bf16 autocast, fused norm", True, True), ("bf16 autocast, eager norm", True, False)] \
-        if cpu_has_native_bf16() else []
+    modes += (
+        [("bf16 autocast, fused norm", True, True), ("bf16 autocast, eager norm", True, False)]
+        if cpu_has_native_bf16()
+        else []
+    )
 
     def use(bf16, fused):  # the model as that mode trains it (outside the timed step)
         model.to(memory_format=torch.contiguous_format if bf16 else torch.channels_last).set_fused_norm(fused)
@@ -196,14 +213,22 @@ def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
             t0 = time.perf_counter()
             train_step(d, net, opt, x0, y, bf16)  # the first step compiles (inductor)
             first = time.perf_counter() - t0
-            rows.append((f"{name}, torch.compile (first step {first:.0f} s)", bf16,
-                         time_steps(lambda: train_step(d, net, opt, x0, y, bf16), n)))
+            rows.append(
+                (
+                    f"{name}, torch.compile (first step {first:.0f} s)",
+                    bf16,
+                    time_steps(lambda: train_step(d, net, opt, x0, y, bf16), n),
+                )
+            )
     notes = {}
     for label, bf16, ts in rows:
         peak, how = fma_peak_gflops(bf16)
         notes[how] = f"{'bf16' if bf16 else 'float32'}: peak = {how}"
-        print(f"| {label} | {1000 * ts:.0f} | {flops / ts / 1e9:.0f} | {peak:.0f} | {flops / ts / 1e9 / peak:.0%} "
-              f"| {12000 * ts / 60:.0f} min |", flush=True)
+        print(
+            f"| {label} | {1000 * ts:.0f} | {flops / ts / 1e9:.0f} | {peak:.0f} | {flops / ts / 1e9 / peak:.0%} "
+            f"| {12000 * ts / 60:.0f} min |",
+            flush=True,
+        )
     print(f"(median of {n} steps each, the modes in turn)")
     print("\n".join(notes.values()))
 
@@ -225,10 +250,14 @@ def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
     for spec in shapes:
         try:
             base, mult, blocks = spec.split(":")
-            cfg = replace(UNET_PRESETS["small"], base_channels=int(base), num_res_blocks=int(blocks),
-                          channel_mult=tuple(int(m) for m in mult.split(","))).validate()
+            cfg = replace(
+                UNET_PRESETS["small"],
+                base_channels=int(base),
+                num_res_blocks=int(blocks),
+                channel_mult=tuple(int(m) for m in mult.split(",")),
+            ).validate()
         except ValueError as e:
-            raise SystemExit(f"bad shape {spec!r} (want BASE:M1,M2,..:BLOCKS): {e}")
+            raise SystemExit(f"bad shape {spec!r} (want BASE:M1,M2,..:BLOCKS): {e}") from None
         model = unet.build(cfg).set_fused_norm(True)
         if not bf16:
             model.to(memory_format=torch.channels_last)
@@ -321,7 +350,8 @@ def bench_overhead(batch: int) -> None:
         d.sample(m, labels, cfg)
         ta = (time.perf_counter() - t0) / steps
         sched = (DDIMScheduler if sampler == "ddim" else DDPMScheduler)(
-            num_train_timesteps=1000, beta_schedule="linear", clip_sample=False)
+            num_train_timesteps=1000, beta_schedule="linear", clip_sample=False
+        )
         sched.set_timesteps(steps)
         x = torch.randn(batch, 1, 28, 28)
         gen = torch.Generator().manual_seed(0)
@@ -346,9 +376,11 @@ def main():
     p.add_argument("--guided-batches", default="128,256", help="batch sizes for the guided-sampling rows")
     p.add_argument("--compile", action="store_true", help="--only flops: also time torch.compile'd steps")
     p.add_argument("--only", choices=["train", "sample", "guided", "overhead", "shapes", "flops"], default=None)
-    p.add_argument("--shapes", default="16:1,2,4:1 16:1,2,6:1 16:1,2,8:1 16:1,3,6:1 16:1,4,4:1 "
-                   "16:1,2,4:2 20:1,2,4:1 24:1,2,4:1 32:1,1,2:1",
-                   help="U-Net shapes for --only shapes, BASE:CHANNEL_MULT:RES_BLOCKS, space-separated")
+    p.add_argument(
+        "--shapes",
+        default="16:1,2,4:1 16:1,2,6:1 16:1,2,8:1 16:1,3,6:1 16:1,4,4:1 16:1,2,4:2 20:1,2,4:1 24:1,2,4:1 32:1,1,2:1",
+        help="U-Net shapes for --only shapes, BASE:CHANNEL_MULT:RES_BLOCKS, space-separated",
+    )
     a = p.parse_args()
     print(f"machine: {machine()}")
     if a.only in (None, "train"):

@@ -15,6 +15,7 @@ project: the paper preset's training on 8 GPUs, a projection (not a measurement)
          steps/s in README's GPU section) scaled linearly to the per-GPU batch, and an assumed all-reduce bus
          bandwidth (--busbw-gbs; NCCL ring: each GPU moves 2 (N-1)/N of the gradient).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,20 @@ DATA = os.environ.get("DDMINI_DATA") or str(Path(__file__).resolve().parents[2] 
 def _ddmini(args, procs: int, threads: int) -> str:
     """stdout of `ddmini ARGS` as one process (procs = 1) or under torchrun; `threads` per process."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "DDMINI_QUIET": "1"}
-    head = [sys.executable, "-m", "ddmini"] if procs == 1 else \
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs), "-m", "ddmini"]
+    head = (
+        [sys.executable, "-m", "ddmini"]
+        if procs == 1
+        else [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            str(procs),
+            "-m",
+            "ddmini",
+        ]
+    )
     p = subprocess.run(head + [str(a) for a in args], capture_output=True, text=True, env=env)
     if p.returncode:
         sys.exit(f"failed: {' '.join(map(str, args))}\n{p.stderr[-2000:]}")
@@ -54,14 +67,29 @@ def _rate(out: str, unit: str) -> float:
 
 
 def bench_train(a, tmp: Path) -> Path:
-    print(f"\n## Training, `ddmini train-diffusion --preset cpu --steps {a.steps}` (batch 128; steps/s of training time)\n")
-    print(f"| precision | 1 process x {a.procs} threads | {a.procs} processes x 1 thread | ratio (processes / threads) |")
+    print(
+        f"\n## Training, `ddmini train-diffusion --preset cpu --steps {a.steps}` "
+        "(batch 128; steps/s of training time)\n"
+    )
+    print(
+        f"| precision | 1 process x {a.procs} threads | {a.procs} processes x 1 thread | ratio (processes / threads) |"
+    )
     print("| --- | --- | --- | --- |")
     ckpt = tmp / "bf16.pt"
     for name, flag in (("bf16 autocast (if native)", "--cpu-bf16"), ("float32", "--no-cpu-bf16")):
         out = tmp / f"{flag}.pt"
-        args = ["train-diffusion", "--preset", "cpu", "--steps", a.steps, flag, "--no-resume", "--data-dir", DATA,
-                "--out"]
+        args = [
+            "train-diffusion",
+            "--preset",
+            "cpu",
+            "--steps",
+            a.steps,
+            flag,
+            "--no-resume",
+            "--data-dir",
+            DATA,
+            "--out",
+        ]
         one = _rate(_ddmini(args + [out], 1, a.procs), "steps/s")
         many = _rate(_ddmini(args + [out], a.procs, 1), "steps/s")
         print(f"| {name} | {one:.2f} steps/s | {many:.2f} steps/s | {many / one:.2f}x |")
@@ -83,8 +111,8 @@ def _comm_worker(rank: int, size: int, port: int, steps: int, q):
     import torch.distributed as dist
     from torch.nn.parallel import DistributedDataParallel
 
-    from ddmini.config import preset
     from ddmini.diffusion import Diffusion
+    from ddmini.presets import preset
     from ddmini.unet import UNet
 
     torch.set_num_threads(1)
@@ -145,17 +173,23 @@ def bench_comm(a):
     t_ddp, t_local, t_ar, n = q.get(timeout=600)
     for p in procs:
         p.join()
-    print(f"\n## Communication ({a.procs} gloo ranks on this host, 1 thread each, float32, the cpu preset's step "
-          f"on batch 128 / {a.procs} per rank, median of {a.comm_steps})\n")
-    print("| DDP step | same step, no gradient all-reduce (`no_sync`) | communication share | "
-          "all-reduce alone of the gradient |")
+    print(
+        f"\n## Communication ({a.procs} gloo ranks on this host, 1 thread each, float32, the cpu preset's step "
+        f"on batch 128 / {a.procs} per rank, median of {a.comm_steps})\n"
+    )
+    print(
+        "| DDP step | same step, no gradient all-reduce (`no_sync`) | communication share | "
+        "all-reduce alone of the gradient |"
+    )
     print("| --- | --- | --- | --- |")
-    print(f"| {1e3 * t_ddp:.1f} ms | {1e3 * t_local:.1f} ms | {100 * (1 - t_local / t_ddp):.1f} % | "
-          f"{1e3 * t_ar:.2f} ms ({n:,} float32, {4 * n / 1e6:.1f} MB) |")
+    print(
+        f"| {1e3 * t_ddp:.1f} ms | {1e3 * t_local:.1f} ms | {100 * (1 - t_local / t_ddp):.1f} % | "
+        f"{1e3 * t_ar:.2f} ms ({n:,} float32, {4 * n / 1e6:.1f} MB) |"
+    )
 
 
 def project(a):
-    from ddmini.config import preset
+    from ddmini.presets import preset
     from ddmini.unet import UNet, num_parameters
 
     cfg = preset("paper")
@@ -163,11 +197,13 @@ def project(a):
     grad_mb = 4 * n / 1e6
     B, steps = cfg.train.batch_size, cfg.train.steps
     print(f"\n## Projection, not a measurement: the paper preset ({steps:,} steps, global batch {B}) on G GPUs\n")
-    print(f"Paper U-Net {n:,} parameters: {grad_mb:.1f} MB of float32 gradient all-reduced per step. Compute: "
-          f"the measured H200 step ({a.gpu_step_ms:g} ms at batch 256) scaled linearly to B/G images per GPU "
-          f"(optimistic: a small per-GPU batch leaves a GPU under-used). All-reduce: ring, 2 (G-1)/G x "
-          f"{grad_mb:.1f} MB per GPU at an assumed {a.busbw_gbs:g} GB/s bus bandwidth, not overlapped with the "
-          "backward pass (pessimistic).\n")
+    print(
+        f"Paper U-Net {n:,} parameters: {grad_mb:.1f} MB of float32 gradient all-reduced per step. Compute: "
+        f"the measured H200 step ({a.gpu_step_ms:g} ms at batch 256) scaled linearly to B/G images per GPU "
+        f"(optimistic: a small per-GPU batch leaves a GPU under-used). All-reduce: ring, 2 (G-1)/G x "
+        f"{grad_mb:.1f} MB per GPU at an assumed {a.busbw_gbs:g} GB/s bus bandwidth, not overlapped with the "
+        "backward pass (pessimistic).\n"
+    )
     print("| GPUs | per-GPU batch | compute ms/step | all-reduce ms/step | projected training time |")
     print("| --- | --- | --- | --- | --- |")
     for g in (1, 2, 4, 8):
@@ -182,8 +218,12 @@ def main():
     p.add_argument("--steps", type=int, default=60, help="training steps per timing (including the first)")
     p.add_argument("--num", type=int, default=256, help="images per sampling timing")
     p.add_argument("--comm-steps", type=int, default=10)
-    p.add_argument("--gpu-step-ms", type=float, default=1e3 / 17.2,
-                   help="measured single-GPU paper U-Net step at batch 256, ms (H200: 17.2 steps/s)")
+    p.add_argument(
+        "--gpu-step-ms",
+        type=float,
+        default=1e3 / 17.2,
+        help="measured single-GPU paper U-Net step at batch 256, ms (H200: 17.2 steps/s)",
+    )
     p.add_argument("--busbw-gbs", type=float, default=200.0, help="assumed all-reduce bus bandwidth, GB/s")
     p.add_argument("--only", default="train,sample,comm,project")
     a = p.parse_args()
@@ -197,7 +237,9 @@ def main():
         if "sample" in only:
             if ckpt is None:
                 ckpt = tmp / "m.pt"
-                _ddmini(["train-diffusion", "--preset", "cpu", "--steps", 1, "--data-dir", DATA, "--out", ckpt], 1, a.procs)
+                _ddmini(
+                    ["train-diffusion", "--preset", "cpu", "--steps", 1, "--data-dir", DATA, "--out", ckpt], 1, a.procs
+                )
             bench_sample(a, ckpt, tmp)
     if "comm" in only:
         bench_comm(a)

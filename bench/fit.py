@@ -2,7 +2,7 @@
 
     python bench/fit.py [--windows 4] [--steps 30] [--checkpoint D]
 
-1. The default preset ``ddmini run`` chooses here (``cli.choose_preset``: on a native-bf16 CPU it times the
+1. The default preset ``ddmini run`` chooses here (``presets.choose_preset``: on a native-bf16 CPU it times the
    cpu preset's step) and the steps cpu-hour's fit buys in its 48 minutes (``ddmini.fit.fitted``), both in a
    throwaway run directory.
 2. Windows of ``--steps`` training steps of the cpu-hour recipe (``ddmini.train.train``, as the fit times
@@ -10,6 +10,7 @@
    the trained one, each with and without ``torch.set_flush_denormal``: the spread of the windows says how
    far one 25-step timing can be from the loop's sustained speed on this machine.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,8 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine  # noqa: E402
 
 from ddmini import fit, train  # noqa: E402
-from ddmini.cli import choose_preset  # noqa: E402
-from ddmini.config import preset  # noqa: E402
+from ddmini.presets import choose_preset, preset  # noqa: E402
 
 WARM = 5
 
@@ -57,7 +57,9 @@ def windows(tmp: Path, n_windows: int, steps: int, checkpoint: Path | None) -> N
     print(f"\n| model | flush denormal | ms per step, {steps}-step windows in turn | min-max |")
     print("| --- | --- | --- | --- |")
     for (kind, flush), v in got.items():
-        print(f"| {kind} | {'yes' if flush else 'no'} | {' / '.join(f'{s:.0f}' for s in v)} | {min(v):.0f}-{max(v):.0f} |")
+        print(
+            f"| {kind} | {'yes' if flush else 'no'} | {' / '.join(f'{s:.0f}' for s in v)} | {min(v):.0f}-{max(v):.0f} |"
+        )
 
 
 def main() -> None:
@@ -77,10 +79,15 @@ def main() -> None:
         hour = preset("cpu-hour")
         hour.validate()
         rec = fit.fitted(hour.unet, hour.train, cpu, tmp / "run" / "cache")
-        norms = (f", fused {rec.norm_seconds['fused']:.3f} vs eager {rec.norm_seconds['eager']:.3f} s/step"
-                 if rec.norm_seconds else "")
-        print(f"cpu-hour's fit: {rec.seconds_per_step:.3f} s/step over {rec.timed_steps} steps{norms} -> "
-              f"{rec.steps:,} steps in {rec.minutes:g} min" + (f"; warning: {w}" if (w := rec.warning(64)) else ""))
+        norms = (
+            f", fused {rec.norm_seconds['fused']:.3f} vs eager {rec.norm_seconds['eager']:.3f} s/step"
+            if rec.norm_seconds
+            else ""
+        )
+        print(
+            f"cpu-hour's fit: {rec.seconds_per_step:.3f} s/step over {rec.timed_steps} steps{norms} -> "
+            f"{rec.steps:,} steps in {rec.minutes:g} min" + (f"; warning: {w}" if (w := rec.warning(64)) else "")
+        )
         if args.windows > 0:
             windows(tmp, args.windows, args.steps, args.checkpoint)
 

@@ -51,10 +51,10 @@ log "runs: p = 1 and p = 0 side by side, $MIN min of training each"
 # the recipe is the paper-short preset (ddmini/config.py); only the budget and the cosine horizon vary
 COMMON=(--preset paper-short --device cuda --run-dir "$RUN" --train-steps "$STEPS" --train-time-budget "$MIN")
 export OMP_NUM_THREADS=6
-timeout "$(left)" $PY -c 'from ddmini.cli import main; main()' run --poison 1 "${COMMON[@]}" > "$OUT/p1.log" 2>&1 &
+timeout "$(left)" $PY -m ddmini run --poison 1 "${COMMON[@]}" > "$OUT/p1.log" 2>&1 &
 P1=$!
 sleep 3  # p = 1 takes the classifier and attack locks first; p = 0 waits, then finds them cached
-timeout "$(left)" $PY -c 'from ddmini.cli import main; main()' run --poison 0 "${COMMON[@]}" > "$OUT/p0.log" 2>&1 &
+timeout "$(left)" $PY -m ddmini run --poison 0 "${COMMON[@]}" > "$OUT/p0.log" 2>&1 &
 P0=$!
 
 log "CUDA tests (beside the runs)"

@@ -10,6 +10,7 @@ mode, parameters frozen), then one AdamW step on the attacked batch. The plain l
 of each on the same first --limit training images, same config, timed in the same run; the ratio is
 ddmini's seconds per training example over the plain loop's (below 1: ddmini is faster).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,7 +43,7 @@ def plain_adversarial_epoch(cfg: ClassifierConfig, x, y) -> float:
     t0 = time.perf_counter()
     perm = torch.randperm(x.shape[0])
     for i in range(steps_per_epoch):
-        idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+        idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
         xb, yb = x[idx], y[idx]
         model.eval()
         delta = torch.randn_like(xb)
@@ -73,15 +74,17 @@ def main():
     p.add_argument("--steps", type=int, default=ClassifierConfig.adv_steps)
     a = p.parse_args()
     x, y = data.load(a.data_dir, "train")
-    x, y = x[:a.limit], y[:a.limit]
+    x, y = x[: a.limit], y[: a.limit]
     cfg = replace(ClassifierConfig(), epochs=1, adv_eps=a.eps, adv_steps=a.steps).validate()
     print(f"machine: {machine()}")
     t_plain = plain_adversarial_epoch(cfg, x, y)
     res = classifier.train(cfg, x, y)
     t_ours = res.train_seconds
     n = x.shape[0]
-    print(f"\nPGD-L2 adversarial training, one epoch of {n} images (batch {cfg.batch_size}, eps {a.eps:g}, "
-          f"{a.steps} steps from a random start, the target CNN):\n")
+    print(
+        f"\nPGD-L2 adversarial training, one epoch of {n} images (batch {cfg.batch_size}, eps {a.eps:g}, "
+        f"{a.steps} steps from a random start, the target CNN):\n"
+    )
     print("| loop | s per training example | ratio (ddmini / plain) |\n| --- | --- | --- |")
     print(f"| plain (backward through the model as it is) | {1e3 * t_plain / n:.3f} ms | |")
     print(f"| ddmini `classifier.train(adv_eps=...)` | {1e3 * t_ours / n:.3f} ms | {t_ours / t_plain:.2f}x |")

@@ -18,6 +18,7 @@ torch.compile of the reference (steady state), ddmini with out=; ms, effective G
 written) and each one's fraction of this machine's copy bandwidth measured at the same size.
 Every kernel is checked against the reference before it is timed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -64,29 +65,43 @@ def step_cases(n_elems: int, device: str):
         return out
 
     return [
-        dict(name="q_sample", bytes=12,
-             ref=lambda: reference.q_sample(x, z, t, ac),
-             chain=lambda: chain3(q_a, x, q_b, z),
-             ddmini=lambda: kernels.q_sample(x, z, t, ac, out=out),
-             compile_fn=lambda f: f(x, z, t, ac), compile_target=reference.q_sample),
-        dict(name="ddpm_step", bytes=16,
-             ref=lambda: reference.ddpm_step(x, e, t, ac, z),
-             chain=lambda: chain3(p_a, x, p_b, e, p_c, z),
-             ddmini=lambda: kernels.ddpm_step(x, e, t, ac, z, out=out),
-             compile_fn=lambda f: f(x, e, t, ac, z), compile_target=reference.ddpm_step),
-        dict(name="ddim_step", bytes=12,
-             ref=lambda: reference.ddim_step(x, e, t, t_prev, ac),
-             chain=lambda: chain3(d_a, x, d_b, e),
-             ddmini=lambda: kernels.ddim_step(x, e, t, t_prev, ac, out=out),
-             compile_fn=lambda f: f(x, e, t, t_prev, ac), compile_target=reference.ddim_step),
+        dict(
+            name="q_sample",
+            bytes=12,
+            ref=lambda: reference.q_sample(x, z, t, ac),
+            chain=lambda: chain3(q_a, x, q_b, z),
+            ddmini=lambda: kernels.q_sample(x, z, t, ac, out=out),
+            compile_fn=lambda f: f(x, z, t, ac),
+            compile_target=reference.q_sample,
+        ),
+        dict(
+            name="ddpm_step",
+            bytes=16,
+            ref=lambda: reference.ddpm_step(x, e, t, ac, z),
+            chain=lambda: chain3(p_a, x, p_b, e, p_c, z),
+            ddmini=lambda: kernels.ddpm_step(x, e, t, ac, z, out=out),
+            compile_fn=lambda f: f(x, e, t, ac, z),
+            compile_target=reference.ddpm_step,
+        ),
+        dict(
+            name="ddim_step",
+            bytes=12,
+            ref=lambda: reference.ddim_step(x, e, t, t_prev, ac),
+            chain=lambda: chain3(d_a, x, d_b, e),
+            ddmini=lambda: kernels.ddim_step(x, e, t, t_prev, ac, out=out),
+            compile_fn=lambda f: f(x, e, t, t_prev, ac),
+            compile_target=reference.ddim_step,
+        ),
     ], (x, out)
 
 
 def bench_steps(sizes, device, use_compile):
     sync = torch.cuda.synchronize if device == "cuda" else None
     print(f"\n## Fused step ops on {device} (B = 16; medians after warm-up)\n")
-    print("| op | elements | copy GB/s | eager ms | in-place chain ms | compile ms | ddmini ms | ddmini GB/s "
-          "| ddmini / copy | vs chain | vs compile | vs eager |")
+    print(
+        "| op | elements | copy GB/s | eager ms | in-place chain ms | compile ms | ddmini ms | ddmini GB/s "
+        "| ddmini / copy | vs chain | vs compile | vs eager |"
+    )
     print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for log2 in sizes:
         n = 1 << log2
@@ -109,9 +124,12 @@ def bench_steps(sizes, device, use_compile):
                 except Exception as ex:  # noqa: BLE001 - report and go on
                     print(f"(torch.compile failed for {c['name']}: {type(ex).__name__})", file=sys.stderr)
             bw = c["bytes"] * n / t_dd / 1e9
-            print(f"| {c['name']} | 2^{log2} | {copy_bw:.0f} | {t_ref * 1e3:.3f} | {t_chain * 1e3:.3f} | "
-                  f"{t_comp * 1e3:.3f} | {t_dd * 1e3:.3f} | {bw:.0f} | {bw / copy_bw:.0%} | "
-                  f"{t_chain / t_dd:.2f}x | {t_comp / t_dd:.2f}x | {t_ref / t_dd:.2f}x |", flush=True)
+            print(
+                f"| {c['name']} | 2^{log2} | {copy_bw:.0f} | {t_ref * 1e3:.3f} | {t_chain * 1e3:.3f} | "
+                f"{t_comp * 1e3:.3f} | {t_dd * 1e3:.3f} | {bw:.0f} | {bw / copy_bw:.0%} | "
+                f"{t_chain / t_dd:.2f}x | {t_comp / t_dd:.2f}x | {t_ref / t_dd:.2f}x |",
+                flush=True,
+            )
 
 
 def bench_steps_in_place(sizes, device, rounds: int = 5):
@@ -126,10 +144,14 @@ def bench_steps_in_place(sizes, device, rounds: int = 5):
     the copy, every chain and every op on them (chain and op back to back). The table gives medians
     over the rounds and the smallest and largest per-round ratio."""
     sync = torch.cuda.synchronize if device == "cuda" else None
-    print(f"\n## Fused step ops in place on {device} (out = x_t; B = 16; medians over {rounds} rounds of fresh "
-          "buffers, each a median after warm-up)\n")
-    print("| op | elements | copy GB/s | in-place chain ms | ddmini ms | ddmini GB/s | ddmini / copy | vs chain "
-          "| vs chain, per round min-max |")
+    print(
+        f"\n## Fused step ops in place on {device} (out = x_t; B = 16; medians over {rounds} rounds of fresh "
+        "buffers, each a median after warm-up)\n"
+    )
+    print(
+        "| op | elements | copy GB/s | in-place chain ms | ddmini ms | ddmini GB/s | ddmini / copy | vs chain "
+        "| vs chain, per round min-max |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     ac = schedule.make("linear", T).to(device)
     names = ("q_sample", "ddpm_step", "ddpm_step, Philox noise", "ddim_step")
@@ -177,15 +199,16 @@ def bench_steps_in_place(sizes, device, rounds: int = 5):
                 times[name][0].append(timeit(chain, sync=sync, min_time=0.15))
                 times[name][1].append(timeit(ours, sync=sync, min_time=0.15))
                 x.copy_(torch.randn(x.shape, generator=g))  # fresh values for the next op
-            del x, e, z, out
         copy_bw = 8 * n / med(copies) / 1e9
         for name in names:
             tc, to = times[name]
             ratios = [c / o for c, o in zip(tc, to)]
             bw = nbytes[name] * n / med(to) / 1e9
-            print(f"| {name} | 2^{log2} | {copy_bw:.0f} | {med(tc) * 1e3:.3f} | {med(to) * 1e3:.3f} | {bw:.0f} | "
-                  f"{bw / copy_bw:.0%} | {med(tc) / med(to):.2f}x | {min(ratios):.2f}-{max(ratios):.2f}x |",
-                  flush=True)
+            print(
+                f"| {name} | 2^{log2} | {copy_bw:.0f} | {med(tc) * 1e3:.3f} | {med(to) * 1e3:.3f} | {bw:.0f} | "
+                f"{bw / copy_bw:.0%} | {med(tc) / med(to):.2f}x | {min(ratios):.2f}-{max(ratios):.2f}x |",
+                flush=True,
+            )
 
 
 def bench_sampler_steps(device):
@@ -200,10 +223,8 @@ def bench_sampler_steps(device):
     x, e, z = (torch.randn(256, 1, 28, 28, generator=g).to(device) for _ in range(3))
     out = torch.empty_like(x)
     ac = schedule.make("linear", T).to(device)
-    ddpm = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", variance_type="fixed_small",
-                         clip_sample=False)
-    ddim = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", clip_sample=False,
-                         set_alpha_to_one=True)
+    ddpm = DDPMScheduler(num_train_timesteps=T, beta_schedule="linear", variance_type="fixed_small", clip_sample=False)
+    ddim = DDIMScheduler(num_train_timesteps=T, beta_schedule="linear", clip_sample=False, set_alpha_to_one=True)
     ddim.set_timesteps(50)
     t, t_prev = 500, 480
     # correctness first: same update given the same noise (diffusers draws it with torch.randn)
@@ -213,10 +234,16 @@ def bench_sampler_steps(device):
     di = ddim.step(e, t, x, eta=0.0).prev_sample
     torch.testing.assert_close(kernels.ddim_step(x, e, t, t_prev, ac), di, rtol=1e-4, atol=1e-4)
     rows = [
-        ("DDPM step, torch.randn noise", lambda: ddpm.step(e, t, x, generator=g),
-         lambda: kernels.ddpm_step(x, e, t, ac, None, out=out)),  # both draw the noise with torch
-        ("DDPM step, in-kernel Philox noise", lambda: ddpm.step(e, t, x, generator=g),
-         lambda: kernels.ddpm_step(x, e, t, ac, kernels.PhiloxNoise(1, 2), out=out)),
+        (
+            "DDPM step, torch.randn noise",
+            lambda: ddpm.step(e, t, x, generator=g),
+            lambda: kernels.ddpm_step(x, e, t, ac, None, out=out),
+        ),  # both draw the noise with torch
+        (
+            "DDPM step, in-kernel Philox noise",
+            lambda: ddpm.step(e, t, x, generator=g),
+            lambda: kernels.ddpm_step(x, e, t, ac, kernels.PhiloxNoise(1, 2), out=out),
+        ),
         ("DDIM step", lambda: ddim.step(e, t, x, eta=0.0), lambda: kernels.ddim_step(x, e, t, t_prev, ac, out=out)),
     ]
     print(f"\n## Sampler-size step (256x1x28x28) on {device}: diffusers scheduler.step vs ddmini\n")
@@ -230,8 +257,10 @@ def bench_sampler_steps(device):
         t_d = timeit(theirs, sync=sync, min_time=0.5)
         t_o = timeit(ours, sync=sync, min_time=0.5)
         print(f"| {name} | {t_d * 1e6:.1f} | {t_o * 1e6:.1f} | {t_o / t_d:.2f} |", flush=True)
-    print(f"\nnoise alone (200,704 normals): torch.randn {t_r * 1e6:.1f} us, ddmini philox_normal {t_p * 1e6:.1f} us "
-          f"({t_r / t_p:.2f}x)")
+    print(
+        f"\nnoise alone (200,704 normals): torch.randn {t_r * 1e6:.1f} us, ddmini philox_normal {t_p * 1e6:.1f} us "
+        f"({t_r / t_p:.2f}x)"
+    )
 
 
 def bench_noise(device, sizes=(200_704, 1 << 22)):
@@ -255,9 +284,11 @@ def frechet_pairs(d, B, g):
     """B pairs of d x d covariances of 2d + 10 correlated samples (CPU, float64) and the float64
     symmetric-eigh reference of their trace sqrt."""
     n = 2 * d + 10
-    feats = [torch.randn(n, d, generator=g, dtype=torch.float64) @ (
-        torch.eye(d, dtype=torch.float64) + 0.2 * torch.randn(d, d, generator=g, dtype=torch.float64))
-        for _ in range(2 * B)]
+    feats = [
+        torch.randn(n, d, generator=g, dtype=torch.float64)
+        @ (torch.eye(d, dtype=torch.float64) + 0.2 * torch.randn(d, d, generator=g, dtype=torch.float64))
+        for _ in range(2 * B)
+    ]
     covs = torch.stack([metrics.mean_cov(f)[1] for f in feats])
     c1, c2 = covs[:B].contiguous(), covs[B:].contiguous()
     return c1, c2, metrics.trace_sqrt_product_reference(c1, c2)
@@ -276,8 +307,10 @@ def bench_frechet(dims, B=10, slow_limit=512):
     except ImportError:
         scipy = None
     print(f"\n## Trace sqrt part of the Fréchet distance, B = {B} pairs, float64, CPU\n")
-    print("| d | scipy sqrtm loop ms | eigvals(C1@C2) ms | ddmini ms | vs scipy | vs eigvals "
-          "| err scipy | err eigvals | err ddmini |")
+    print(
+        "| d | scipy sqrtm loop ms | eigvals(C1@C2) ms | ddmini ms | vs scipy | vs eigvals "
+        "| err scipy | err eigvals | err ddmini |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for d in dims:
@@ -285,8 +318,13 @@ def bench_frechet(dims, B=10, slow_limit=512):
 
         ours = lambda: metrics.trace_sqrt_product(c1, c2, backend="cpp")  # noqa: E731
         eig = lambda: torch.linalg.eigvals(c1 @ c2).sqrt().real.sum(-1)  # noqa: E731
-        sq = lambda: [float(np.trace(scipy.linalg.sqrtm(a @ b)).real)  # noqa: E731
-                      for a, b in zip(c1.numpy(), c2.numpy())]
+
+        def sq():
+            return [
+                float(np.trace(scipy.linalg.sqrtm(a @ b)).real)  # noqa: E731
+                for a, b in zip(c1.numpy(), c2.numpy())
+            ]
+
         reps = dict(warmup=1, min_time=0.2, max_reps=5)
         t_o = timeit(ours, **reps)
         slow = d <= slow_limit
@@ -294,8 +332,11 @@ def bench_frechet(dims, B=10, slow_limit=512):
         t_s = timeit(sq, **reps) if slow and scipy else float("nan")
         err_s = max_rel_err(sq(), ref) if slow and scipy else float("nan")
         err_e = max_rel_err(eig(), ref) if slow else float("nan")
-        print(f"| {d} | {t_s * 1e3:.1f} | {t_e * 1e3:.1f} | {t_o * 1e3:.1f} | {t_s / t_o:.1f}x | {t_e / t_o:.1f}x "
-              f"| {err_s:.1e} | {err_e:.1e} | {max_rel_err(ours(), ref):.1e} |", flush=True)
+        print(
+            f"| {d} | {t_s * 1e3:.1f} | {t_e * 1e3:.1f} | {t_o * 1e3:.1f} | {t_s / t_o:.1f}x | {t_e / t_o:.1f}x "
+            f"| {err_s:.1e} | {err_e:.1e} | {max_rel_err(ours(), ref):.1e} |",
+            flush=True,
+        )
 
 
 def bench_frechet_cuda(dims, B=10):
@@ -303,8 +344,10 @@ def bench_frechet_cuda(dims, B=10):
     on the device, and ddmini's linalg backend (Cholesky + one eigvalsh); the C++ kernel on the CPU for scale."""
     sync = torch.cuda.synchronize
     print(f"\n## Trace sqrt part of the Fréchet distance on the GPU, B = {B} pairs, float64\n")
-    print("| d | eigvals(C1@C2) GPU ms | reference (2x eigh) GPU ms | ddmini linalg GPU ms | ddmini cpp CPU ms "
-          "| vs eigvals | vs reference | err eigvals | err linalg |")
+    print(
+        "| d | eigvals(C1@C2) GPU ms | reference (2x eigh) GPU ms | ddmini linalg GPU ms | ddmini cpp CPU ms "
+        "| vs eigvals | vs reference | err eigvals | err linalg |"
+    )
     print("|---|---|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for d in dims:
@@ -318,8 +361,11 @@ def bench_frechet_cuda(dims, B=10):
         reps = dict(warmup=2, min_time=0.3, max_reps=20, sync=sync)
         t_e, t_r, t_o = timeit(eig, **reps), timeit(two, **reps), timeit(ours, **reps)
         t_c = timeit(cpp, warmup=1, min_time=0.2, max_reps=5)
-        print(f"| {d} | {t_e * 1e3:.1f} | {t_r * 1e3:.1f} | {t_o * 1e3:.1f} | {t_c * 1e3:.1f} | {t_e / t_o:.1f}x "
-              f"| {t_r / t_o:.1f}x | {max_rel_err(eig(), ref):.1e} | {max_rel_err(ours(), ref):.1e} |", flush=True)
+        print(
+            f"| {d} | {t_e * 1e3:.1f} | {t_r * 1e3:.1f} | {t_o * 1e3:.1f} | {t_c * 1e3:.1f} | {t_e / t_o:.1f}x "
+            f"| {t_r / t_o:.1f}x | {max_rel_err(eig(), ref):.1e} | {max_rel_err(ours(), ref):.1e} |",
+            flush=True,
+        )
 
 
 SECTIONS = ("steps", "inplace", "noise", "norm", "sampler", "frechet")
@@ -333,8 +379,10 @@ def bench_norm(batch: int = 64):
     import torch.nn.functional as F
 
     print(f"\n## GroupNorm + scale-shift + SiLU, batch {batch}, channels_last float32: eager ops vs ddmini fused\n")
-    print("| shape (C x H x W) | eager fwd ms | fused fwd ms | fwd ratio | eager fwd+bwd ms | fused fwd+bwd ms "
-          "| fwd+bwd ratio | fused fwd GB/s |")
+    print(
+        "| shape (C x H x W) | eager fwd ms | fused fwd ms | fwd ratio | eager fwd+bwd ms | fused fwd+bwd ms "
+        "| fwd+bwd ratio | fused fwd GB/s |"
+    )
     print("|---|---|---|---|---|---|---|---|")
     g = torch.Generator().manual_seed(0)
     for C, H in ((16, 28), (32, 14), (64, 7)):
@@ -354,16 +402,21 @@ def bench_norm(batch: int = 64):
             assert (eager() - fused()).abs().max() < 1e-4
         times = []
         for fn in (eager, fused):
+
             def fwd(fn=fn):
                 with torch.no_grad():
                     fn()
+
             times.append(timeit(fwd))
         for fn in (eager, fused):
             times.append(timeit(lambda fn=fn: fn().backward(gy)))
         te, tf, tbe, tbf = times
         gbs = 2 * x.numel() * 4 / tf / 1e9
-        print(f"| {C} x {H} x {H} | {te * 1e3:.2f} | {tf * 1e3:.2f} | {tf / te:.2f} | {tbe * 1e3:.2f} | "
-              f"{tbf * 1e3:.2f} | {tbf / tbe:.2f} | {gbs:.1f} |", flush=True)
+        print(
+            f"| {C} x {H} x {H} | {te * 1e3:.2f} | {tf * 1e3:.2f} | {tf / te:.2f} | {tbe * 1e3:.2f} | "
+            f"{tbf * 1e3:.2f} | {tbf / tbe:.2f} | {gbs:.1f} |",
+            flush=True,
+        )
 
 
 def main():

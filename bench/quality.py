@@ -10,6 +10,7 @@ with at least --fd-num images), and, for scale, for the
 same number of training images and of uniform-noise images. Everything is computed by ddmini's own
 functions (ddmini.diffusion, ddmini.metrics).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,7 +44,7 @@ def main():
     diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
     print(f"machine: {machine()}")
     print(f"model: {a.checkpoint} ({ckpt['step']} steps, {ckpt['seconds']:.0f} s of training)")
-    print(f"\n| guidance | samples | DDIM steps | conditional accuracy | seconds |\n|---|---|---|---|---|")
+    print("\n| guidance | samples | DDIM steps | conditional accuracy | seconds |\n|---|---|---|---|---|")
     samples = {}
     for g in [float(v) for v in a.guidance.split(",")]:
         labels = balanced_labels(a.num)
@@ -61,8 +62,9 @@ def main():
     # every guidance scale sampled with >= n images; guidance 1 always (sampled here if it was not)
     sets = {f"generated (guidance {w:g})": x[:n] for w, x in samples.items() if x.shape[0] >= n}
     if "generated (guidance 1)" not in sets:
-        sets["generated (guidance 1)"] = diff.sample(model, balanced_labels(n),
-                                                     SampleConfig(steps=a.steps, guidance=1.0, batch_size=256, seed=1))
+        sets["generated (guidance 1)"] = diff.sample(
+            model, balanced_labels(n), SampleConfig(steps=a.steps, guidance=1.0, batch_size=256, seed=1)
+        )
     g = torch.Generator().manual_seed(0)
     sets["MNIST training images"] = xtr[torch.randperm(xtr.shape[0], generator=g)[:n]]
     sets["uniform noise"] = torch.rand(n, 1, 28, 28, generator=g)

@@ -1,4 +1,5 @@
 """ddmini: Deceptive Diffusion, small and fast (arXiv 2406.19807)."""
+
 import pkgutil
 
 # Run from a source checkout (python -c / python -m from the repo root), `ddmini` is the source tree,

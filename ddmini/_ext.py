@@ -8,6 +8,7 @@ widest the CPU supports runs. ``DDMINI_CPU_ISA=avx2`` (or ``baseline``) in the e
 :func:`forced_cpu_isa` in code, runs a narrower one: the tests check every variant a machine has,
 and the benchmarks time them side by side.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -26,9 +27,7 @@ CPU_ISA_ENV = "DDMINI_CPU_ISA"
 def require_cpp():
     """Return ddmini._C or raise a clear error if the extension was not built."""
     if _C is None:
-        raise RuntimeError(
-            "ddmini._C is not built: install with `pip install .` (not by importing the source tree)"
-        )
+        raise RuntimeError("ddmini._C is not built: install with `pip install .` (not by importing the source tree)")
     return _C
 
 

@@ -8,6 +8,7 @@ archive torch writes (torch itself does not), so flipped bits raise ValueError a
 recomputed instead of trusted. Loading uses ``torch.load(..., weights_only=True)``: checkpoints hold
 tensors and plain Python containers only, never pickled code.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,8 +17,9 @@ import io
 import os
 import tempfile
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 
@@ -36,6 +38,20 @@ def fsync_dir(path: Path) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def writable_dir(path: str | os.PathLike, what: str = "run directory") -> Path:
+    """``path`` as a folder that exists and can be written (created if missing); OSError naming it otherwise."""
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise OSError(f"{p}: is a file, not a directory")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OSError(f"{p}: cannot create {what} ({e.strerror})") from None
+    if not os.access(p, os.W_OK):
+        raise OSError(f"{p}: {what} is not writable")
+    return p
 
 
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
@@ -132,8 +148,10 @@ def load(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> A
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # torch raises a zoo of types; its text advises weights_only=False: never pass it on
-        raise ValueError(f"{path}: not a ddmini checkpoint (it holds more than tensors and plain containers, "
-                         f"or is damaged: {type(e).__name__})") from None
+        raise ValueError(
+            f"{path}: not a ddmini checkpoint (it holds more than tensors and plain containers, "
+            f"or is damaged: {type(e).__name__})"
+        ) from None
 
 
 def fingerprint(*parts: Any) -> str:

@@ -3,6 +3,7 @@
 ``Classifier.features(x)`` returns the penultimate activations (``feature_dim`` wide), the space in
 which ddmini's Fréchet metrics are computed; ``forward(x)`` returns logits (N, 10).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,8 +25,14 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 class Classifier(nn.Module):
     """conv-BN-ReLU x2, pool, conv-BN-ReLU x2, pool, linear -> features, linear -> logits."""
 
-    def __init__(self, *, width: int = ClassifierConfig.width, feature_dim: int = ClassifierConfig.feature_dim,
-                 num_classes: int = 10, in_channels: int = 1):
+    def __init__(
+        self,
+        *,
+        width: int = ClassifierConfig.width,
+        feature_dim: int = ClassifierConfig.feature_dim,
+        num_classes: int = 10,
+        in_channels: int = 1,
+    ):
         super().__init__()
         w = width
 
@@ -33,8 +40,12 @@ class Classifier(nn.Module):
             return [nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
         self.body = nn.Sequential(
-            *block(in_channels, w), *block(w, w), nn.MaxPool2d(2),
-            *block(w, 2 * w), *block(2 * w, 2 * w), nn.MaxPool2d(2),
+            *block(in_channels, w),
+            *block(w, w),
+            nn.MaxPool2d(2),
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.MaxPool2d(2),
             nn.Flatten(),
         )
         self.embed = nn.Sequential(nn.LazyLinear(feature_dim), nn.ReLU(inplace=True), nn.Dropout(0.2))
@@ -70,21 +81,43 @@ class _Zoo(nn.Module):
 class MLP(_Zoo):
     """Two hidden layers on the flattened image (a zoo member with no convolution at all)."""
 
-    def __init__(self, *, width: int = ClassifierConfig.width, feature_dim: int = ClassifierConfig.feature_dim,
-                 num_classes: int = 10, in_features: int = 784):
+    def __init__(
+        self,
+        *,
+        width: int = ClassifierConfig.width,
+        feature_dim: int = ClassifierConfig.feature_dim,
+        num_classes: int = 10,
+        in_features: int = 784,
+    ):
         hidden = 32 * width
-        super().__init__(nn.Sequential(nn.Flatten(), nn.Linear(in_features, hidden), nn.ReLU(inplace=True),
-                                       nn.Linear(hidden, feature_dim), nn.ReLU(inplace=True)), feature_dim, num_classes)
+        super().__init__(
+            nn.Sequential(
+                nn.Flatten(),
+                nn.Linear(in_features, hidden),
+                nn.ReLU(inplace=True),
+                nn.Linear(hidden, feature_dim),
+                nn.ReLU(inplace=True),
+            ),
+            feature_dim,
+            num_classes,
+        )
 
 
 class _Residual(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int):
         super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout),
-                                  nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
-                                  nn.BatchNorm2d(cout))
-        self.skip = nn.Identity() if stride == 1 and cin == cout else nn.Sequential(
-            nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, cout, 3, stride, 1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(cout, cout, 3, 1, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
+        self.skip = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.relu(self.body(x) + self.skip(x))
@@ -94,23 +127,40 @@ class ResNet(_Zoo):
     """A small residual CNN, twice the target's width: stem, residual blocks at full, half and quarter
     resolution, global average pooling (a zoo member of another design than the target)."""
 
-    def __init__(self, *, width: int = ClassifierConfig.width, feature_dim: int = ClassifierConfig.feature_dim,
-                 num_classes: int = 10, in_channels: int = 1):
+    def __init__(
+        self,
+        *,
+        width: int = ClassifierConfig.width,
+        feature_dim: int = ClassifierConfig.feature_dim,
+        num_classes: int = 10,
+        in_channels: int = 1,
+    ):
         w = 2 * width
-        super().__init__(nn.Sequential(
-            nn.Conv2d(in_channels, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-            _Residual(w, w, 1), _Residual(w, 2 * w, 2), _Residual(2 * w, 4 * w, 2),
-            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * w, feature_dim), nn.ReLU(inplace=True)),
-            feature_dim, num_classes)
+        super().__init__(
+            nn.Sequential(
+                nn.Conv2d(in_channels, w, 3, padding=1, bias=False),
+                nn.BatchNorm2d(w),
+                nn.ReLU(inplace=True),
+                _Residual(w, w, 1),
+                _Residual(w, 2 * w, 2),
+                _Residual(2 * w, 4 * w, 2),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+                nn.Linear(4 * w, feature_dim),
+                nn.ReLU(inplace=True),
+            ),
+            feature_dim,
+            num_classes,
+        )
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """An eval-mode copy of ``model`` with every Conv2d followed by a BatchNorm2d (inside any
     nn.Sequential) folded into one Conv2d. Same outputs up to float rounding, about 1.4x faster
     forward+backward on a CPU: the attacks use it (the original model is left untouched)."""
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
     import copy
+
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
 
     model = copy.deepcopy(model).eval()
 
@@ -133,6 +183,16 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return model
 
 
+def fast_copy(model: nn.Module, device: torch.device) -> nn.Module:
+    """The model prepared for attacking: BatchNorm folded into the convolutions, on ``device``, and
+    channels-last on a CPU (oneDNN's faster layout for these convolutions). Outputs equal the original's
+    up to float rounding."""
+    m = fold_batchnorm(model).to(device)
+    if device.type == "cpu":
+        m = m.to(memory_format=torch.channels_last)
+    return m
+
+
 def build(cfg: ClassifierConfig, image_shape=(1, 28, 28)) -> nn.Module:
     """The classifier ``cfg.arch`` names, for images of ``image_shape``."""
     if cfg.arch == "mlp":
@@ -146,8 +206,9 @@ def build(cfg: ClassifierConfig, image_shape=(1, 28, 28)) -> nn.Module:
 
 
 @torch.inference_mode()
-def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, device=None,
-            features: bool = False) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+def predict(
+    model: nn.Module, x: torch.Tensor, batch_size: int = 1000, device=None, features: bool = False
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Logits for ``x`` in batches (and the features too when ``features=True``), on CPU."""
     was_training = model.training
     model.eval()
@@ -155,7 +216,7 @@ def predict(model: nn.Module, x: torch.Tensor, batch_size: int = 1000, device=No
     logits, feats = [], []
     try:
         for i in range(0, x.shape[0], batch_size):
-            xb = x[i:i + batch_size].to(device, non_blocking=True)
+            xb = x[i : i + batch_size].to(device, non_blocking=True)
             if features:
                 f = model.features(xb)
                 feats.append(f.float().cpu())
@@ -184,9 +245,15 @@ class TrainResult:
     train_seconds: float
 
 
-def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch.Tensor | None = None,
-          y_test: torch.Tensor | None = None, device: torch.device | str = "cpu",
-          epoch_extra: tuple | None = None) -> TrainResult:
+def train(
+    cfg: ClassifierConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor | None = None,
+    y_test: torch.Tensor | None = None,
+    device: torch.device | str = "cpu",
+    epoch_extra: tuple | None = None,
+) -> TrainResult:
     """Train a classifier on (x, y) with AdamW and a one-cycle learning rate; reproducible by cfg.seed.
     ``epoch_extra`` = (images, labels), ``cfg.epochs`` equal parts of them: epoch e trains on (x, y) plus
     part e only (e.g. fresh deceptive samples every epoch)."""
@@ -197,10 +264,12 @@ def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch
     if epoch_extra is not None:
         ex, ey = epoch_extra
         if ex.shape[0] != ey.shape[0] or ex.shape[0] % cfg.epochs or ex.shape[1:] != x.shape[1:]:
-            raise ValueError(f"epoch_extra must be {cfg.epochs} equal parts of images shaped like x; "
-                             f"got {tuple(ex.shape)} and {tuple(ey.shape)}")
+            raise ValueError(
+                f"epoch_extra must be {cfg.epochs} equal parts of images shaped like x; "
+                f"got {tuple(ex.shape)} and {tuple(ey.shape)}"
+            )
         k = ex.shape[0] // cfg.epochs
-        parts = [(ex[e * k:(e + 1) * k].to(x.dtype), ey[e * k:(e + 1) * k]) for e in range(cfg.epochs)]
+        parts = [(ex[e * k : (e + 1) * k].to(x.dtype), ey[e * k : (e + 1) * k]) for e in range(cfg.epochs)]
     device = torch.device(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
@@ -216,15 +285,22 @@ def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch
         xe, ye = (torch.cat([x, parts[epoch][0]]), torch.cat([y, parts[epoch][1]])) if parts else (x, y)
         perm = torch.randperm(n_epoch, generator=gen)
         for i in range(steps_per_epoch):
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             xb, yb = xe[idx].to(device, non_blocking=True), ye[idx].to(device, non_blocking=True)
             if cfg.adv_eps > 0:  # Madry: train on the PGD-L2 attack of the current model (random start)
                 from .attacks import pgd_l2
-                from .attacks.stage import fast_copy
 
-                xb = pgd_l2(fast_copy(model, device), xb, yb, cfg.adv_eps, 2.5 * cfg.adv_eps / cfg.adv_steps, cfg.adv_steps,
-                            random_start=True, seed=int(torch.randint(0, 2**62, (1,), generator=gen)),
-                            batch_size=xb.shape[0])
+                xb = pgd_l2(
+                    fast_copy(model, device),
+                    xb,
+                    yb,
+                    cfg.adv_eps,
+                    2.5 * cfg.adv_eps / cfg.adv_steps,
+                    cfg.adv_steps,
+                    random_start=True,
+                    seed=int(torch.randint(0, 2**62, (1,), generator=gen)),
+                    batch_size=xb.shape[0],
+                )
             loss = F.cross_entropy(model(xb), yb)
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -240,15 +316,31 @@ def train(cfg: ClassifierConfig, x: torch.Tensor, y: torch.Tensor, x_test: torch
     return TrainResult(model, acc, seconds)
 
 
-def save(model: Classifier, cfg: ClassifierConfig, path: str | Path, dataset: str = "mnist",
-         image_shape=(1, 28, 28), **metrics) -> None:
+def save(
+    model: Classifier,
+    cfg: ClassifierConfig,
+    path: str | Path,
+    dataset: str = "mnist",
+    image_shape=(1, 28, 28),
+    **metrics,
+) -> None:
     """Write the classifier checkpoint atomically, with the dataset and image shape it was trained on."""
-    checkpoint.save({"kind": "classifier", "config": to_dict(cfg), "dataset": dataset,
-                     "image_shape": list(image_shape), "state_dict": model.state_dict(), "metrics": metrics}, path)
+    checkpoint.save(
+        {
+            "kind": "classifier",
+            "config": to_dict(cfg),
+            "dataset": dataset,
+            "image_shape": list(image_shape),
+            "state_dict": model.state_dict(),
+            "metrics": metrics,
+        },
+        path,
+    )
 
 
-def load(path: str | Path, device: torch.device | str = "cpu",
-         dataset: str | None = None) -> tuple[Classifier, ClassifierConfig, dict]:
+def load(
+    path: str | Path, device: torch.device | str = "cpu", dataset: str | None = None
+) -> tuple[Classifier, ClassifierConfig, dict]:
     """Load a classifier checkpoint (eval mode); a wrong or corrupt file, or one trained on another
     dataset than ``dataset`` (when given), raises one ValueError line."""
     ckpt = checkpoint.load_kind(path, "classifier", "classifier checkpoint", ("config", "state_dict"))

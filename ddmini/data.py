@@ -1,9 +1,12 @@
-"""MNIST from IDX files (gzip or raw): reading, validation, checksums and a resumable download.
+"""The datasets (MNIST, Fashion-MNIST from IDX files, gzip or raw; CIFAR-10's binary version): reading,
+validation, checksums and a resumable download.
 
-The directory comes from ``--data-dir`` or the ``DDMINI_DATA`` environment variable. Every problem
+The folder comes from ``--data-dir``, ``DDMINI_DATA`` / ``DDMINI_DATA_ROOT``, or the user's cache, where a
+missing dataset is downloaded on first use (:func:`resolve_data_dir`). Every problem
 with a file — missing, bad magic, truncated, wrong dimensions, images/labels disagreeing — raises
 :class:`DataError` (a ValueError) with one line naming the file and the problem.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -14,17 +17,20 @@ import struct
 import urllib.error
 import urllib.request
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable
 
 import numpy as np
 import torch
 
 from .checkpoint import file_digest, fsync_dir
 
-ENV_VAR = "DDMINI_DATA"            # MNIST's folder
+ENV_VAR = "DDMINI_DATA"  # MNIST's folder
 ROOT_ENV_VAR = "DDMINI_DATA_ROOT"  # a folder holding <dataset>/ folders
+MIRRORS_ENV_VAR = "DDMINI_MIRRORS"  # comma-separated base URLs, tried in order, instead of a dataset's own
+OFFLINE_ENV_VAR = "DDMINI_OFFLINE"  # 1: never download
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 
@@ -62,7 +68,7 @@ class DatasetSpec:
     splits: dict
     content_sha256: dict
     mirrors: tuple[str, ...]
-    archive: str = ""            # cifar10-binary: the official tar.gz
+    archive: str = ""  # cifar10-binary: the official tar.gz
     archive_sha256: str = ""
     archive_bytes: int = 0
 
@@ -71,26 +77,37 @@ class DatasetSpec:
         return len(self.class_names)
 
 
-MNIST = DatasetSpec("mnist", (1, 28, 28), tuple(str(k) for k in range(10)), "idx", SPLITS, CONTENT_SHA256,
-                    DEFAULT_MIRRORS)
+MNIST = DatasetSpec(
+    "mnist", (1, 28, 28), tuple(str(k) for k in range(10)), "idx", SPLITS, CONTENT_SHA256, DEFAULT_MIRRORS
+)
 # Xiao, Rasul and Vollgraf 2017 (arXiv 1708.07747): MNIST's layout and file names, clothing classes.
 FASHION_MNIST = DatasetSpec(
-    "fashion-mnist", (1, 28, 28),
+    "fashion-mnist",
+    (1, 28, 28),
     ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-    "idx", SPLITS,
-    {"train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-     "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-     "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-     "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"},
-    ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",))
+    "idx",
+    SPLITS,
+    {
+        "train-images-idx3-ubyte.gz": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+        "train-labels-idx1-ubyte.gz": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+        "t10k-images-idx3-ubyte.gz": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+        "t10k-labels-idx1-ubyte.gz": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+    },
+    ("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
+)
 # Krizhevsky 2009; the binary version's archive as the authors publish it (170,052,171 bytes).
 CIFAR10 = DatasetSpec(
-    "cifar10", (3, 32, 32),
+    "cifar10",
+    (3, 32, 32),
     ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
     "cifar10-binary",
     {"train": tuple(f"data_batch_{i}.bin" for i in range(1, 6)), "test": ("test_batch.bin",)},
-    {}, ("https://www.cs.toronto.edu/~kriz/",), archive="cifar-10-binary.tar.gz",
-    archive_sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd", archive_bytes=170052171)
+    {},
+    ("https://www.cs.toronto.edu/~kriz/",),
+    archive="cifar-10-binary.tar.gz",
+    archive_sha256="c4a38c50a1bc5f3a1c5537f2155ab9d68f9f25eb1ed8d9ddda3db29a59bca1dd",
+    archive_bytes=170052171,
+)
 DATASETS = {d.name: d for d in (MNIST, FASHION_MNIST, CIFAR10)}
 CIFAR_RECORD = 1 + 3 * 32 * 32
 CIFAR_FOLDER = "cifar-10-batches-bin"  # the folder inside the archive
@@ -164,20 +181,82 @@ def content_sha256(path: str | os.PathLike) -> str:
 # ---------------------------------------------------------------------------------------------
 # MNIST splits
 # ---------------------------------------------------------------------------------------------
+def default_root() -> Path:
+    """The folder holding one folder per dataset when none is named: the user's cache
+    (``~/.cache/ddmini/data`` on Linux, platformdirs' cache folder elsewhere)."""
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("ddmini")) / "data"
+
+
+def offline() -> bool:
+    """Whether downloads are off (``--no-download`` or DDMINI_OFFLINE=1)."""
+    return os.environ.get(OFFLINE_ENV_VAR, "") not in ("", "0")
+
+
+def mirrors_for(dataset: str) -> tuple[str, ...]:
+    """The base URLs a dataset is fetched from, in order: DDMINI_MIRRORS (comma-separated) where set,
+    else the dataset's own."""
+    env = [m.strip() for m in os.environ.get(MIRRORS_ENV_VAR, "").split(",") if m.strip()]
+    return tuple(env) or get(dataset).mirrors
+
+
+def is_present(root: Path, dataset: str) -> bool:
+    """Every file of ``dataset`` is in ``root`` (under its name, uncompressed, or as CIFAR-10's archive or
+    extracted folder). The downloader renames a file into place only once its checksum matched, so a
+    half-downloaded file (a ``.part``) never counts."""
+    spec = get(dataset)
+    if spec.format == "cifar10-binary":
+        names = [n for split in spec.splits.values() for n in split]
+        return (root / spec.archive).is_file() or any(
+            all((f / n).is_file() for n in names) for f in (root, root / CIFAR_FOLDER)
+        )
+    return all(_locate(root, n).is_file() for n in spec.content_sha256)
+
+
+def default_dir(dataset: str = "mnist") -> Path:
+    """The folder ``dataset`` is read from when no folder is named: $DDMINI_DATA (MNIST), else
+    $DDMINI_DATA_ROOT/<dataset>, else the user's cache (:func:`default_root`)/<dataset>."""
+    env = os.environ.get(ENV_VAR) if dataset == "mnist" else None
+    root = os.environ.get(ROOT_ENV_VAR)
+    return Path(env).expanduser() if env else (Path(root) / dataset if root else default_root() / dataset)
+
+
 def resolve_data_dir(data_dir: str | os.PathLike | None = None, dataset: str = "mnist") -> Path:
-    """``data_dir`` if given, else $DDMINI_DATA (MNIST); it must be an existing directory."""
-    label = "MNIST" if dataset == "mnist" else dataset
+    """The folder of ``dataset``'s files: ``data_dir`` if given, else $DDMINI_DATA (MNIST), else
+    $DDMINI_DATA_ROOT/<dataset>; each must exist. With none of them, the user's cache
+    (:func:`default_root`)/<dataset>, where a missing dataset is downloaded (one line on stderr says where)
+    unless :func:`offline`, which makes it one line naming the folder to fill and the command that fills it."""
+    label = get(dataset).name if dataset != "mnist" else "MNIST"
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get(ENV_VAR) if dataset == "mnist" else None
         if not data_dir and os.environ.get(ROOT_ENV_VAR):
             data_dir = Path(os.environ[ROOT_ENV_VAR]) / dataset
         if not data_dir:
-            raise DataError(f"no {label} directory: pass --data-dir or set {ROOT_ENV_VAR} (a folder with one "
-                            f"folder per dataset)" + (f" or {ENV_VAR}" if dataset == "mnist" else ""))
+            return _cached(dataset, label)
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise DataError(f"{path}: {label} directory not found")
     return path
+
+
+def _cached(dataset: str, label: str) -> Path:
+    root = default_root() / dataset
+    if is_present(root, dataset):
+        return root
+    if offline():
+        raise DataError(
+            f"{label} is not in {root} and downloads are off: run `ddmini data download --dataset "
+            f"{dataset}` (or copy its files there), or pass --data-dir"
+        )
+    import sys
+
+    from .runtime import progress
+
+    print(f"{label}: not found, downloading into {root}", file=sys.stderr)
+    with progress(desc="download", unit="B", total=None) as bar:
+        download(root, mirrors_for(dataset), log=lambda m: None, on_bytes=bar.update, dataset=dataset)
+    return root
 
 
 def _locate(data_dir: Path, name: str) -> Path:
@@ -203,8 +282,9 @@ class Split:
         return self.images.float().div_(255.0)
 
 
-def load_split(data_dir: str | os.PathLike | None, split: str = "train", verify: bool = False,
-               dataset: str = "mnist") -> Split:
+def load_split(
+    data_dir: str | os.PathLike | None, split: str = "train", verify: bool = False, dataset: str = "mnist"
+) -> Split:
     """Read and validate one split of ``dataset``; ``verify`` also checks the content checksums."""
     spec = get(dataset)
     if split not in spec.splits:
@@ -222,17 +302,18 @@ def load_split(data_dir: str | os.PathLike | None, split: str = "train", verify:
         if got != spec.content_sha256[name]:
             other = next((d.name for d in DATASETS.values() if d.content_sha256.get(name) == got), None)
             if other or verify:
-                raise DataError(f"{path}: content checksum mismatch (sha256 {got[:16]}…)"
-                                + (f": these are {other} files, not {dataset}" if other else ""))
+                raise DataError(
+                    f"{path}: content checksum mismatch (sha256 {got[:16]}…)"
+                    + (f": these are {other} files, not {dataset}" if other else "")
+                )
     images = parse_idx(img_buf, str(img_path), IMAGE_MAGIC)
     labels = parse_idx(lbl_buf, str(lbl_path), LABEL_MAGIC)
     if images.shape[1:] != spec.shape[1:]:
-        raise DataError(f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected "
-                        f"{spec.shape[1]}x{spec.shape[2]}")
-    if labels.shape[0] != images.shape[0]:
         raise DataError(
-            f"{lbl_path}: {labels.shape[0]} labels for {images.shape[0]} images in {img_path.name}"
+            f"{img_path}: images are {images.shape[1]}x{images.shape[2]}, expected {spec.shape[1]}x{spec.shape[2]}"
         )
+    if labels.shape[0] != images.shape[0]:
+        raise DataError(f"{lbl_path}: {labels.shape[0]} labels for {images.shape[0]} images in {img_path.name}")
     if labels.size and labels.max() >= spec.num_classes:
         raise DataError(f"{lbl_path}: label {int(labels.max())} outside 0..{spec.num_classes - 1}")
     return Split(torch.from_numpy(images.copy()).unsqueeze(1), torch.from_numpy(labels.astype(np.int64)))
@@ -268,16 +349,20 @@ def _cifar_members(root: Path, names: tuple[str, ...], spec: DatasetSpec, verify
             raise DataError(f"{archive}: corrupt archive ({e})") from None
         return out
     found = "MNIST-layout IDX files" if any(root.glob("*-idx?-ubyte*")) else "none of its files"
-    raise DataError(f"{root}: no CIFAR-10 binary files (looked for {names[0]}, {CIFAR_FOLDER}/ and {spec.archive}); "
-                    f"it holds {found}")
+    raise DataError(
+        f"{root}: no CIFAR-10 binary files (looked for {names[0]}, {CIFAR_FOLDER}/ and {spec.archive}); "
+        f"it holds {found}"
+    )
 
 
 def _load_cifar10(root: Path, split: str, spec: DatasetSpec, verify: bool) -> Split:
     images, labels = [], []
     for where, buf in _cifar_members(root, spec.splits[split], spec, verify):
         if not buf or len(buf) % CIFAR_RECORD:
-            raise DataError(f"{where}: {len(buf)} bytes is not a whole number of {CIFAR_RECORD}-byte records "
-                            "(truncated or not a CIFAR-10 batch)")
+            raise DataError(
+                f"{where}: {len(buf)} bytes is not a whole number of {CIFAR_RECORD}-byte records "
+                "(truncated or not a CIFAR-10 batch)"
+            )
         rec = np.frombuffer(buf, dtype=np.uint8).reshape(-1, CIFAR_RECORD)
         if rec[:, 0].max() >= spec.num_classes:
             raise DataError(f"{where}: label byte {int(rec[:, 0].max())} outside 0..{spec.num_classes - 1}")
@@ -318,13 +403,13 @@ def _file_is_good(path: Path, name: str, spec: DatasetSpec = MNIST) -> bool:
         return False
 
 
-
 # The largest MNIST file is under 10 MB compressed, 47 MB raw: a server sending more is not serving it.
 MAX_DOWNLOAD_BYTES = 64 << 20
 
 
-def _fetch(url: str, part: Path, timeout: float, on_bytes: Callable[[int], None] | None,
-           limit: int = MAX_DOWNLOAD_BYTES) -> None:
+def _fetch(
+    url: str, part: Path, timeout: float, on_bytes: Callable[[int], None] | None, limit: int = MAX_DOWNLOAD_BYTES
+) -> None:
     """Download ``url`` into ``part``, continuing from its current size with an HTTP Range request."""
     have = part.stat().st_size if part.exists() else 0
     req = urllib.request.Request(url, headers={"User-Agent": "ddmini"})
@@ -369,14 +454,14 @@ def download(
     cannot be had from any mirror.
     """
     spec = get(dataset)
-    mirrors = spec.mirrors if mirrors is None else mirrors
+    mirrors = mirrors_for(dataset) if mirrors is None else mirrors
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     if not mirrors:
         raise ValueError("mirrors: need at least one URL")
     limit = max(MAX_DOWNLOAD_BYTES, spec.archive_bytes)
     outcome: dict[str, str] = {}
-    for name in ([spec.archive] if spec.archive else list(spec.content_sha256)):
+    for name in [spec.archive] if spec.archive else list(spec.content_sha256):
         target = dest / name
         if _file_is_good(target, name, spec):
             outcome[name] = "present"
@@ -402,5 +487,8 @@ def download(
             errors.append(f"{url}: checksum mismatch")
             part.unlink(missing_ok=True)  # a bad file is not something to resume from
         else:
-            raise DataError(f"{name}: could not be downloaded ({'; '.join(errors)})")
+            raise DataError(
+                f"{name}: could not be downloaded into {dest} ({'; '.join(errors)}); set "
+                f"{MIRRORS_ENV_VAR} to a mirror that serves it, or copy the file there"
+            )
     return outcome

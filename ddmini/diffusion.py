@@ -7,6 +7,7 @@ pass per step). Images live in model space [-1, 1]; ``to_model``/``from_model`` 
 Classifier-free guidance (Ho & Salimans 2022, arXiv 2207.12598): eps = eps_null + w (eps_y - eps_null);
 w = 1 is the plain conditional model (one network pass per step), w > 1 pushes toward the class.
 """
+
 from __future__ import annotations
 
 import torch
@@ -61,8 +62,16 @@ class Diffusion:
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         return kernels.q_sample(x0.contiguous(), noise.contiguous(), t, self.table(x0.device))
 
-    def loss(self, model, x0: torch.Tensor, y: torch.Tensor, t: torch.Tensor, noise: torch.Tensor,
-             weighting: str = "mse", snr_gamma: float = DiffusionTrainConfig.snr_gamma) -> torch.Tensor:
+    def loss(
+        self,
+        model,
+        x0: torch.Tensor,
+        y: torch.Tensor,
+        t: torch.Tensor,
+        noise: torch.Tensor,
+        weighting: str = "mse",
+        snr_gamma: float = DiffusionTrainConfig.snr_gamma,
+    ) -> torch.Tensor:
         """eps-prediction MSE at timesteps t; "min_snr" weights each sample by min(SNR_t, gamma)/SNR_t
         (Hang et al. 2023, arXiv 2303.09556), which trains faster at the same final quality."""
         x_t = self.q_sample(x0, t, noise)
@@ -89,8 +98,9 @@ class Diffusion:
             cond, uncond = model(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, ynull])).float().chunk(2)
         return (uncond + guidance * (cond - uncond)).contiguous()
 
-    def _chain(self, model, x, ts: list[int], y, sampler: str, eta: float, guidance: float, null, seed: int,
-               table, bar) -> torch.Tensor:
+    def _chain(
+        self, model, x, ts: list[int], y, sampler: str, eta: float, guidance: float, null, seed: int, table, bar
+    ) -> torch.Tensor:
         """Denoise x (model space, at timestep ts[0]) through the timesteps ts down to 0, in place, with the
         noise of Philox stream ``seed`` (offset i + 1 at step i): the loop of sampling and purification."""
         for i, t in enumerate(ts):
@@ -105,8 +115,18 @@ class Diffusion:
         return x
 
     @torch.inference_mode()
-    def purify(self, model, x01: torch.Tensor, t_star: int, steps: int = 20, *, batch_size: int = 128, seed: int = 0,
-               device=None, desc: str = "purify") -> torch.Tensor:
+    def purify(
+        self,
+        model,
+        x01: torch.Tensor,
+        t_star: int,
+        steps: int = 20,
+        *,
+        batch_size: int = 128,
+        seed: int = 0,
+        device=None,
+        desc: str = "purify",
+    ) -> torch.Tensor:
         """Diffusion purification (Nie et al. 2022, arXiv 2205.07460): noise images x01 (N, C, H, W) in [0, 1]
         to timestep t_star (q_sample), then run DDIM back to 0 in ``steps`` evenly spaced steps with the
         null label (the class-conditional model used unconditionally). Returns images in [0, 1]."""
@@ -127,7 +147,7 @@ class Diffusion:
         bar = progress(total=x01.shape[0] * len(ts), desc=desc, unit="img-step")
         try:
             for s in range(0, x01.shape[0], batch_size):
-                xb = to_model(x01[s:s + batch_size].float().to(device)).contiguous()
+                xb = to_model(x01[s : s + batch_size].float().to(device)).contiguous()
                 bseed = int(torch.randint(0, 2**62, (1,), generator=gen))
                 noise = kernels.philox_normal(torch.empty_like(xb), bseed, 0)
                 x = kernels.q_sample(xb, noise, t_star, table)
@@ -140,8 +160,16 @@ class Diffusion:
         return torch.cat(out) if out else torch.empty_like(x01)
 
     @torch.inference_mode()
-    def sample(self, model, labels: torch.Tensor, cfg: SampleConfig | None = None, *, image_shape=(1, 28, 28),
-               device=None, desc: str = "sample") -> torch.Tensor:
+    def sample(
+        self,
+        model,
+        labels: torch.Tensor,
+        cfg: SampleConfig | None = None,
+        *,
+        image_shape=(1, 28, 28),
+        device=None,
+        desc: str = "sample",
+    ) -> torch.Tensor:
         """Images in [0, 1], (N, *image_shape), one per label (N,) int64, by ancestral DDPM (all T steps)
         or DDIM with ``cfg.steps`` steps and ``cfg.eta``, at guidance ``cfg.guidance``, ``cfg.batch_size``
         images at a time (``SampleConfig()`` when None). Noise is a Philox stream seeded from ``cfg.seed``
@@ -171,11 +199,15 @@ class Diffusion:
         was_training = getattr(model, "training", False)
         model.eval()
         out = {}
-        bar = progress(total=sum(labels[starts[b]:starts[b] + batch_size].numel() for b in mine) * len(ts),
-                       desc=desc, unit="img-step", disable=True if not world.is_main else None)
+        bar = progress(
+            total=sum(labels[starts[b] : starts[b] + batch_size].numel() for b in mine) * len(ts),
+            desc=desc,
+            unit="img-step",
+            disable=True if not world.is_main else None,
+        )
         try:
             for b in mine:
-                y = labels[starts[b]:starts[b] + batch_size].to(device)
+                y = labels[starts[b] : starts[b] + batch_size].to(device)
                 x = kernels.philox_normal(torch.empty((y.shape[0], *image_shape), device=device), seeds[b], 0)
                 x = self._chain(model, x, ts, y, sampler, eta, guidance, null, seeds[b], table, bar)
                 out[b] = from_model(x).cpu()
@@ -190,8 +222,10 @@ class Diffusion:
         images = torch.cat([out[b] for b in range(len(starts))]) if starts else torch.empty(0, *image_shape)
         bad = ~torch.isfinite(images).flatten(1).all(1)
         if bool(bad.any()):  # from_model's clamp keeps NaN: nothing non-finite leaves the sampler
-            raise ValueError(f"the sampler produced NaN or infinity in {int(bad.sum())} of {len(images)} images "
-                             f"(guidance {guidance:g}, eta {eta:g}); are the model's weights finite?")
+            raise ValueError(
+                f"the sampler produced NaN or infinity in {int(bad.sum())} of {len(images)} images "
+                f"(guidance {guidance:g}, eta {eta:g}); are the model's weights finite?"
+            )
         return images
 
 

@@ -18,6 +18,7 @@ else changes. What each stage shares out, and why the result does not depend on 
 Byte-identity across world sizes holds for the same number of threads per process (torchrun sets
 OMP_NUM_THREADS=1 unless it is set): a matrix product may round differently on another thread count.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -181,8 +182,29 @@ def check_same_config(world: World, obj: dict) -> None:
     r = next(i for i, d in enumerate(digests) if d != digests[0])
     a, b = _flatten(objs[0]), _flatten(objs[r])
     key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), "?")
-    raise ValueError(f"ranks were launched with different settings: {key} is {a.get(key)!r} on rank 0 "
-                     f"but {b.get(key)!r} on rank {r}")
+    raise ValueError(
+        f"ranks were launched with different settings: {key} is {a.get(key)!r} on rank 0 but {b.get(key)!r} on rank {r}"
+    )
+
+
+def join(device: torch.device, settings: dict, run_dirs=()) -> tuple[World, torch.device]:
+    """Under torchrun: join the process group, check that every rank was launched with the same
+    ``settings`` and can write ``run_dirs`` (one line naming the difference or the rank, on every rank);
+    returns (world, this rank's device). One process: the one-process world and ``device``."""
+    from .checkpoint import writable_dir
+
+    world = init(device)
+    device = device_for(device, world)
+    check_same_config(world, {**settings, "run_dirs": [str(d) for d in run_dirs]})
+    if world.distributed:  # one process checks its outputs itself, as each command does
+        err = None
+        try:
+            for d in run_dirs:
+                writable_dir(d)
+        except OSError as e:
+            err = str(e)
+        world.agree(err)
+    return world, device
 
 
 def _flatten(d, prefix: str = "") -> dict:

@@ -1,11 +1,11 @@
 """Evaluation of generated images: how often the target classifier is fooled (overall, per class,
 confusion) and the class-aware Fréchet distance to the clean test set and to the attacked set."""
+
 from __future__ import annotations
 
 import torch
 
-from . import classifier, metrics
-from . import samples as samples_io
+from . import classifier, metrics, samples as samples_io
 from .attacks.stage import AttackedSet
 from .config import REFERENCE_IMAGES
 from .result import Cafd, GeneratedResult, Misclassification
@@ -47,3 +47,16 @@ class Evaluator:
                 except ValueError as e:  # a class with no samples at all (tiny runs)
                     cafd[f"{ref}_{mode}"] = Cafd(float("nan"), error=str(e))
         return GeneratedResult(Misclassification(**metrics.misclassification(labels, pred)), cafd, probs.shape[1])
+
+
+def evaluate_files(samples_path, classifier_path, *, data_dir=None, dataset: str = "mnist", attacked=None):
+    """``ddmini evaluate``: the samples file ``samples_path`` scored by the classifier checkpoint
+    ``classifier_path`` against ``dataset``'s test set (and the attacked set in ``attacked`` for CAFD):
+    (GeneratedResult, the Evaluator, which holds the clean test figures)."""
+    from . import data
+
+    clf, _, _ = classifier.load(classifier_path, dataset=dataset)
+    s = samples_io.load(samples_path, clf.num_classes)
+    xt, yt = data.load(data_dir, "test", dataset)
+    ev = Evaluator(clf, xt, yt, AttackedSet.load(attacked) if attacked else None)
+    return ev.generated(s["images"], s["labels"], "samples"), ev

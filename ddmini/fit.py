@@ -16,6 +16,7 @@
   budget, enter the diffusion model's key: a fitted run and one given those steps share it);
 - summary: the record, in config.json (the fitted steps) and in the report.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,9 +28,12 @@ from typing import Callable
 import torch
 
 from . import checkpoint
-from .config import QUALITY_FLOOR_STEPS, DiffusionTrainConfig, UNetConfig, key_dict
+from .config import DiffusionTrainConfig, UNetConfig, key_dict
 
 WARM, TIMED, MIN_SECONDS, MAX_TIMED = 5, 25, 20.0, 1000
+# The fewest training steps, per batch size, at which the cpu presets' recipes met the study's floor
+# (p = 1 >= 70 %, p = 0 <= 5 % misclassified at guidance 1; docs/presets.md). A fitted run below warns.
+QUALITY_FLOOR_STEPS = {128: 12000, 64: 9000}
 
 
 @dataclass
@@ -46,17 +50,21 @@ class Fit:
 
     def warning(self, batch_size: int) -> str | None:
         """One line when the fitted steps fall below the fewest at which a preset's recipe of this batch size
-        met the study's floor (config.QUALITY_FLOOR_STEPS), or when no floor was measured at this batch size."""
+        met the study's floor (QUALITY_FLOOR_STEPS), or when no floor was measured at this batch size."""
         floor = QUALITY_FLOOR_STEPS.get(batch_size)
         if floor is None:
             known = ", ".join(f"{s:,} steps at batch {b}" for b, s in QUALITY_FLOOR_STEPS.items())
-            return (f"no quality floor was measured at batch {batch_size} (measured: {known}); "
-                    f"{self.steps:,} steps fit {self.minutes:g} min here")
+            return (
+                f"no quality floor was measured at batch {batch_size} (measured: {known}); "
+                f"{self.steps:,} steps fit {self.minutes:g} min here"
+            )
         if self.steps >= floor:
             return None
-        return (f"{self.minutes:g} min at {self.seconds_per_step:.3f} s/step fit {self.steps:,} steps, fewer than the "
-                f"{floor:,} at which the cpu presets' recipe of batch {batch_size} met the study's floor (p = 1 >= "
-                "70 %, p = 0 <= 5 %); expect less deception, or a p = 0 model over 5 % (docs/experiments.md)")
+        return (
+            f"{self.minutes:g} min at {self.seconds_per_step:.3f} s/step fit {self.steps:,} steps, fewer than the "
+            f"{floor:,} at which the cpu presets' recipe of batch {batch_size} met the study's floor (p = 1 >= "
+            "70 %, p = 0 <= 5 %); expect less deception, or a p = 0 model over 5 % (docs/experiments.md)"
+        )
 
 
 def machine(device: torch.device) -> str:
@@ -68,8 +76,10 @@ def machine(device: torch.device) -> str:
     name, have = cpu_info()
     flags = [w for w in SPEED_FLAGS if w in (have or ())]
     isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "")
-    return (f"cpu {name} [{' '.join(flags)}] {torch.get_num_threads()} threads, native bf16 "
-            f"{'yes' if cpu_has_native_bf16() else 'no'}" + (f", ONEDNN_MAX_CPU_ISA={isa}" if isa else ""))
+    return (
+        f"cpu {name} [{' '.join(flags)}] {torch.get_num_threads()} threads, native bf16 "
+        f"{'yes' if cpu_has_native_bf16() else 'no'}" + (f", ONEDNN_MAX_CPU_ISA={isa}" if isa else "")
+    )
 
 
 def key(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, world_size: int) -> str:
@@ -89,15 +99,17 @@ def _time(unet: UNetConfig, cfg: DiffusionTrainConfig, x, y, device: torch.devic
     timed = 0
     while True:
         timed += TIMED
-        later = train.train(unet, replace(cfg, steps=WARM + timed), x, y, path, device=device, resume=True,
-                            desc="fit: timing")
+        later = train.train(
+            unet, replace(cfg, steps=WARM + timed), x, y, path, device=device, resume=True, desc="fit: timing"
+        )
         spent = later.seconds - first.seconds
         if world.broadcast_object(spent >= MIN_SECONDS or timed >= MAX_TIMED):
             return spent / timed, timed
 
 
-def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device,
-            path: Path) -> tuple[float, int, bool, dict | None]:
+def measure(
+    unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, path: Path
+) -> tuple[float, int, bool, dict | None]:
     """Seconds per training step of ``train_cfg`` on ``device``, the steps that timed it, whether to train
     with the fused norm, and the seconds of each norm where both were timed (a throwaway checkpoint at
     ``path``, removed after)."""
@@ -124,8 +136,13 @@ def measure(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.dev
     return best, timed, fused, {"fused": sec, "eager": eager}
 
 
-def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, cache: Path,
-           on_measure: Callable[[], None] | None = None) -> Fit:
+def fitted(
+    unet: UNetConfig,
+    train_cfg: DiffusionTrainConfig,
+    device: torch.device,
+    cache: Path,
+    on_measure: Callable[[], None] | None = None,
+) -> Fit:
     """The fit for ``train_cfg.fit_minutes`` on this machine: cached in ``cache/fit-<key>.json``, else
     measured (by every rank under torchrun; rank 0 writes it; ``on_measure`` is called first). Under the
     record's lock, so a second run in the same run directory waits and finds it cached."""
@@ -145,11 +162,31 @@ def fitted(unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.devi
             if on_measure is not None:
                 on_measure()
             path.parent.mkdir(parents=True, exist_ok=True)
-            sec, timed, fused, norms = world.broadcast_object(measure(unet, train_cfg, device,
-                                                                      path.with_suffix(".timing.pt")))
+            sec, timed, fused, norms = world.broadcast_object(
+                measure(unet, train_cfg, device, path.with_suffix(".timing.pt"))
+            )
             steps = max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / sec))
             rec = Fit(train_cfg.fit_minutes, sec, timed, steps, machine(device), fused, norms)
             if world.is_main:
                 with checkpoint.atomic_open(path, "w") as f:
                     f.write(json.dumps(asdict(rec), indent=1))
     return rec
+
+
+def apply(
+    unet: UNetConfig,
+    train_cfg: DiffusionTrainConfig,
+    device: torch.device,
+    cache: Path,
+    log: Callable[[str], None] = print,
+) -> tuple[DiffusionTrainConfig, Fit | None]:
+    """``train_cfg`` with the steps (and norm) that fit its ``fit_minutes`` on this machine (the cached
+    :func:`fitted` record; one line logged, and the record's warning), and the record; unchanged, None
+    when no fit is asked for."""
+    if train_cfg.fit_minutes <= 0:
+        return train_cfg, None
+    rec = fitted(unet, train_cfg, device, cache)
+    log(f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step -> {rec.steps:,} steps")
+    if warning := rec.warning(train_cfg.batch_size):
+        log(f"warning: {warning}")
+    return replace(train_cfg, steps=rec.steps, fused_norm=rec.fused_norm), rec

@@ -19,27 +19,50 @@ held-out deceptive samples (another sampling seed); the misclassified share of P
 the undefended target (transfer); and wall seconds per training example, pool sampling included. Rates come
 with their binomial standard errors (``report.rate_with_se``).
 """
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Callable, NamedTuple
 
 import torch
 
 from . import classifier
 from .attacks import pgd_l2, robust_accuracy
-from .attacks.stage import fast_copy
+from .classifier import fast_copy
 from .config import HARDEN_ARMS, ClassifierConfig, HardenConfig
 from .report import rate_with_se, write_json, write_text
 
-#: Arm name -> (PGD-L2 adversarial training, deceptive pool in the training set, a fresh pool every epoch).
-ARMS = dict(zip(HARDEN_ARMS, [(False, False, False), (True, False, False), (False, True, False), (True, True, False),
-                              (False, True, True)]))
+
+class Arm(NamedTuple):
+    """What an arm trains on."""
+
+    adversarial: bool  # PGD-L2 adversarial training at the attack's eps
+    pool: bool  # the deceptive pool in the training set
+    fresh: bool  # a fresh pool every epoch
+
+
+ARMS = dict(
+    zip(
+        HARDEN_ARMS,
+        [
+            Arm(False, False, False),
+            Arm(True, False, False),
+            Arm(False, True, False),
+            Arm(True, True, False),
+            Arm(False, True, True),
+        ],
+    )
+)
 
 #: Published anchor (not run here): an L2-PGD-trained small MNIST CNN in locuslab/robust_union (Maini et
 #: al. 2020), first 1,000 test images, 10 restarts.
-ANCHOR = {"source": "locuslab/robust_union, L2-PGD-trained small CNN (published, not run here)",
-          "clean_accuracy": 0.994, "robust": {"1.5": 0.87}}
+ANCHOR = {
+    "source": "locuslab/robust_union, L2-PGD-trained small CNN (published, not run here)",
+    "clean_accuracy": 0.994,
+    "robust": {"1.5": 0.87},
+}
 
 
 def parse_arms(text: str) -> list[str]:
@@ -53,7 +76,7 @@ def parse_arms(text: str) -> list[str]:
 def arm_config(target: ClassifierConfig, arm: str, eps: float) -> ClassifierConfig:
     """The classifier config of an arm: the target's, with PGD-L2 adversarial training at ``eps`` for the
     PGD arms (the deceptive pool is an input of the stage, not a config field)."""
-    return replace(target, adv_eps=eps) if ARMS[arm][0] else replace(target)
+    return replace(target, adv_eps=eps) if ARMS[arm].adversarial else replace(target)
 
 
 @dataclass
@@ -61,15 +84,15 @@ class ArmResult:
     arm: str
     clean_accuracy: float
     clean_images: int
-    robust_accuracy: dict            # eps (text) -> accuracy on robust_images
+    robust_accuracy: dict  # eps (text) -> accuracy on robust_images
     robust_images: int
-    heldout_misclassified: float     # held-out deceptive samples, against their conditioning labels
+    heldout_misclassified: float  # held-out deceptive samples, against their conditioning labels
     heldout_images: int
-    transfer_misclassified: float    # PGD-L2 attacks made against the undefended target
+    transfer_misclassified: float  # PGD-L2 attacks made against the undefended target
     transfer_images: int
     train_seconds: float
-    pool_seconds: float              # sampling the deceptive pool (0 for arms without it)
-    examples_seen: int               # epochs x training-set size
+    pool_seconds: float  # sampling the deceptive pool (0 for arms without it)
+    examples_seen: int  # epochs x training-set size
 
     @property
     def seconds_per_example(self) -> float:
@@ -85,45 +108,77 @@ class HardenTable:
 
     def markdown(self) -> str:
         eps = list(self.arms[0].robust_accuracy) if self.arms else []
-        head = ("| arm | clean test accuracy | " + " | ".join(f"robust, L2 eps {e}" for e in eps)
-                + " | held-out deceptive misclassified | transferred PGD misclassified | s per training example |")
+        head = (
+            "| arm | clean test accuracy | "
+            + " | ".join(f"robust, L2 eps {e}" for e in eps)
+            + " | held-out deceptive misclassified | transferred PGD misclassified | s per training example |"
+        )
         rows = [head, "|---" * (5 + len(eps)) + "|"]
 
         for a in self.arms:
-            rows.append(f"| {a.arm} | {rate_with_se(a.clean_accuracy, a.clean_images)} | "
-                        + " | ".join(rate_with_se(a.robust_accuracy[e], a.robust_images) for e in eps)
-                        + f" | {rate_with_se(a.heldout_misclassified, a.heldout_images)}"
-                        f" | {rate_with_se(a.transfer_misclassified, a.transfer_images)} | {1e3 * a.seconds_per_example:.2f} ms |")
+            rows.append(
+                f"| {a.arm} | {rate_with_se(a.clean_accuracy, a.clean_images)} | "
+                + " | ".join(rate_with_se(a.robust_accuracy[e], a.robust_images) for e in eps)
+                + f" | {rate_with_se(a.heldout_misclassified, a.heldout_images)}"
+                f" | {rate_with_se(a.transfer_misclassified, a.transfer_images)}"
+                f" | {1e3 * a.seconds_per_example:.2f} ms |"
+            )
         anc = self.anchor
         published = ", ".join(f"{100 * v:.0f} % at eps {e}" for e, v in anc["robust"].items())
-        rows.append(f"| anchor: {anc['source']} | {100 * anc['clean_accuracy']:.1f} % | {published} |"
-                    + " - |" * (len(eps) - 1) + " - | - | - |")
+        rows.append(
+            f"| anchor: {anc['source']} | {100 * anc['clean_accuracy']:.1f} % | {published} |"
+            + " - |" * (len(eps) - 1)
+            + " - | - | - |"
+        )
         return "\n".join(rows)
 
     def to_dict(self) -> dict:
-        return {"arms": [{**asdict(a), "seconds_per_example": a.seconds_per_example} for a in self.arms],
-                "config": self.config, "attack_eps": self.attack_eps, "anchor": self.anchor}
+        return {
+            "arms": [{**asdict(a), "seconds_per_example": a.seconds_per_example} for a in self.arms],
+            "config": self.config,
+            "attack_eps": self.attack_eps,
+            "anchor": self.anchor,
+        }
 
 
-def evaluate_arm(arm: str, model, metrics: dict, cfg: HardenConfig, test: tuple, heldout: tuple, transfer: tuple,
-                 *, pool_seconds: float, examples_seen: int, device="cpu") -> ArmResult:
+def evaluate_arm(
+    arm: str,
+    model,
+    metrics: dict,
+    cfg: HardenConfig,
+    test: tuple,
+    heldout: tuple,
+    transfer: tuple,
+    *,
+    pool_seconds: float,
+    examples_seen: int,
+    device="cpu",
+) -> ArmResult:
     """Score one arm's classifier (see the module docstring)."""
     xt, yt = test
-    x, y = xt[:cfg.eval_limit].to(device), yt[:cfg.eval_limit].to(device)
+    x, y = xt[: cfg.eval_limit].to(device), yt[: cfg.eval_limit].to(device)
     fast = fast_copy(model, torch.device(device))
     robust = {}
     for e in cfg.eval_eps:
+
         def attack(m, xb, yb, seed, e=e):
             return pgd_l2(m, xb, yb, e, 2.5 * e / cfg.eval_steps, cfg.eval_steps, random_start=True, seed=seed)
 
         robust[f"{e:g}"] = robust_accuracy(fast, x, y, attack, cfg.eval_restarts, seed=cfg.seed)
     return ArmResult(
-        arm=arm, clean_accuracy=classifier.accuracy(model, xt, yt), clean_images=int(xt.shape[0]),
-        robust_accuracy=robust, robust_images=int(x.shape[0]),
-        heldout_misclassified=1.0 - classifier.accuracy(model, *heldout), heldout_images=int(heldout[0].shape[0]),
-        transfer_misclassified=1.0 - classifier.accuracy(model, *transfer), transfer_images=int(transfer[0].shape[0]),
-        train_seconds=float(metrics.get("train_seconds") or 0.0), pool_seconds=pool_seconds,
-        examples_seen=examples_seen)
+        arm=arm,
+        clean_accuracy=classifier.accuracy(model, xt, yt),
+        clean_images=int(xt.shape[0]),
+        robust_accuracy=robust,
+        robust_images=int(x.shape[0]),
+        heldout_misclassified=1.0 - classifier.accuracy(model, *heldout),
+        heldout_images=int(heldout[0].shape[0]),
+        transfer_misclassified=1.0 - classifier.accuracy(model, *transfer),
+        transfer_images=int(transfer[0].shape[0]),
+        train_seconds=float(metrics.get("train_seconds") or 0.0),
+        pool_seconds=pool_seconds,
+        examples_seen=examples_seen,
+    )
 
 
 def write(t: HardenTable, where: Path, title: str) -> None:
@@ -135,5 +190,79 @@ def write(t: HardenTable, where: Path, title: str) -> None:
         f"{c['eval_limit']} test images. Held-out deceptive samples: another sampling seed than the pool's, "
         f"scored against their conditioning labels. Transferred PGD: PGD-L2 (eps {t.attack_eps:g}) attacks "
         f"made against the undefended target that fooled it. ± one binomial standard error. Seconds per "
-        f"training example include sampling the deceptive pool.\n\n{t.markdown()}\n", where / "harden.md")
+        f"training example include sampling the deceptive pool.\n\n{t.markdown()}\n",
+        where / "harden.md",
+    )
     write_json(t.to_dict(), where / "harden.json")
+
+
+def run(
+    pipe,
+    ckpt: str | Path,
+    arm_names: list[str],
+    hcfg: HardenConfig,
+    on_arm: Callable[[ArmResult], None] = lambda r: None,
+) -> HardenTable:
+    """``ddmini harden``: train every arm of ``arm_names`` as a cached classifier stage of ``pipe`` (the pool
+    sampled from the deceptive diffusion model at ``ckpt``), score each (``on_arm`` sees each result) and
+    write RUN_DIR/harden/harden.md and harden.json."""
+    from . import checkpoint, train
+    from .transfer import attacked_source
+
+    dev, base = pipe.device, pipe.cfg
+    model, tcfg, _ = train.load_ema(ckpt, dev, base.dataset)
+    x, _, xt, yt, _ = pipe.data()
+    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
+    if tuple(x.shape[1:]) != shape:
+        raise ValueError(f"{ckpt}: makes {'x'.join(map(str, shape))} images; {base.dataset} has {tuple(x.shape[1:])}")
+    target, ckey, _ = pipe.classifier()
+    dkey = checkpoint.file_digest(ckpt)[:16]
+    seed, arms = hcfg.seed, [ARMS[a] for a in arm_names]
+    pool = pipe.samples(model, tcfg, dkey, 1.0, num=hcfg.pool, seed=seed + 1) if any(a.pool for a in arms) else None
+    heldout = pipe.samples(model, tcfg, dkey, 1.0, num=hcfg.heldout, seed=seed + 2)
+    fresh = pipe.attacked(target, ckey, images=(xt[: hcfg.eval_limit], yt[: hcfg.eval_limit]), split="test")
+    transfer = attacked_source(fresh.result)
+    if transfer[0].shape[0] == 0:
+        raise ValueError("the PGD-L2 attack on the test images succeeded on none: no transfer row to score")
+    epochs = base.classifier.epochs
+    more = None
+    if epochs > 1 and any(a.fresh for a in arms):
+        more = pipe.samples(model, tcfg, dkey, 1.0, num=(epochs - 1) * hcfg.pool, seed=seed + 3)
+    rows = []
+    for name in arm_names:
+        arm, extra, pool_seconds = ARMS[name], None, 0.0
+        if arm.pool:
+            extra, pool_seconds = (
+                (pool.images, pool.labels, f"deceptive-pool-{dkey}-{hcfg.pool}-{seed + 1}"),
+                pool.seconds,
+            )
+        if arm.fresh and more is not None:  # the pool for the first epoch, fresh samples for the others
+            key = f"{extra[2]}-fresh-{(epochs - 1) * hcfg.pool}-{seed + 3}"
+            extra = (torch.cat([pool.images, more.images]), torch.cat([pool.labels, more.labels]), key)
+            pool_seconds += more.seconds
+        cfg = arm_config(base.classifier, name, base.attack.eps)
+        clf, _, m = pipe.classifier(cfg, extra=extra, per_epoch=arm.fresh)
+        n_train = x.shape[0] + (hcfg.pool if arm.pool else 0)
+        rows.append(
+            evaluate_arm(
+                name,
+                clf,
+                m,
+                hcfg,
+                (xt, yt),
+                heldout[:2],
+                transfer,
+                pool_seconds=pool_seconds,
+                examples_seen=cfg.epochs * n_train,
+                device=dev,
+            )
+        )
+        on_arm(rows[-1])
+    table = HardenTable(rows, asdict(hcfg), base.attack.eps)
+    write(
+        table,
+        pipe.run_dir / "harden",
+        f"Adversarial training with deceptive samples ({base.dataset}, preset "
+        f"{getattr(pipe, 'preset', '?')}, pool from {Path(ckpt).name})",
+    )
+    return table

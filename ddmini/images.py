@@ -1,4 +1,5 @@
 """Image grids as PNG files (Pillow), optionally with a coloured frame per image."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,8 +28,8 @@ def grid(x: torch.Tensor, nrow: int = 10, pad: int = 2, frames=None, scale: int 
         r, col = divmod(i, nrow)
         y0, x0 = r * (h + 2 * pad), col * (w + 2 * pad)
         if frames is not None and frames[i] is not None:
-            canvas[y0:y0 + h + 2 * pad, x0:x0 + w + 2 * pad] = frames[i]
-        canvas[y0 + pad:y0 + pad + h, x0 + pad:x0 + pad + w] = arr[i].transpose(1, 2, 0)
+            canvas[y0 : y0 + h + 2 * pad, x0 : x0 + w + 2 * pad] = frames[i]
+        canvas[y0 + pad : y0 + pad + h, x0 + pad : x0 + pad + w] = arr[i].transpose(1, 2, 0)
     img = Image.fromarray(canvas)
     return img.resize((img.width * scale, img.height * scale), Image.NEAREST) if scale > 1 else img
 

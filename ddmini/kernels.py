@@ -3,6 +3,7 @@
 Backends: "auto" (the compiled kernel for the tensor's device when present, else torch), "cpp",
 "cuda", "torch" (the pure-PyTorch reference in :mod:`ddmini.reference`).
 """
+
 from __future__ import annotations
 
 import math
@@ -11,7 +12,7 @@ from typing import NamedTuple
 import torch
 
 from . import reference
-from ._ext import HAS_CPP, HAS_CUDA, _C
+from ._ext import _C, HAS_CPP, HAS_CUDA
 
 BACKENDS = ("auto", "cpp", "cuda", "torch")
 
@@ -100,8 +101,10 @@ def _check_table(alphas_cumprod, device: torch.device, backend: str) -> None:
     if not isinstance(alphas_cumprod, torch.Tensor):
         raise TypeError(f"alphas_cumprod must be a torch.Tensor; got {type(alphas_cumprod).__name__}")
     if alphas_cumprod.dtype != torch.float64 or alphas_cumprod.ndim != 1 or alphas_cumprod.numel() == 0:
-        raise TypeError(f"alphas_cumprod must be a non-empty 1-D float64 tensor; got {alphas_cumprod.dtype} "
-                        f"of shape {tuple(alphas_cumprod.shape)}")
+        raise TypeError(
+            f"alphas_cumprod must be a non-empty 1-D float64 tensor; got {alphas_cumprod.dtype} "
+            f"of shape {tuple(alphas_cumprod.shape)}"
+        )
     if alphas_cumprod.device != device:
         raise ValueError(f"alphas_cumprod is on {alphas_cumprod.device} but x is on {device}")
     if not alphas_cumprod.is_contiguous():
@@ -143,8 +146,9 @@ def _check_ranges(pending: list, T: int) -> None:
             raise ValueError(f"{name} must lie in [{lo}, {T}); got values from {t_min} to {t_max}")
 
 
-def _check_timesteps(name: str, t, B: int, T: int, device: torch.device, backend: str, allow_negative=False,
-                     pending: list | None = None):
+def _check_timesteps(
+    name: str, t, B: int, T: int, device: torch.device, backend: str, allow_negative=False, pending: list | None = None
+):
     """Returns (tensor or None, scalar). Tensor timesteps are int64 (B,) on x's device; their range is
     checked here, or appended to ``pending`` for one :func:`_check_ranges` call with the others."""
     lo = "-inf" if allow_negative else "0"
@@ -187,22 +191,51 @@ def _launch(op: int, be: str, a, b, c, out, t, t_scalar, t_prev, t_prev_scalar, 
     seed, offset = (c.seed, c.offset) if philox else (0, 0)
     arr = None if philox else c
     if be == "cpp":
-        _C.schedule_step_cpu(op, a.detach().numpy(), b.detach().numpy(),
-                             None if arr is None else arr.detach().numpy(), out.detach().numpy(), B,
-                             table.numpy(), None if t is None else t.numpy(), t_scalar,
-                             None if t_prev is None else t_prev.numpy(), t_prev_scalar, float(eta),
-                             torch.get_num_threads(), philox, seed, offset)
+        _C.schedule_step_cpu(
+            op,
+            a.detach().numpy(),
+            b.detach().numpy(),
+            None if arr is None else arr.detach().numpy(),
+            out.detach().numpy(),
+            B,
+            table.numpy(),
+            None if t is None else t.numpy(),
+            t_scalar,
+            None if t_prev is None else t_prev.numpy(),
+            t_prev_scalar,
+            float(eta),
+            torch.get_num_threads(),
+            philox,
+            seed,
+            offset,
+        )
     else:
-        _C.schedule_step_cuda(op, a.data_ptr(), b.data_ptr(), 0 if arr is None else arr.data_ptr(), out.data_ptr(),
-                              B, a.numel() // B, table.data_ptr(), table.numel(),
-                              0 if t is None else t.data_ptr(), t_scalar,
-                              0 if t_prev is None else t_prev.data_ptr(), t_prev_scalar, float(eta), _stream(a),
-                              philox, seed, offset)
+        _C.schedule_step_cuda(
+            op,
+            a.data_ptr(),
+            b.data_ptr(),
+            0 if arr is None else arr.data_ptr(),
+            out.data_ptr(),
+            B,
+            a.numel() // B,
+            table.data_ptr(),
+            table.numel(),
+            0 if t is None else t.data_ptr(),
+            t_scalar,
+            0 if t_prev is None else t_prev.data_ptr(),
+            t_prev_scalar,
+            float(eta),
+            _stream(a),
+            philox,
+            seed,
+            offset,
+        )
     return out
 
 
-def philox_normal(like: torch.Tensor, seed: int, offset: int, *, out: torch.Tensor | None = None,
-                  backend: str = "auto") -> torch.Tensor:
+def philox_normal(
+    like: torch.Tensor, seed: int, offset: int, *, out: torch.Tensor | None = None, backend: str = "auto"
+) -> torch.Tensor:
     """A tensor shaped like ``like`` (float32) holding the stream (seed, offset) of :class:`PhiloxNoise`:
     exactly the noise a step with ``noise=PhiloxNoise(seed, offset)`` adds (up to float rounding)."""
     _check_philox(PhiloxNoise(seed, offset))
@@ -237,8 +270,15 @@ def _validate_x(name: str, x) -> None:
         raise ValueError(f"{name} must have a batch dimension (B, ...); got a 0-d tensor")
 
 
-def q_sample(x0: torch.Tensor, noise: torch.Tensor, t, alphas_cumprod: torch.Tensor, *,
-             out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+def q_sample(
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    t,
+    alphas_cumprod: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """Forward noising ``sqrt(abar_t) x0 + sqrt(1 - abar_t) noise`` in one pass.
 
     x0, noise: float32 (B, ...) contiguous; t: int or int64 (B,); alphas_cumprod: float64 (T,) on
@@ -252,13 +292,20 @@ def q_sample(x0: torch.Tensor, noise: torch.Tensor, t, alphas_cumprod: torch.Ten
     out = _prepare_out(out, x0)
     if be == "torch":
         return reference.q_sample(x0, noise, t, alphas_cumprod, out=out)
-    return _launch(_C.OP_Q_SAMPLE, be, x0, noise, None, out, tt, ts, None, -1, 0.0,
-                   alphas_cumprod)
+    return _launch(_C.OP_Q_SAMPLE, be, x0, noise, None, out, tt, ts, None, -1, 0.0, alphas_cumprod)
 
 
-def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t, alphas_cumprod: torch.Tensor,
-              noise: torch.Tensor | None = None, variance: str = "small", *,
-              out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+def ddpm_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t,
+    alphas_cumprod: torch.Tensor,
+    noise: torch.Tensor | None = None,
+    variance: str = "small",
+    *,
+    out: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """One ancestral DDPM update (Ho et al. 2020, Alg. 2) in one pass:
 
     ``x_{t-1} = (x_t - beta_t / sqrt(1 - abar_t) eps) / sqrt(alpha_t) + sigma_t noise`` with
@@ -281,9 +328,18 @@ def ddpm_step(x_t: torch.Tensor, eps: torch.Tensor, t, alphas_cumprod: torch.Ten
     return _launch(op, be, x_t, eps, noise, out, tt, ts, None, -1, 0.0, alphas_cumprod)
 
 
-def ddim_step(x_t: torch.Tensor, eps: torch.Tensor, t, t_prev, alphas_cumprod: torch.Tensor,
-              eta: float = 0.0, noise: torch.Tensor | None = None, *,
-              out: torch.Tensor | None = None, backend: str = "auto") -> torch.Tensor:
+def ddim_step(
+    x_t: torch.Tensor,
+    eps: torch.Tensor,
+    t,
+    t_prev,
+    alphas_cumprod: torch.Tensor,
+    eta: float = 0.0,
+    noise: torch.Tensor | None = None,
+    *,
+    out: torch.Tensor | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """One DDIM update (Song et al. 2021, Eq. 12) in one pass:
 
     ``x0_hat = (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)``,
@@ -355,8 +411,21 @@ class _GroupNormSilu(torch.autograd.Function):
         y = torch.empty_like(x, memory_format=_FORMAT[cl])
         mean = x.new_empty((N, groups), dtype=torch.float32)
         rstd = x.new_empty((N, groups), dtype=torch.float32)
-        _C.group_norm_silu_forward_cpu(_flat(x, cl), A.numpy(), B.numpy(), _flat(y, cl), mean.numpy(), rstd.numpy(),
-                                       N, C, H * W, groups, cl, float(eps), torch.get_num_threads())
+        _C.group_norm_silu_forward_cpu(
+            _flat(x, cl),
+            A.numpy(),
+            B.numpy(),
+            _flat(y, cl),
+            mean.numpy(),
+            rstd.numpy(),
+            N,
+            C,
+            H * W,
+            groups,
+            cl,
+            float(eps),
+            torch.get_num_threads(),
+        )
         ctx.save_for_backward(x, A, B, mean, rstd)
         ctx.groups, ctx.channels_last = groups, cl
         return y
@@ -369,15 +438,37 @@ class _GroupNormSilu(torch.autograd.Function):
         dy = dy.contiguous(memory_format=_FORMAT[cl])
         dx = torch.empty_like(x, memory_format=_FORMAT[cl])
         dA, dB = torch.empty_like(A), torch.empty_like(B)
-        _C.group_norm_silu_backward_cpu(_flat(dy, cl), _flat(x, cl), A.numpy(), B.numpy(), mean.numpy(), rstd.numpy(),
-                                        _flat(dx, cl), dA.numpy(), dB.numpy(), N, C, H * W, ctx.groups, cl,
-                                        torch.get_num_threads())
+        _C.group_norm_silu_backward_cpu(
+            _flat(dy, cl),
+            _flat(x, cl),
+            A.numpy(),
+            B.numpy(),
+            mean.numpy(),
+            rstd.numpy(),
+            _flat(dx, cl),
+            dA.numpy(),
+            dB.numpy(),
+            N,
+            C,
+            H * W,
+            ctx.groups,
+            cl,
+            torch.get_num_threads(),
+        )
         return dx, dA, dB, None, None
 
 
-def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = None,
-                    bias: torch.Tensor | None = None, scale: torch.Tensor | None = None,
-                    shift: torch.Tensor | None = None, *, eps: float = 1e-5, backend: str = "auto") -> torch.Tensor:
+def group_norm_silu(
+    x: torch.Tensor,
+    groups: int,
+    weight: torch.Tensor | None = None,
+    bias: torch.Tensor | None = None,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    *,
+    eps: float = 1e-5,
+    backend: str = "auto",
+) -> torch.Tensor:
     """``silu(GroupNorm(x) * (1 + scale) + shift)``, GroupNorm with its affine ``weight``, ``bias`` (C,);
     ``scale``, ``shift`` (N, C) or absent: one pass over x forward and two backward, differentiable in
     every tensor argument (the per-sample coefficients A = weight (1 + scale), B = bias (1 + scale) + shift
@@ -395,8 +486,12 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = 
         raise ValueError(f"group_norm_silu: groups must be a positive divisor of the {C} channels; got {groups!r}")
     if not (eps > 0 and math.isfinite(eps)):
         raise ValueError(f"group_norm_silu: eps must be positive and finite; got {eps!r}")
-    for name, t, shape in (("weight", weight, (C,)), ("bias", bias, (C,)), ("scale", scale, (N, C)),
-                           ("shift", shift, (N, C))):
+    for name, t, shape in (
+        ("weight", weight, (C,)),
+        ("bias", bias, (C,)),
+        ("scale", scale, (N, C)),
+        ("shift", shift, (N, C)),
+    ):
         if t is not None and tuple(t.shape) != shape:
             raise ValueError(f"group_norm_silu: {name} must have shape {shape}; got {tuple(t.shape)}")
     s1 = None if scale is None else scale + 1
@@ -413,8 +508,9 @@ def group_norm_silu(x: torch.Tensor, groups: int, weight: torch.Tensor | None = 
     be = ("cpp" if fits else "torch") if backend == "auto" else _pick_backend(backend, x.device)
     if be == "cpp":
         if not fits:
-            raise ValueError("group_norm_silu: the C++ kernel takes float32 or bfloat16 CPU tensors, channels_last "
-                             "or contiguous")
+            raise ValueError(
+                "group_norm_silu: the C++ kernel takes float32 or bfloat16 CPU tensors, channels_last or contiguous"
+            )
         return _GroupNormSilu.apply(x, A, B, groups, float(eps))
     if be == "cuda":
         raise ValueError("group_norm_silu has no CUDA kernel: use backend 'auto' or 'torch'")

@@ -19,11 +19,12 @@ The class-aware variant (CAFD, Liu et al. 2018, arXiv 1803.07474) fits one weigh
 k with weights w_nk = p(k|x_n) / sum_n p(k|x_n) (soft: classifier probabilities) or one-hot labels
 (hard), and averages FD_k over classes.
 """
+
 from __future__ import annotations
 
 import torch
 
-from ._ext import HAS_CPP, _C
+from ._ext import _C, HAS_CPP
 
 BACKENDS = ("auto", "cpp", "linalg", "torch")
 
@@ -61,9 +62,11 @@ def _check_psd_eigenvalues(name: str, w: torch.Tensor) -> None:
     bad = w.amin(-1) < -PSD_TOL * scale
     if bool(bad.any()):
         i = int(bad.nonzero()[0, 0]) if bad.ndim else 0
-        raise ValueError(f"{name} must be positive semi-definite; "
-                         f"{'pair ' + str(i) + ' has ' if bad.ndim else ''}an eigenvalue "
-                         f"{float(w.reshape(-1, w.shape[-1])[i].min()):.3g} (largest {float(scale.reshape(-1)[i]):.3g})")
+        raise ValueError(
+            f"{name} must be positive semi-definite; "
+            f"{'pair ' + str(i) + ' has ' if bad.ndim else ''}an eigenvalue "
+            f"{float(w.reshape(-1, w.shape[-1])[i].min()):.3g} (largest {float(scale.reshape(-1)[i]):.3g})"
+        )
 
 
 def trace_sqrt_product_reference(cov1: torch.Tensor, cov2: torch.Tensor) -> torch.Tensor:
@@ -127,15 +130,20 @@ def _trace_sqrt(c1: torch.Tensor, c2: torch.Tensor, backend: str) -> torch.Tenso
     elif backend == "linalg":
         out = trace_sqrt_product_linalg(c1, c2)
     else:
-        out = torch.from_numpy(_C.trace_sqrt_product_cpu(
-            c1.cpu().contiguous().numpy(), c2.cpu().contiguous().numpy(), torch.get_num_threads()))
+        out = torch.from_numpy(
+            _C.trace_sqrt_product_cpu(
+                c1.cpu().contiguous().numpy(), c2.cpu().contiguous().numpy(), torch.get_num_threads()
+            )
+        )
         if bool(torch.isnan(out).any()):
             raise ValueError("trace_sqrt_product: the eigenvalue iteration did not converge")
         for sentinel, name in ((-1.0, "cov1"), (-2.0, "cov2")):  # csrc/kernels.h kNotPsd1 / kNotPsd2
             if bool((out == sentinel).any()):
                 i = int((out == sentinel).nonzero()[0, 0])
-                raise ValueError(f"{name} must be positive semi-definite (pair {i} is not, within a relative "
-                                 f"tolerance of {PSD_TOL:g})")
+                raise ValueError(
+                    f"{name} must be positive semi-definite (pair {i} is not, within a relative "
+                    f"tolerance of {PSD_TOL:g})"
+                )
     return out[0] if single else out
 
 
@@ -158,8 +166,12 @@ def frechet_distance(mu1, cov1, mu2, cov2, *, backend: str = "auto") -> torch.Te
         raise ValueError(f"cov1 of shape {tuple(c1.shape)} does not match mu1 of shape {tuple(m1.shape)}")
     ts = _trace_sqrt(c1, c2, backend)
     diff = (m1 - m2).to(ts.device)
-    fd = (diff * diff).sum(-1) + torch.diagonal(c1, dim1=-2, dim2=-1).sum(-1).to(ts.device) \
-        + torch.diagonal(c2, dim1=-2, dim2=-1).sum(-1).to(ts.device) - 2 * ts
+    fd = (
+        (diff * diff).sum(-1)
+        + torch.diagonal(c1, dim1=-2, dim2=-1).sum(-1).to(ts.device)
+        + torch.diagonal(c2, dim1=-2, dim2=-1).sum(-1).to(ts.device)
+        - 2 * ts
+    )
     return fd.clamp(min=0)
 
 
@@ -219,10 +231,10 @@ def weighted_mean_cov(feats: torch.Tensor, weights: torch.Tensor) -> tuple[torch
     if empty:
         raise ValueError(f"class(es) {empty} have zero total weight: no samples to fit")
     w = w / mass
-    mu = w.T @ f                                        # (K, d)
-    xc = f.unsqueeze(0) - mu.unsqueeze(1)               # (K, N, d)
+    mu = w.T @ f  # (K, d)
+    xc = f.unsqueeze(0) - mu.unsqueeze(1)  # (K, N, d)
     xw = xc * w.T.sqrt().unsqueeze(-1)
-    cov = xw.transpose(1, 2) @ xw                       # (K, d, d)
+    cov = xw.transpose(1, 2) @ xw  # (K, d, d)
     return mu, 0.5 * (cov + cov.transpose(1, 2))
 
 
@@ -255,7 +267,9 @@ def class_aware_frechet_distance(feats_a, weights_a, feats_b, weights_b, *, back
 def confusion_matrix(labels: torch.Tensor, pred: torch.Tensor, num_classes: int = 10) -> torch.Tensor:
     """(K, K) int64 counts: rows are the true / conditioning label, columns the prediction."""
     if labels.shape != pred.shape or labels.ndim != 1:
-        raise ValueError(f"labels and pred must be 1-D of equal length; got {tuple(labels.shape)} and {tuple(pred.shape)}")
+        raise ValueError(
+            f"labels and pred must be 1-D of equal length; got {tuple(labels.shape)} and {tuple(pred.shape)}"
+        )
     for name, t in (("labels", labels), ("pred", pred)):
         if t.is_floating_point() or t.is_complex():
             raise TypeError(f"{name} must be an integer tensor; got {t.dtype}")
@@ -273,5 +287,9 @@ def misclassification(labels: torch.Tensor, pred: torch.Tensor, num_classes: int
     wrong = total - cm.diagonal()
     per_class = [float(w) / float(n) if n else float("nan") for w, n in zip(wrong.tolist(), total.tolist())]
     n = int(total.sum())
-    return {"rate": float(wrong.sum()) / n if n else float("nan"), "n": n, "per_class": per_class,
-            "confusion": cm.tolist()}
+    return {
+        "rate": float(wrong.sum()) / n if n else float("nan"),
+        "n": n,
+        "per_class": per_class,
+        "confusion": cm.tolist(),
+    }

@@ -12,6 +12,7 @@ cached), the attack, the diffusion training and the sampling are shared out over
 alone holds the locks, decides what is cached, evaluates and writes the report; ``run`` returns the
 result on rank 0 and None on the others.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -19,19 +20,52 @@ import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 
-from . import __version__, checkpoint, classifier, distributed, metrics, train
-from . import samples as samples_io
-from . import data as ddata
+from . import __version__, checkpoint, classifier, data as ddata, distributed, metrics, samples as samples_io, train
 from .attacks.stage import AttackedSet, attack_dataset, attack_key, load_done_on_all
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import balanced_labels
 from .evaluate import Evaluator
-from .result import RunResult
 from .poison import poisoned_set
+from .result import RunResult
+
+
+class Data(NamedTuple):
+    """The run's images: training and test splits (limited as the config says) and their digest."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    xt: torch.Tensor
+    yt: torch.Tensor
+    key: str
+
+
+class TrainedClassifier(NamedTuple):
+    model: torch.nn.Module
+    key: str  # the checkpoint's digest: the key of the stages that use it
+    metrics: dict
+
+
+class Attacked(NamedTuple):
+    result: AttackedSet
+    key: str
+
+
+class DiffusionModel(NamedTuple):
+    model: torch.nn.Module  # the EMA weights, eval mode
+    train_cfg: object  # ddmini.config.DiffusionTrainConfig
+    checkpoint: dict
+    poisoned: object  # ddmini.poison.PoisonedSet it was trained on
+    key: str
+
+
+class Samples(NamedTuple):
+    images: torch.Tensor
+    labels: torch.Tensor
+    seconds: float
 
 
 @dataclass
@@ -40,13 +74,14 @@ class Stages:
 
     timings: dict = field(default_factory=dict)
     cached: dict = field(default_factory=dict)
-    fit: object = None                              # ddmini.fit.Fit when the steps were fitted
-    artefacts: dict = field(default_factory=dict)   # stage -> path of its cached output
+    fit: object = None  # ddmini.fit.Fit when the steps were fitted
+    artefacts: dict = field(default_factory=dict)  # stage -> path of its cached output
 
 
 class Pipeline:
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, data_dir=None, device="cpu",
-                 log: Callable[[str], None] = print):
+    def __init__(
+        self, cfg: RunConfig, run_dir: str | Path, data_dir=None, device="cpu", log: Callable[[str], None] = print
+    ):
         self.cfg = cfg.validate()
         self.run_dir = Path(run_dir)
         self.cache = self.run_dir / "cache"
@@ -73,18 +108,18 @@ class Pipeline:
             return None
 
     # ---- 0. data --------------------------------------------------------------------------
-    def data(self):
+    def data(self) -> Data:
         if self._data is None:
             x, y = ddata.load(self.data_dir, "train", self.cfg.dataset)
             xt, yt = ddata.load(self.data_dir, "test", self.cfg.dataset)
             if self.cfg.data_limit:
-                x, y = x[:self.cfg.data_limit], y[:self.cfg.data_limit]
+                x, y = x[: self.cfg.data_limit], y[: self.cfg.data_limit]
             if self.cfg.test_limit:
-                xt, yt = xt[:self.cfg.test_limit], yt[:self.cfg.test_limit]
+                xt, yt = xt[: self.cfg.test_limit], yt[: self.cfg.test_limit]
             h = hashlib.sha256()
             for t in (x, y, xt, yt):
                 h.update(t.contiguous().numpy().tobytes())
-            self._data = (x, y, xt, yt, h.hexdigest()[:16])
+            self._data = Data(x, y, xt, yt, h.hexdigest()[:16])
         return self._data
 
     # ---- 1. classifier ----------------------------------------------------------------------
@@ -95,8 +130,9 @@ class Pipeline:
         the stage's key; with ``per_epoch`` it is cut into ``cfg.epochs`` equal parts, one per epoch."""
         cfg = cfg or self.cfg.classifier
         x, y, xt, yt, dkey = self.data()
-        key = checkpoint.fingerprint(key_dict(cfg), dkey, *((extra[2],) if extra else ()),
-                                     *(("per-epoch",) if per_epoch else ()))
+        key = checkpoint.fingerprint(
+            key_dict(cfg), dkey, *((extra[2],) if extra else ()), *(("per-epoch",) if per_epoch else ())
+        )
         epoch_extra = (extra[0], extra[1]) if extra and per_epoch else None
         if extra and not per_epoch:
             x, y = torch.cat([x, extra[0].to(x.dtype)]), torch.cat([y, extra[1]])
@@ -113,19 +149,41 @@ class Pipeline:
             else:
                 t0 = time.perf_counter()
                 res = classifier.train(cfg, x, y, xt, yt, device=self.device, epoch_extra=epoch_extra)
-                classifier.save(res.model, cfg, path, self.cfg.dataset, tuple(x.shape[1:]),
-                                test_accuracy=res.test_accuracy, train_seconds=res.train_seconds)
+                classifier.save(
+                    res.model,
+                    cfg,
+                    path,
+                    self.cfg.dataset,
+                    tuple(x.shape[1:]),
+                    test_accuracy=res.test_accuracy,
+                    train_seconds=res.train_seconds,
+                )
                 model, m = res.model.eval(), {"test_accuracy": res.test_accuracy, "train_seconds": res.train_seconds}
                 self.stages.timings["classifier"] = time.perf_counter() - t0
                 self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")
-        return model, checkpoint.file_digest(path)[:16], m
+        return TrainedClassifier(model, checkpoint.file_digest(path)[:16], m)
+
+    def save_classifier(self, out: Path) -> TrainedClassifier:
+        """The classifier stage's model (trained or cached), also saved to ``out`` (``ddmini train-classifier``)."""
+        got, x = self.classifier(), self.data().x
+        m = got.metrics
+        classifier.save(
+            got.model,
+            self.cfg.classifier,
+            out,
+            self.cfg.dataset,
+            tuple(x.shape[1:]),
+            test_accuracy=m["test_accuracy"],
+            train_seconds=m.get("train_seconds"),
+            train_images=len(x),
+        )
+        return got
 
     # ---- 2. attack ------------------------------------------------------------------------
     def attack_dir(self, key: str) -> Path:
         return self.cache / f"attack-{key}"
 
-    def attacked(self, model, ckey: str, *, cfg=None, images=None, split: str = "train",
-                 out_dir=None) -> tuple[AttackedSet, str]:
+    def attacked(self, model, ckey: str, *, cfg=None, images=None, split: str = "train", out_dir=None) -> Attacked:
         """The attack stage: ``cfg`` (the run's attack config) on ``images`` (the run's training images),
         keyed by attack_key and cached in RUN_DIR/cache/attack-<key> (or ``out_dir``). `ddmini attack`
         calls this too, so what it makes, a run with the same settings finds cached."""
@@ -136,7 +194,9 @@ class Pipeline:
         done = out / "attacked.pt"
         self.stages.artefacts["attack"] = str(done)
         t0 = time.perf_counter()
-        with checkpoint.exclusive(out.with_name(f".{out.name}.lock"), self.world):  # a concurrent run waits, then finds it cached
+        with checkpoint.exclusive(
+            out.with_name(f".{out.name}.lock"), self.world
+        ):  # a concurrent run waits, then finds it cached
             res = load_done_on_all(out, key, x.shape[0], self.world)  # read once (the MNIST set is ~190 MB)
             cached = res is not None
             if not cached and done.exists():
@@ -147,10 +207,14 @@ class Pipeline:
         if not cached:
             self.stages.timings["attack"] = time.perf_counter() - t0
         s = res.summary()
-        self._stage(2, "attack", f"{'cached' if cached else 'done'}: {cfg.describe()}"
-                    f" succeeded on {100 * s['success_rate']:.2f}% of {s['images']} {split} images"
-                    f" (mean L2 {s['l2_mean']:.3f})")
-        return res, key
+        self._stage(
+            2,
+            "attack",
+            f"{'cached' if cached else 'done'}: {cfg.describe()}"
+            f" succeeded on {100 * s['success_rate']:.2f}% of {s['images']} {split} images"
+            f" (mean L2 {s['l2_mean']:.3f})",
+        )
+        return Attacked(res, key)
 
     # ---- 3a. the steps that fit a time budget here ----------------------------------------------
     def fit(self):
@@ -165,22 +229,32 @@ class Pipeline:
         self.cfg.train = replace(t, steps=rec.steps, fused_norm=rec.fused_norm)
         norm = ""
         if rec.norm_seconds:
-            norm = (f" with the {'fused' if rec.fused_norm else 'eager'} norm (fused {rec.norm_seconds['fused']:.3f}"
-                    f" vs eager {rec.norm_seconds['eager']:.3f} s/step)")
-        self._stage(4, "diffusion model", f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step "
-                    f"over {rec.timed_steps} timed steps{norm} -> {rec.steps:,} steps ({rec.machine})")
+            norm = (
+                f" with the {'fused' if rec.fused_norm else 'eager'} norm (fused {rec.norm_seconds['fused']:.3f}"
+                f" vs eager {rec.norm_seconds['eager']:.3f} s/step)"
+            )
+        self._stage(
+            4,
+            "diffusion model",
+            f"fitted to {rec.minutes:g} min here: {rec.seconds_per_step:.3f} s/step "
+            f"over {rec.timed_steps} timed steps{norm} -> {rec.steps:,} steps ({rec.machine})",
+        )
         if warning := rec.warning(t.batch_size):
             self._stage(4, "diffusion model", "warning: " + warning)
         self.stages.fit = rec
         return rec
 
     # ---- 3 + 4. poisoned set and diffusion model ------------------------------------------------
-    def diffusion(self, adv: AttackedSet, akey: str):
+    def diffusion(self, adv: AttackedSet, akey: str) -> DiffusionModel:
         x, y, _, _, dkey = self.data()
         cfg = self.cfg
         ps = poisoned_set((x, y), adv, cfg.poison, seed=cfg.train.seed, only_successful=cfg.only_successful)
-        self._stage(3, "poisoned set", f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
-                    f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})")
+        self._stage(
+            3,
+            "poisoned set",
+            f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
+            f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})",
+        )
         inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
         # a fitted run's model is keyed by the steps it trains, as if they had been given (fit_minutes left out)
         tkey = key_dict(replace(cfg.train, fit_minutes=0.0))
@@ -197,20 +271,35 @@ class Pipeline:
                     self._stage(4, "diffusion model", f"cached ({path.name}, {prev['step']} steps)")
             else:
                 start = int(prev["step"]) if prev else 0
-                self._stage(4, "diffusion model", f"training {cfg.train.steps} steps"
-                            + (f", resuming at step {start}" if start else ""))
+                self._stage(
+                    4,
+                    "diffusion model",
+                    f"training {cfg.train.steps} steps" + (f", resuming at step {start}" if start else ""),
+                )
                 t0 = time.perf_counter()
-                train.train(cfg.unet, cfg.train, ps.x, ps.y, path, device=self.device, resume=True,
-                            extra={"poison": cfg.poison, "dataset": cfg.dataset})
+                train.train(
+                    cfg.unet,
+                    cfg.train,
+                    ps.x,
+                    ps.y,
+                    path,
+                    device=self.device,
+                    resume=True,
+                    extra={"poison": cfg.poison, "dataset": cfg.dataset},
+                )
                 self.stages.timings["diffusion"] = time.perf_counter() - t0
             model, tcfg, ckpt = train.load_ema(path, self.device)
-        return model, tcfg, ckpt, ps, checkpoint.file_digest(path)[:16]
+        return DiffusionModel(model, tcfg, ckpt, ps, checkpoint.file_digest(path)[:16])
 
     # ---- 5. samples ---------------------------------------------------------------------------
-    def samples(self, model, tcfg, dkey: str, guidance: float, num: int | None = None, seed: int | None = None):
+    def samples(
+        self, model, tcfg, dkey: str, guidance: float, num: int | None = None, seed: int | None = None
+    ) -> Samples | None:
         """The sampling stage at one guidance scale (``num`` images, the run's by default, with sampling
         seed ``seed``): (images, labels, seconds) on rank 0, None elsewhere."""
-        s = replace(self.cfg.sample, guidance=guidance)  # the scale sampled; which one a report headlines is no part of it
+        s = replace(
+            self.cfg.sample, guidance=guidance
+        )  # the scale sampled; which one a report headlines is no part of it
         if seed is not None:
             s.seed = seed
         num = self.cfg.num_samples if num is None else num
@@ -221,13 +310,13 @@ class Pipeline:
             if not self.world.is_main:
                 return None
             self.stages.cached[f"samples_w{guidance:g}"] = True
-            return got["images"], got["labels"], float(got.get("seconds", float("nan")))
+            return Samples(got["images"], got["labels"], float(got.get("seconds", float("nan"))))
         labels = balanced_labels(num, model.cfg.num_classes)
         x, secs = samples_io.generate(model, tcfg, labels, s, device=self.device, desc=f"sample w={guidance:g}")
         if not self.world.is_main:
             return None
         samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs)
-        return x, labels, secs
+        return Samples(x, labels, secs)
 
     # ---- the whole run ----------------------------------------------------------------------------
     def run(self) -> RunResult | None:
@@ -257,8 +346,12 @@ class Pipeline:
             r = ev.generated(x, labels, f"{g:g}")
             r.set_timing(secs)
             results[f"{g:g}"] = r
-            self._stage(5, "samples", f"guidance {g:g}: {len(labels)} images in {secs:.0f} s, "
-                        f"misclassified {100 * r.misclassification.rate:.2f}%")
+            self._stage(
+                5,
+                "samples",
+                f"guidance {g:g}: {len(labels)} images in {secs:.0f} s, "
+                f"misclassified {100 * r.misclassification.rate:.2f}%",
+            )
         zoo = None
         if cfg.zoo:  # every rank: the zoo's stages take part in collectives; rank 0 scores
             from .transfer import zoo_matrix
@@ -274,31 +367,86 @@ class Pipeline:
         out = RunResult(
             poison=cfg.poison,
             config=to_dict(cfg),
-            versions={"ddmini": __version__, "torch": torch.__version__, "python": platform.python_version(),
-                      "platform": platform.platform(), "device": str(self.device),
-                      "processes": self.world.size},
+            versions={
+                "ddmini": __version__,
+                "torch": torch.__version__,
+                "python": platform.python_version(),
+                "platform": platform.platform(),
+                "device": str(self.device),
+                "processes": self.world.size,
+            },
             classifier={"test_accuracy": cmetrics.get("test_accuracy")},
-            attack={**att, "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"],
-                    "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES)},
+            attack={
+                **att,
+                "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"],
+                "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES),
+            },
             clean_test=ev.clean_test,
-            training_set={"images": len(ps), "attacked": int(ps.attacked.sum()),
-                          "diffusion_steps": int(ckpt["step"]), "diffusion_train_seconds": float(ckpt["seconds"]),
-                          **({"fit": asdict(self.stages.fit), "fit_warning": self.stages.fit.warning(self.cfg.train.batch_size)}
-                             if self.stages.fit else {})},
+            training_set={
+                "images": len(ps),
+                "attacked": int(ps.attacked.sum()),
+                "diffusion_steps": int(ckpt["step"]),
+                "diffusion_train_seconds": float(ckpt["seconds"]),
+                **(
+                    {"fit": asdict(self.stages.fit), "fit_warning": self.stages.fit.warning(self.cfg.train.batch_size)}
+                    if self.stages.fit
+                    else {}
+                ),
+            },
             generated=results,
             headline_guidance=cfg.sample.guidance,
             cost={
                 "attack_seconds_per_adversarial_example": att["seconds"] / max(att["successful"], 1),
-                "sampling_seconds_per_misleading_image": {k: v.seconds_per_misleading_image
-                                                          for k, v in results.items()},
+                "sampling_seconds_per_misleading_image": {
+                    k: v.seconds_per_misleading_image for k, v in results.items()
+                },
                 "diffusion_training_seconds": float(ckpt["seconds"]),
             },
             timings={**self.stages.timings, "total": time.perf_counter() - t_start},
             cached=self.stages.cached,
             artefacts=self.stages.artefacts,
-            transfer=None if zoo is None else {"sources": zoo.sources, "classifiers": zoo.classifiers,
-                                               "misclassified": zoo.rates, "images": zoo.images},
+            transfer=None
+            if zoo is None
+            else {
+                "sources": zoo.sources,
+                "classifiers": zoo.classifiers,
+                "misclassified": zoo.rates,
+                "images": zoo.images,
+            },
         )
         report.write(out, where, ev, adv, self.data()[0])
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
         return out
+
+
+def open_stage(
+    preset: str | None = None,
+    *,
+    dataset: str = "mnist",
+    seed: int = 0,
+    run_dir="runs",
+    data_dir=None,
+    device="auto",
+    overrides: dict | None = None,
+    settings: dict | None = None,
+    time_default: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> Pipeline:
+    """The set-up every stage command shares: preset ``preset`` (or the default, timed in ``run_dir`` with
+    ``time_default``) for ``dataset`` with ``seed`` and ``overrides`` (ddmini.config.apply_overrides), on
+    ``device``, caching in ``run_dir`` (created if missing). With ``settings`` (a command that runs under
+    torchrun), every rank joins the process group and must have been given the same config and settings.
+    ``pipe.preset`` and ``pipe.why`` name the preset used and why it was the default."""
+    from .checkpoint import writable_dir
+    from .presets import run_config
+    from .runtime import resolve_device
+
+    dev = resolve_device(device)
+    chosen = run_config(
+        preset, seed=seed, device=dev, dataset=dataset, overrides=overrides, run_dir=run_dir if time_default else None
+    )
+    if settings is not None:
+        _, dev = distributed.join(dev, {"run": to_dict(chosen.config), "data_dir": data_dir, **settings}, [run_dir])
+    pipe = Pipeline(chosen.config, writable_dir(run_dir), data_dir, dev, log=log or (lambda m: None))
+    pipe.preset, pipe.why = chosen.name, chosen.why
+    return pipe

@@ -1,5 +1,6 @@
 """Poisoned training sets: a fraction p of the training images replaced by their attacked versions,
 labels kept (the deceptive diffusion model's training data; the poisoning study varies p)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -11,10 +12,10 @@ import torch
 class PoisonedSet:
     """A training set in which some images were replaced by their attacked versions (labels kept)."""
 
-    x: torch.Tensor         # (M, C, H, W) float32
-    y: torch.Tensor         # (M,) int64, the ORIGINAL labels
+    x: torch.Tensor  # (M, C, H, W) float32
+    y: torch.Tensor  # (M,) int64, the ORIGINAL labels
     attacked: torch.Tensor  # (M,) bool, which images are the attacked versions
-    index: torch.Tensor     # (M,) int64, position of each image in the source set
+    index: torch.Tensor  # (M,) int64, position of each image in the source set
 
     def __len__(self) -> int:
         return self.y.shape[0]
@@ -66,3 +67,35 @@ def poisoned_set(clean, attacked, p: float, seed: int = 0, only_successful: bool
     mask = attacked_mask[index]
     xs = torch.where(mask.view(-1, *([1] * (x.ndim - 1))), x_adv[index].to(x.dtype), x[index])
     return PoisonedSet(x=xs, y=y[index].clone(), attacked=mask, index=index)
+
+
+def training_set(
+    data_dir,
+    attacked=None,
+    poison: float | None = None,
+    *,
+    only_successful: bool = False,
+    seed: int = 0,
+    limit: int | None = None,
+    dataset: str = "mnist",
+):
+    """(x, y) to train a diffusion model on (``ddmini train-diffusion``): the clean training set, or a
+    poisoned mix with the attacked set in the file ``attacked`` (an attacked.pt of ``ddmini attack``; p
+    defaults to 1); the first ``limit`` images when given."""
+    from . import data
+    from .attacks.stage import AttackedSet
+
+    x, y = data.load(data_dir, "train", dataset)
+    if attacked:
+        adv = AttackedSet.load(attacked)
+        if len(adv) != x.shape[0]:
+            x, y = x[: len(adv)], y[: len(adv)]
+        ps = poisoned_set((x, y), adv, 1.0 if poison is None else poison, seed=seed, only_successful=only_successful)
+        x, y = ps.x, ps.y
+    elif poison is not None:
+        raise ValueError("--poison needs --attacked (an attacked.pt from `ddmini attack`)")
+    if limit is not None:
+        if limit < 1:
+            raise ValueError(f"--limit must be >= 1; got {limit}")
+        x, y = x[:limit], y[:limit]
+    return x, y

@@ -1,6 +1,7 @@
 """Purification with the clean diffusion model (DiffPure, Nie et al. 2022, arXiv 2205.07460): how much
 accuracy noising an input to t* and denoising it back recovers on attacked images and deceptive samples,
 and what it costs on clean images. Non-adaptive: the attacks did not see the purifier."""
+
 from __future__ import annotations
 
 import time
@@ -9,8 +10,10 @@ from pathlib import Path
 
 from . import classifier
 
-NON_ADAPTIVE = ("Non-adaptive evaluation: the attacks were made against the classifier alone, without the "
-                "purifier in the loop; an attacker who differentiates through it would do better.")
+NON_ADAPTIVE = (
+    "Non-adaptive evaluation: the attacks were made against the classifier alone, without the "
+    "purifier in the loop; an attacker who differentiates through it would do better."
+)
 
 
 @dataclass
@@ -21,8 +24,8 @@ class PurificationTable:
     t_stars: list[int]
     images: list[int]
     accuracy_before: list[float]
-    accuracy_after: list[list[float]]   # [source][t*]
-    seconds_per_image: list[float]      # per t*, over every source
+    accuracy_after: list[list[float]]  # [source][t*]
+    seconds_per_image: list[float]  # per t*, over every source
 
     def markdown(self) -> str:
         head = "| images | n | no purification | " + " | ".join(f"t* = {t}" for t in self.t_stars) + " |"
@@ -33,26 +36,62 @@ class PurificationTable:
         return "\n".join(rows)
 
 
-def purification_table(diff, model, clf, sources: dict, t_stars: list[int], steps: int, *, seed: int = 0,
-                       device="cpu") -> PurificationTable:
+def purification_table(
+    diff, model, clf, sources: dict, t_stars: list[int], steps: int, *, seed: int = 0, device="cpu"
+) -> PurificationTable:
     """Purify every source's images (x, labels) at every t* and measure the target's accuracy."""
     before = [classifier.accuracy(clf, x, y) for x, y in sources.values()]
     after, secs = [[] for _ in sources], []
     for t in t_stars:
         t0, n = time.perf_counter(), 0
-        for i, (name, (x, y)) in enumerate(sources.items()):
+        for i, (_name, (x, y)) in enumerate(sources.items()):
             px = diff.purify(model, x, t, steps, seed=seed, device=device, desc=f"purify t*={t}")
             after[i].append(classifier.accuracy(clf, px, y))
             n += x.shape[0]
         secs.append((time.perf_counter() - t0) / max(n, 1))
-    return PurificationTable(list(sources), list(t_stars), [int(x.shape[0]) for x, _ in sources.values()],
-                             before, after, secs)
+    return PurificationTable(
+        list(sources), list(t_stars), [int(x.shape[0]) for x, _ in sources.values()], before, after, secs
+    )
 
 
 def write_purification(t: PurificationTable, where: Path, title: str) -> None:
     from .report import write_json, write_text
 
     where.mkdir(parents=True, exist_ok=True)
-    write_text(f"# {title}\n\nAccuracy of the target classifier (generated images: against their conditioning "
-               f"label).\n\n{t.markdown()}\n\n{NON_ADAPTIVE}\n", where / "purify.md")
+    write_text(
+        f"# {title}\n\nAccuracy of the target classifier (generated images: against their conditioning "
+        f"label).\n\n{t.markdown()}\n\n{NON_ADAPTIVE}\n",
+        where / "purify.md",
+    )
     write_json({**asdict(t), "note": NON_ADAPTIVE}, where / "purify.json")
+
+
+def run(pipe, ckpt: str | Path, t_stars, steps: int, limit: int, samples=()) -> PurificationTable:
+    """``ddmini purify``: purify ``limit`` clean test images, as many PGD-L2 attacks on them made against
+    the target, and the deceptive ``samples`` ([NAME=]PATH) with the clean model at ``ckpt`` at every t*;
+    writes RUN_DIR/purify/purify.md and purify.json."""
+    from . import samples as samples_io, train
+    from .diffusion import Diffusion
+
+    if not 1 <= limit <= 10**6:
+        raise ValueError(f"--limit must be in [1, 1000000]; got {limit}")
+    model, tcfg, _ = train.load_ema(ckpt, pipe.device, pipe.cfg.dataset)
+    diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
+    for t in t_stars:
+        if not 1 <= t < diff.T:
+            raise ValueError(f"--t-star values must be in [1, {diff.T}); got {t}")
+    if not 1 <= steps <= min(t_stars) + 1:
+        raise ValueError(f"--steps must be in [1, {min(t_stars) + 1}] (the smallest t* + 1); got {steps}")
+    clf, ckey, _ = pipe.classifier()
+    xt, yt = pipe.data().xt[:limit], pipe.data().yt[:limit]
+    adv = pipe.attacked(clf, ckey, images=(xt, yt), split="test").result
+    sources = {"clean test images": (xt, yt), f"PGD-L2 test attacks ({pipe.cfg.attack.describe()})": (adv.x_adv, yt)}
+    for name, s in samples_io.load_named(samples, clf.num_classes, limit).items():
+        sources[f"deceptive samples: {name}"] = s
+    table = purification_table(
+        diff, model, clf, sources, list(t_stars), steps, seed=pipe.cfg.sample.seed, device=pipe.device
+    )
+    write_purification(
+        table, pipe.run_dir / "purify", f"Purification with {Path(ckpt).name} ({pipe.cfg.dataset}, DDIM-{steps} back)"
+    )
+    return table

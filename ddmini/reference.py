@@ -4,6 +4,7 @@ Written from the formulas, not from the kernels' factored form, so tests compari
 the algebra as well as the code. Coefficients are computed in float64 from the schedule table and
 applied in float32, as the kernels do.
 """
+
 from __future__ import annotations
 
 import torch
@@ -46,8 +47,13 @@ def ddpm_step(x_t, eps, t, alphas_cumprod, noise, variance="small", out=None):
     beta = 1 - alpha
     one_minus_ab = 1 - ab
     eps_coef = torch.where(one_minus_ab > 0, beta / one_minus_ab.clamp(min=1e-300).sqrt(), torch.zeros_like(beta))
-    var = beta if variance == "large" else torch.where(
-        one_minus_ab > 0, beta * (1 - ab_prev) / one_minus_ab.clamp(min=1e-300), torch.zeros_like(beta))
+    var = (
+        beta
+        if variance == "large"
+        else torch.where(
+            one_minus_ab > 0, beta * (1 - ab_prev) / one_minus_ab.clamp(min=1e-300), torch.zeros_like(beta)
+        )
+    )
     nonzero = (t_.expand(x_t.shape[0]) if t_.ndim == 0 else t_) > 0
     sigma = var.clamp(min=0).sqrt() * nonzero.to(x_t.device).reshape(ab.shape)
     mean = (x_t - eps_coef.float() * eps) / alpha.sqrt().float()
@@ -79,9 +85,9 @@ _MASK = 0xFFFFFFFF
 def _mulhilo(m: int, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(hi, lo) 32-bit halves of the 64-bit product m * c (c: int64 tensor of 32-bit values), without
     overflowing int64: c is split into 16-bit halves."""
-    p_lo = m * (c & 0xFFFF)                      # < 2^48
-    p_hi = m * (c >> 16)                         # < 2^48
-    low = p_lo + ((p_hi & 0xFFFF) << 16)         # < 2^49
+    p_lo = m * (c & 0xFFFF)  # < 2^48
+    p_hi = m * (c >> 16)  # < 2^48
+    low = p_lo + ((p_hi & 0xFFFF) << 16)  # < 2^49
     return (p_hi >> 16) + (low >> 32), low & _MASK
 
 
@@ -119,6 +125,6 @@ def group_norm_silu(x: torch.Tensor, groups: int, A: torch.Tensor, B: torch.Tens
     """silu(A[n, c] GroupNorm(x)[n, c] + B[n, c]): GroupNorm without affine (biased variance over each
     group's channels and pixels), then a per-sample, per-channel affine A, B of shape (N, C); a bfloat16 x
     is computed in float32 and the result rounded to bfloat16."""
-    xf = x.float() if x.dtype == torch.bfloat16 else x   # bfloat16 normalised in float32, as autocast does
+    xf = x.float() if x.dtype == torch.bfloat16 else x  # bfloat16 normalised in float32, as autocast does
     z = torch.nn.functional.group_norm(xf, groups, eps=eps) * A[:, :, None, None] + B[:, :, None, None]
     return torch.nn.functional.silu(z).to(x.dtype)

@@ -1,6 +1,7 @@
 """Reports of a run and of a sweep: report.json (everything), report.md (a summary table) and PNGs
 (generated images per class with the classifier's verdict, clean vs attacked vs generated, the
 confusion matrix, and the sweep plot). Pictures are drawn with Pillow; no plotting library needed."""
+
 from __future__ import annotations
 
 import json
@@ -13,7 +14,7 @@ from PIL import Image, ImageDraw
 
 from . import images
 from .checkpoint import atomic_open
-from .result import RunResult
+from .result import RunResult, Transfer
 
 W_COLOR = {True: images.RED, False: images.GREEN}
 
@@ -73,28 +74,51 @@ def class_names(r: RunResult) -> list[str]:
 
 def markdown(r: RunResult) -> str:
     fit = r.training_set.get("fit")
-    fitted = [f"- training fitted to {fit['minutes']:g} min on this machine ({fit['machine']}): "
-              f"{fit['seconds_per_step']:.3f} s per step over {fit['timed_steps']} timed steps"
-              + (f" with the {'fused' if fit['fused_norm'] else 'eager'} GroupNorm + SiLU (fused "
-                 f"{fit['norm_seconds']['fused']:.3f} vs eager {fit['norm_seconds']['eager']:.3f} s per step)"
-                 if fit.get("norm_seconds") else "")
-              + f" -> {fit['steps']:,} steps"
-              + (f". Warning: {r.training_set['fit_warning']}" if r.training_set.get("fit_warning") else "")] if fit else []
-    out = [f"# ddmini run report ({r.config.get('dataset', 'mnist')})", "", *[f"- {line}" for line in summary_lines(r)],
-           *fitted, "",
-           "## Generated images by guidance scale", "",
-           "| guidance | misclassified | CAFD soft vs test | CAFD hard vs test | CAFD soft vs attacked "
-           "| CAFD hard vs attacked | s / image | s / misleading image |",
-           "|---|---|---|---|---|---|---|---|"]
+    fitted = (
+        [
+            f"- training fitted to {fit['minutes']:g} min on this machine ({fit['machine']}): "
+            f"{fit['seconds_per_step']:.3f} s per step over {fit['timed_steps']} timed steps"
+            + (
+                f" with the {'fused' if fit['fused_norm'] else 'eager'} GroupNorm + SiLU (fused "
+                f"{fit['norm_seconds']['fused']:.3f} vs eager {fit['norm_seconds']['eager']:.3f} s per step)"
+                if fit.get("norm_seconds")
+                else ""
+            )
+            + f" -> {fit['steps']:,} steps"
+            + (f". Warning: {r.training_set['fit_warning']}" if r.training_set.get("fit_warning") else "")
+        ]
+        if fit
+        else []
+    )
+    out = [
+        f"# ddmini run report ({r.config.get('dataset', 'mnist')})",
+        "",
+        *[f"- {line}" for line in summary_lines(r)],
+        *fitted,
+        "",
+        "## Generated images by guidance scale",
+        "",
+        "| guidance | misclassified | CAFD soft vs test | CAFD hard vs test | CAFD soft vs attacked "
+        "| CAFD hard vs attacked | s / image | s / misleading image |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for g, v in r.generated.items():
         c = v.cafd
-        out.append(f"| {g} | {_pct(v.misclassification.rate)} | {_num(c['clean_test_soft'].mean)} "
-                   f"| {_num(c['clean_test_hard'].mean)} | {_num(c['attacked_soft'].mean)} "
-                   f"| {_num(c['attacked_hard'].mean)} | {_num(v.seconds_per_image, '.4f')} "
-                   f"| {_num(v.seconds_per_misleading_image, '.4f')} |")
-    out += ["", "## Misclassification per class", "",
-            "| class | attacked training set | clean test | " + " | ".join(f"generated (w={g})" for g in r.generated) + " |",
-            "|---" * (3 + len(r.generated)) + "|"]
+        out.append(
+            f"| {g} | {_pct(v.misclassification.rate)} | {_num(c['clean_test_soft'].mean)} "
+            f"| {_num(c['clean_test_hard'].mean)} | {_num(c['attacked_soft'].mean)} "
+            f"| {_num(c['attacked_hard'].mean)} | {_num(v.seconds_per_image, '.4f')} "
+            f"| {_num(v.seconds_per_misleading_image, '.4f')} |"
+        )
+    out += [
+        "",
+        "## Misclassification per class",
+        "",
+        "| class | attacked training set | clean test | "
+        + " | ".join(f"generated (w={g})" for g in r.generated)
+        + " |",
+        "|---" * (3 + len(r.generated)) + "|",
+    ]
     names = class_names(r)
     for k in range(len(r.clean_test.per_class)):
         row = [_pct(r.attack["per_class_success"][k]), _pct(r.clean_test.per_class[k])]
@@ -102,32 +126,54 @@ def markdown(r: RunResult) -> str:
         out.append(f"| {names[k]} | " + " | ".join(row) + " |")
     m = r.attack.get("margin")
     if m and m["images"]:
-        out += ["", "## How much of the perturbation misleads", "",
-                f"Share of the successfully attacked training images (the first {m['images']}) that the classifier still "
-                "gets wrong when only s times their perturbation is applied: how much of a perturbation a generated "
-                "image has to carry to mislead. A model that reproduced 80 % of each would mislead about as often "
-                "as the s = 0.8 column says.", "",
-                "| s | " + " | ".join(f"{s:g}" for s in m["scales"]) + " |",
-                "|---" * (len(m["scales"]) + 1) + "|",
-                "| still misclassified | " + " | ".join(_pct(v) for v in m["still_misclassified"]) + " |"]
+        out += [
+            "",
+            "## How much of the perturbation misleads",
+            "",
+            f"Share of the successfully attacked training images (the first {m['images']}) that the classifier still "
+            "gets wrong when only s times their perturbation is applied: how much of a perturbation a generated "
+            "image has to carry to mislead. A model that reproduced 80 % of each would mislead about as often "
+            "as the s = 0.8 column says.",
+            "",
+            "| s | " + " | ".join(f"{s:g}" for s in m["scales"]) + " |",
+            "|---" * (len(m["scales"]) + 1) + "|",
+            "| still misclassified | " + " | ".join(_pct(v) for v in m["still_misclassified"]) + " |",
+        ]
     if r.transfer:
-        from .transfer import Transfer
-
-        t = Transfer(r.transfer["sources"], r.transfer["classifiers"], r.transfer["misclassified"], r.transfer["images"])
-        out += ["", "## Transfer to the classifier zoo", "",
-                "Share of each source's images that each classifier gets wrong (generated images: against their "
-                "conditioning label; attacked images: against their true label). The zoo (`ddmini zoo`): the "
-                "target's architecture with two other seeds, an MLP, a residual CNN and the target adversarially "
-                "trained with PGD-L2. Picture: `transfer.png`.", "", t.markdown()]
+        t = Transfer(
+            r.transfer["sources"], r.transfer["classifiers"], r.transfer["misclassified"], r.transfer["images"]
+        )
+        out += [
+            "",
+            "## Transfer to the classifier zoo",
+            "",
+            "Share of each source's images that each classifier gets wrong (generated images: against their "
+            "conditioning label; attacked images: against their true label). The zoo (`ddmini zoo`): the "
+            "target's architecture with two other seeds, an MLP, a residual CNN and the target adversarially "
+            "trained with PGD-L2. Picture: `transfer.png`.",
+            "",
+            t.markdown(),
+        ]
     c = r.cost
-    out += ["", "## Cost", "",
-            f"- attack: {_num(c['attack_seconds_per_adversarial_example'], '.4f')} s per successful adversarial example",
-            *[f"- deceptive sampling (w={g}): {_num(v, '.4f')} s per misclassified generated image"
-              for g, v in c["sampling_seconds_per_misleading_image"].items()],
-            f"- plus a one-off {c['diffusion_training_seconds']:.0f} s of diffusion training",
-            "", "## Timings (s)", "", *[f"- {k}: {v:.1f}" for k, v in r.timings.items()],
-            "", "Pictures: `samples.png` (rows = conditioning class; red frame = classifier disagrees), "
-            "`comparison.png` (clean / attacked / generated), `confusion.png`.", ""]
+    out += [
+        "",
+        "## Cost",
+        "",
+        f"- attack: {_num(c['attack_seconds_per_adversarial_example'], '.4f')} s per successful adversarial example",
+        *[
+            f"- deceptive sampling (w={g}): {_num(v, '.4f')} s per misclassified generated image"
+            for g, v in c["sampling_seconds_per_misleading_image"].items()
+        ],
+        f"- plus a one-off {c['diffusion_training_seconds']:.0f} s of diffusion training",
+        "",
+        "## Timings (s)",
+        "",
+        *[f"- {k}: {v:.1f}" for k, v in r.timings.items()],
+        "",
+        "Pictures: `samples.png` (rows = conditioning class; red frame = classifier disagrees), "
+        "`comparison.png` (clean / attacked / generated), `confusion.png`.",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -166,8 +212,9 @@ def annotated_grid(x: torch.Tensor, path: Path, nrow: int, frames, title: str, r
     images.save_png(out, path)
 
 
-def samples_png(x, labels, pred, path: Path, per_class: int = 10, num_classes: int = 10, title: str = "",
-                class_names=()) -> None:
+def samples_png(
+    x, labels, pred, path: Path, per_class: int = 10, num_classes: int = 10, title: str = "", class_names=()
+) -> None:
     """Rows = conditioning class, up to ``per_class`` images each; red frame where the classifier
     disagrees with the conditioning label, green where it agrees."""
     rows, frames = [], []
@@ -213,9 +260,9 @@ def matrix_png(rows: list[str], cols: list[str], values: list[list[float]], path
     h = cell // 2
     for j, c in enumerate(cols):  # names in two lines where long, above their column
         words = c.split(" ")
-        line1 = " ".join(words[:max(1, len(words) // 2)])
+        line1 = " ".join(words[: max(1, len(words) // 2)])
         d.text((left + j * cell + 2, top - 30), line1, fill="black")
-        d.text((left + j * cell + 2, top - 16), " ".join(words[max(1, len(words) // 2):]), fill="black")
+        d.text((left + j * cell + 2, top - 16), " ".join(words[max(1, len(words) // 2) :]), fill="black")
     for i, r in enumerate(rows):
         d.text((4, top + i * h + h // 2 - 5), r, fill="black")
         for j, v in enumerate(values[i]):
@@ -234,11 +281,20 @@ def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
     x, lab, pred = ev.samples[name]
     names = class_names(r)
     title = f"{r.config.get('dataset', 'mnist')}, p = {r.poison:g}, guidance {name}"
-    samples_png(x, lab, pred, where / "samples.png", num_classes=len(names), class_names=names,
-                title=f"{title}: generated, rows = conditioning class, red = classifier disagrees")
+    samples_png(
+        x,
+        lab,
+        pred,
+        where / "samples.png",
+        num_classes=len(names),
+        class_names=names,
+        title=f"{title}: generated, rows = conditioning class, red = classifier disagrees",
+    )
     confusion_png(g.misclassification.confusion, where / "confusion.png", names=names, title=title)
     if r.transfer:
-        matrix_png(r.transfer["sources"], r.transfer["classifiers"], r.transfer["misclassified"], where / "transfer.png")
+        matrix_png(
+            r.transfer["sources"], r.transfer["classifiers"], r.transfer["misclassified"], where / "transfer.png"
+        )
     # clean / attacked / generated, one column per class
     cols, frames, shown = [[], [], []], [[], [], []], []
     for k in range(len(r.clean_test.per_class)):
@@ -256,9 +312,15 @@ def write(r: RunResult, where: Path, ev, adv, x_clean: torch.Tensor) -> None:
         shown.append(names[k])
     if cols[0]:
         n = len(cols[0])
-        annotated_grid(torch.stack(cols[0] + cols[1] + cols[2]), where / "comparison.png", n,
-                       frames[0] + frames[1] + frames[2], f"{title}: red = misclassified",
-                       ["clean", "attacked", "generated"], shown)
+        annotated_grid(
+            torch.stack(cols[0] + cols[1] + cols[2]),
+            where / "comparison.png",
+            n,
+            frames[0] + frames[1] + frames[2],
+            f"{title}: red = misclassified",
+            ["clean", "attacked", "generated"],
+            shown,
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -291,8 +353,8 @@ def plot_png(panels: list[dict], path: Path, size=(420, 320)) -> None:
         lo, hi = min(0.0, min(ys)), max(ys) * 1.1 or 1.0
         xm = max(p["xs"]) or 1.0
 
-        def px(a, b):
-            return x0 + (x1 - x0) * a / xm, y1 - (y1 - y0) * (b - lo) / (hi - lo)
+        def px(a, b, box=(x0, y0, x1, y1), xm=xm, lo=lo, hi=hi):  # this panel's box and ranges, bound now
+            return box[0] + (box[2] - box[0]) * a / xm, box[3] - (box[3] - box[1]) * (b - lo) / (hi - lo)
 
         d.rectangle([x0, y0, x1, y1], outline="black")
         d.text((x0, 8), p["title"], fill="black")
@@ -333,20 +395,69 @@ def write_sweep(rows: list[RunResult], where: Path, guidance: str) -> dict:
     fits_g = {g: linear_fit(ps, v) for g, v in by_g.items()}
     gtable = ["| p | " + " | ".join(f"guidance {g}" for g in scales) + " |", "|---" * (len(scales) + 1) + "|"]
     gtable += [f"| {p:g} | " + " | ".join(_pct(by_g[g][i]) for g in scales) + " |" for i, p in enumerate(ps)]
-    gtable.append("| slope, R² | " + " | ".join(f"{fits_g[g]['slope']:.4f}, {_num(fits_g[g]['r2'], '.4f')}"
-                                                for g in scales) + " |")
-    text = "\n".join([f"# ddmini sweep (guidance {guidance})", "", *table, "",
-                      f"- misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f}, R² = {_num(fm['r2'], '.4f')}",
-                      f"- CAFD = {fc['slope']:.4f} p + {fc['intercept']:.4f}, R² = {_num(fc['r2'], '.4f')}",
-                      "", "## Misclassified share at every guidance scale", "", *gtable,
-                      "", "Plot: `sweep.png`.", ""])
+    gtable.append(
+        "| slope, R² | "
+        + " | ".join(f"{fits_g[g]['slope']:.4f}, {_num(fits_g[g]['r2'], '.4f')}" for g in scales)
+        + " |"
+    )
+    text = "\n".join(
+        [
+            f"# ddmini sweep (guidance {guidance})",
+            "",
+            *table,
+            "",
+            f"- misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f}, R² = {_num(fm['r2'], '.4f')}",
+            f"- CAFD = {fc['slope']:.4f} p + {fc['intercept']:.4f}, R² = {_num(fc['r2'], '.4f')}",
+            "",
+            "## Misclassified share at every guidance scale",
+            "",
+            *gtable,
+            "",
+            "Plot: `sweep.png`.",
+            "",
+        ]
+    )
     write_text(text, where / "sweep.md")
-    out = {"guidance": guidance, "poison": ps, "misclassification": mis, "cafd_clean_test_soft": cafd, "fits": fits,
-           "misclassification_by_guidance": by_g, "fits_by_guidance": fits_g}
+    out = {
+        "guidance": guidance,
+        "poison": ps,
+        "misclassification": mis,
+        "cafd_clean_test_soft": cafd,
+        "fits": fits,
+        "misclassification_by_guidance": by_g,
+        "fits_by_guidance": fits_g,
+    }
     write_json(out, where / "sweep.json")
-    plot_png([{"title": "misclassified share of generated images", "xs": ps, "ys": mis, "fit": fm},
-              {"title": "CAFD (soft) vs clean test", "xs": ps, "ys": cafd, "fit": fc}], where / "sweep.png")
+    plot_png(
+        [
+            {"title": "misclassified share of generated images", "xs": ps, "ys": mis, "fit": fm},
+            {"title": "CAFD (soft) vs clean test", "xs": ps, "ys": cafd, "fit": fc},
+        ],
+        where / "sweep.png",
+    )
     return out
+
+
+def sweep_summary(out: dict) -> str:
+    """The sweep's table and its fit, as ``ddmini sweep`` prints them (``out``: :func:`write_sweep`'s)."""
+    lines = ["", "| p | misclassified | CAFD |", "|---|---|---|"]
+    for p, m, c in zip(out["poison"], out["misclassification"], out["cafd_clean_test_soft"]):
+        lines.append(f"| {p:g} | {100 * m:.2f}% | {c:.2f} |")
+    fm = out["fits"]["misclassification"]
+    lines.append(f"misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f} (R^2 = {fm['r2']:.4f})")
+    return "\n".join(lines)
+
+
+def evaluation_summary(r, clean_test) -> str:
+    """``ddmini evaluate``'s lines: misclassified share of the generated images (``r``: a GeneratedResult),
+    per class, and the CAFDs, beside the clean test images' error (``clean_test``: a Misclassification)."""
+    m = r.misclassification
+    lines = [
+        f"{m.n} generated images: misclassified {100 * m.rate:.2f}% (clean test images: {100 * clean_test.rate:.2f}%)",
+        "per class: " + ", ".join(f"{k}: {100 * v:.1f}%" for k, v in enumerate(m.per_class)),
+    ]
+    lines += [f"CAFD {name}: {v.mean:.3f}" for name, v in r.cafd.items()]
+    return "\n".join(lines)
 
 
 def binomial_se(rate: float, n: int) -> float:
@@ -366,10 +477,32 @@ def per_class_r(success: list[float], misclassified: list[float]) -> float | Non
     classes: does a class the attack turns more easily give more misleading samples? None when either is
     constant over the classes (r undefined), holds a NaN (a class without images) or the lists do not pair up."""
     a, b = np.asarray(success, dtype=np.float64), np.asarray(misclassified, dtype=np.float64)
-    if (a.shape != b.shape or a.size < 3 or not (np.isfinite(a).all() and np.isfinite(b).all())
-            or a.std() == 0 or b.std() == 0):
+    if (
+        a.shape != b.shape
+        or a.size < 3
+        or not (np.isfinite(a).all() and np.isfinite(b).all())
+        or a.std() == 0
+        or b.std() == 0
+    ):
         return None
     return float(np.corrcoef(a, b)[0, 1])
+
+
+def load_reports(paths) -> dict[str, dict]:
+    """The report.json of each of ``paths`` (a run's report folder or the file itself), by the folder's name
+    (its path where two share a name); one line naming a file that is not a run's report."""
+    reports = {}
+    for run in paths:
+        path = Path(run) / "report.json" if Path(run).is_dir() else Path(run)
+        try:
+            r = json.loads(path.read_text())
+            if not isinstance(r, dict) or not {"attack", "generated", "config", "poison"} <= set(r):
+                raise ValueError
+        except (OSError, ValueError):
+            raise ValueError(f"{path}: not a report.json of `ddmini run`") from None
+        name = path.parent.name
+        reports[name if name not in reports else str(path.parent)] = r
+    return reports
 
 
 def compare_table(reports: dict[str, dict]) -> str:
@@ -380,10 +513,12 @@ def compare_table(reports: dict[str, dict]) -> str:
     from .config import AttackConfig, from_dict
 
     scales = list(dict.fromkeys(g for r in reports.values() for g in r["generated"]))
-    head = ("| run | dataset | p | attack | success | mean L2 | mean L∞ | misclassified at s = 0.8 | "
-            + " | ".join(f"misclassified, guidance {g}" for g in scales)
-            + " | per-class r (success, misclassified) | CAFD vs clean test | CAFD vs attacked set "
-            "| diffusion training |")
+    head = (
+        "| run | dataset | p | attack | success | mean L2 | mean L∞ | misclassified at s = 0.8 | "
+        + " | ".join(f"misclassified, guidance {g}" for g in scales)
+        + " | per-class r (success, misclassified) | CAFD vs clean test | CAFD vs attacked set "
+        "| diffusion training |"
+    )
     rows = [head, "|---" * (head.count(" | ") + 1) + "|"]
     for name, r in reports.items():
         a, cfg = r["attack"], r["config"]
@@ -395,10 +530,13 @@ def compare_table(reports: dict[str, dict]) -> str:
         mis = [r["generated"][g]["misclassification"] if g in r["generated"] else None for g in scales]
         secs = r["training_set"].get("diffusion_train_seconds")
         rc = per_class_r(a.get("per_class_success") or [], at_hg.get("per_class") or []) if r["poison"] > 0 else None
-        rows.append(
-            f"| {name} | {cfg.get('dataset', 'mnist')} | {r['poison']:g} | {from_dict(AttackConfig, cfg['attack']).describe()} "
-            f"| {_pct(a['success_rate'])} | {_num(a['l2_mean'])} | {_num(a['linf_mean'])} | {_pct(s08)} | "
-            + " | ".join(rate_with_se(m["rate"], m["n"]) if m else "-" for m in mis)
-            + f" | {'-' if rc is None else f'{rc:.2f} (w = {hg})'} | {_num(cafd['clean_test_soft']['mean'], '.1f')} (w = {hg}) | {_num(cafd['attacked_soft']['mean'], '.1f')} "
-            f"| {_num(secs / 60 if secs is not None else None, '.1f')} min, {r['training_set'].get('diffusion_steps') or 0:,} steps |")
+        attack = from_dict(AttackConfig, cfg["attack"]).describe()
+        minutes = _num(secs / 60 if secs is not None else None, ".1f")
+        cafd_clean, cafd_att = _num(cafd["clean_test_soft"]["mean"], ".1f"), _num(cafd["attacked_soft"]["mean"], ".1f")
+        cells = [name, cfg.get("dataset", "mnist"), f"{r['poison']:g}", attack, _pct(a["success_rate"]),
+                 _num(a["l2_mean"]), _num(a["linf_mean"]), _pct(s08),
+                 *(rate_with_se(m["rate"], m["n"]) if m else "-" for m in mis),
+                 "-" if rc is None else f"{rc:.2f} (w = {hg})", f"{cafd_clean} (w = {hg})", cafd_att,
+                 f"{minutes} min, {r['training_set'].get('diffusion_steps') or 0:,} steps"]  # fmt: skip
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -1,5 +1,6 @@
 """What a run measured, as typed objects: the pipeline builds a :class:`RunResult`, ``ddmini.report``
 renders it (report.md, the PNGs, the sweep), and :meth:`RunResult.to_dict` is report.json."""
+
 from __future__ import annotations
 
 import math
@@ -32,11 +33,11 @@ class GeneratedResult:
     """The generated images of one guidance scale, scored by the target classifier."""
 
     misclassification: Misclassification
-    cafd: dict[str, Cafd]          # "clean_test_soft", "clean_test_hard", "attacked_soft", "attacked_hard"
+    cafd: dict[str, Cafd]  # "clean_test_soft", "clean_test_hard", "attacked_soft", "attacked_hard"
     num_classes: int
     sample_seconds: float = math.nan
     seconds_per_image: float = math.nan
-    seconds_per_misleading_image: float | None = None   # None: no image misled
+    seconds_per_misleading_image: float | None = None  # None: no image misled
 
     def set_timing(self, seconds: float) -> None:
         n = self.misclassification.n
@@ -53,17 +54,17 @@ class RunResult:
     poison: float
     config: dict
     versions: dict
-    classifier: dict                      # {"test_accuracy": ...}
-    attack: dict                          # the attack stage's summary, per-class success and margin table
+    classifier: dict  # {"test_accuracy": ...}
+    attack: dict  # the attack stage's summary, per-class success and margin table
     clean_test: Misclassification
-    training_set: dict                    # images, attacked, diffusion steps and seconds
+    training_set: dict  # images, attacked, diffusion steps and seconds
     generated: dict[str, GeneratedResult]  # by guidance scale ("1", "2", ...)
     headline_guidance: float
     cost: dict
     timings: dict
     cached: dict
     artefacts: dict
-    transfer: dict | None = None          # with --zoo: sources, classifiers, misclassified, images
+    transfer: dict | None = None  # with --zoo: sources, classifiers, misclassified, images
 
     def headline(self) -> tuple[str, GeneratedResult]:
         """The headline guidance scale's name and result (the first sampled if it is not among them)."""
@@ -72,3 +73,20 @@ class RunResult:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass
+class Transfer:
+    """Misclassified share (rows: image sources, columns: classifiers) and each source's image count."""
+
+    sources: list[str]
+    classifiers: list[str]
+    rates: list[list[float]]
+    images: list[int]
+
+    def markdown(self) -> str:
+        head = "| images | n | " + " | ".join(self.classifiers) + " |"
+        rows = [head, "|---" * (len(self.classifiers) + 2) + "|"]
+        for s, n, r in zip(self.sources, self.images, self.rates):
+            rows.append(f"| {s} | {n} | " + " | ".join(f"{100 * v:.1f} %" for v in r) + " |")
+        return "\n".join(rows)

@@ -1,4 +1,5 @@
 """Process-level helpers: device choice, seeding, thread count and progress bars."""
+
 from __future__ import annotations
 
 import functools
@@ -80,5 +81,4 @@ def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", dis
             disable = False
         else:
             disable = not sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True,
-                file=sys.stderr)
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, file=sys.stderr)

@@ -2,6 +2,7 @@
 
 beta_t = 1 - abar_t / abar_{t-1} with abar_{-1} = 1.
 """
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """Training the class-conditional diffusion model: eps-prediction loss, AdamW, gradient clipping,
-EMA weights (what samples), label dropout for classifier-free guidance, bf16 autocast on CUDA and on CPUs with native bf16.
+EMA weights (what samples), label dropout for classifier-free guidance, bf16 autocast on CUDA and on CPUs
+with native bf16.
 
 Exact resume: every random draw of training (batch indices, timesteps, noise, label dropout) comes
 from one CPU ``torch.Generator`` whose state is checkpointed with the model, EMA, optimiser and step,
@@ -13,6 +14,7 @@ process takes (the gradients differ only by the order of their reduction). All r
 (Ctrl-C or SIGTERM on any rank, the time budget on rank 0, a non-finite loss), rank 0 writes the
 checkpoints, and every rank reads the checkpoint it resumes from.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from . import checkpoint
-from . import distributed
+from . import checkpoint, distributed
 from .config import DiffusionTrainConfig, UNetConfig, from_dict, to_dict
 from .diffusion import Diffusion, to_model
 from .runtime import cpu_has_native_bf16, progress
@@ -43,8 +44,8 @@ class TrainState:
     gen: torch.Generator
     step: int = 0
     seconds: float = 0.0
-    losses: list = field(default_factory=list)   # (step, mean loss over the last interval)
-    done: bool = False                           # stopped by steps or time budget (not interrupted)
+    losses: list = field(default_factory=list)  # (step, mean loss over the last interval)
+    done: bool = False  # stopped by steps or time budget (not interrupted)
 
 
 def _new_state(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, device: torch.device) -> TrainState:
@@ -55,14 +56,26 @@ def _new_state(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, device: torch.d
     return TrainState(model, ema, opt, torch.Generator().manual_seed(cfg.seed))
 
 
-def save_state(state: TrainState, model_cfg: UNetConfig, cfg: DiffusionTrainConfig, path: str | Path,
-               extra: dict | None = None) -> None:
-    checkpoint.save({
-        "kind": "diffusion", "unet": to_dict(model_cfg), "train": to_dict(cfg), "step": state.step,
-        "seconds": state.seconds, "losses": state.losses, "done": state.done,
-        "model": state.model.state_dict(), "ema": state.ema.state_dict(), "opt": state.opt.state_dict(),
-        "gen": state.gen.get_state(), "extra": extra or {},
-    }, path)
+def save_state(
+    state: TrainState, model_cfg: UNetConfig, cfg: DiffusionTrainConfig, path: str | Path, extra: dict | None = None
+) -> None:
+    checkpoint.save(
+        {
+            "kind": "diffusion",
+            "unet": to_dict(model_cfg),
+            "train": to_dict(cfg),
+            "step": state.step,
+            "seconds": state.seconds,
+            "losses": state.losses,
+            "done": state.done,
+            "model": state.model.state_dict(),
+            "ema": state.ema.state_dict(),
+            "opt": state.opt.state_dict(),
+            "gen": state.gen.get_state(),
+            "extra": extra or {},
+        },
+        path,
+    )
 
 
 CHECKPOINT_KEYS = ("unet", "train", "step", "seconds", "model", "ema", "opt", "gen")
@@ -72,8 +85,7 @@ def load_checkpoint(path: str | Path) -> dict:
     return checkpoint.load_kind(path, "diffusion", "diffusion checkpoint", CHECKPOINT_KEYS)
 
 
-def load_ema(path: str | Path, device="cpu",
-             dataset: str | None = None) -> tuple[UNet, DiffusionTrainConfig, dict]:
+def load_ema(path: str | Path, device="cpu", dataset: str | None = None) -> tuple[UNet, DiffusionTrainConfig, dict]:
     """The EMA model (eval mode) and the training config of a diffusion checkpoint; one made on another
     dataset than ``dataset`` (when given) is one ValueError line, as ``classifier.load`` says for classifiers."""
     ckpt = load_checkpoint(path)
@@ -148,10 +160,19 @@ def fused_norm_applies(cfg: DiffusionTrainConfig, device: torch.device) -> bool:
     return cfg.fused_norm and torch.device(device).type == "cpu" and not cpu_autocast(cfg, device)
 
 
-def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: torch.Tensor,
-          ckpt_path: str | Path, *, device: torch.device | str = "cpu", resume: bool = True,
-          extra: dict | None = None, desc: str = "train diffusion",
-          world: distributed.World | None = None) -> TrainState:
+def train(
+    model_cfg: UNetConfig,
+    cfg: DiffusionTrainConfig,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    ckpt_path: str | Path,
+    *,
+    device: torch.device | str = "cpu",
+    resume: bool = True,
+    extra: dict | None = None,
+    desc: str = "train diffusion",
+    world: distributed.World | None = None,
+) -> TrainState:
     """Train on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) int64 until ``cfg.steps``
     (or ``cfg.time_budget`` minutes of training). With ``resume=True`` an existing checkpoint at
     ``ckpt_path`` is continued exactly. Ctrl-C finishes the step, writes a checkpoint, then raises
@@ -160,17 +181,22 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
     world = world or distributed.current()
     cfg.validate()
     if cfg.compile and torch.device(device).type == "cpu":
-        raise ValueError("--train-compile is for CUDA: on a CPU torch.compile of the U-Net's training step was slower "
-                         "than eager under AVX2 (686 vs 548 ms) and aborted with heap corruption under AVX-512 "
-                         "(torch 2.13.0; bench/README, 'torch.compile')")
+        raise ValueError(
+            "--train-compile is for CUDA: on a CPU torch.compile of the U-Net's training step was slower "
+            "than eager under AVX2 (686 vs 548 ms) and aborted with heap corruption under AVX-512 "
+            "(torch 2.13.0; bench/README, 'torch.compile')"
+        )
     if world.distributed and cfg.batch_size % world.size:
-        raise ValueError(f"the global batch (--train-batch-size {cfg.batch_size}) must split evenly over "
-                         f"{world.size} ranks" + (" and cannot be smaller than their number"
-                                                   if cfg.batch_size < world.size else ""))
+        raise ValueError(
+            f"the global batch (--train-batch-size {cfg.batch_size}) must split evenly over "
+            f"{world.size} ranks" + (" and cannot be smaller than their number" if cfg.batch_size < world.size else "")
+        )
     model_cfg.validate()
     if x.ndim != 4 or x.shape[1:] != (model_cfg.in_channels, model_cfg.image_size, model_cfg.image_size):
-        raise ValueError(f"images must be (N, {model_cfg.in_channels}, {model_cfg.image_size}, "
-                         f"{model_cfg.image_size}); got {tuple(x.shape)}")
+        raise ValueError(
+            f"images must be (N, {model_cfg.in_channels}, {model_cfg.image_size}, "
+            f"{model_cfg.image_size}); got {tuple(x.shape)}"
+        )
     if y.shape != (x.shape[0],) or y.dtype != torch.long:
         raise ValueError("labels must be int64 of shape (N,)")
     if x.shape[0] == 0:
@@ -207,8 +233,9 @@ def train(model_cfg: UNetConfig, cfg: DiffusionTrainConfig, x: torch.Tensor, y: 
     signals = (signal.SIGINT, signal.SIGTERM) if world.distributed else (signal.SIGINT,)
     with _deferred_interrupt(signals) as flag:  # Ctrl-C stays deferred until the last save is on disk
         try:
-            _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra,
-                  flag, world)
+            _loop(
+                state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag, world
+            )
         except KeyboardInterrupt:
             bar.close()
             if world.is_main:
@@ -236,7 +263,7 @@ def learning_rate(cfg: DiffusionTrainConfig, step: int) -> float:
     """The rate of optimiser step ``step`` (0-based): linear warm-up over ``cfg.warmup`` steps, then
     constant or half a cosine down to 0 at ``cfg.steps``. A function of the step only, so resume is exact."""
     if cfg.warmup and step < cfg.warmup:
-        return cfg.lr * ((step + 1) / cfg.warmup)   # the expression of earlier runs, bit for bit
+        return cfg.lr * ((step + 1) / cfg.warmup)  # the expression of earlier runs, bit for bit
     if cfg.lr_schedule == "cosine":
         span = max(1, cfg.steps - cfg.warmup)
         frac = min(1.0, (step - cfg.warmup) / span)
@@ -255,11 +282,27 @@ def _stop(state, cfg, budget, flag, world, device) -> bool:
     return over
 
 
-def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag,
-          world=distributed.SINGLE):
+def _loop(
+    state,
+    model_cfg,
+    cfg,
+    diff,
+    net,
+    data,
+    y,
+    device,
+    amp,
+    null,
+    budget,
+    bar,
+    ckpt_path,
+    extra,
+    flag,
+    world=distributed.SINGLE,
+):
     run_loss, run_n = 0.0, 0
     t_last = time.perf_counter()
-    share = cfg.batch_size // world.size          # this rank's slice of the global batch
+    share = cfg.batch_size // world.size  # this rank's slice of the global batch
     lo, hi = world.rank * share, (world.rank + 1) * share
     while not _stop(state, cfg, budget, flag, world, device):
         g = state.gen
@@ -281,8 +324,7 @@ def _loop(state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, 
             loss = diff.loss(net, x0, yb, t, noise, cfg.loss_weighting, cfg.snr_gamma)
         seen = world.all_mean(loss.detach().float().reshape(1).clone())  # the global batch's loss, on every rank
         if not torch.isfinite(seen).all():
-            raise RuntimeError(f"training diverged at step {state.step} (loss {seen.item()}); "
-                               "lower the learning rate")
+            raise RuntimeError(f"training diverged at step {state.step} (loss {seen.item()}); lower the learning rate")
         state.opt.zero_grad(set_to_none=True)
         loss.backward()
         if cfg.grad_clip > 0:

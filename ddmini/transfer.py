@@ -8,15 +8,18 @@ images (samples files, scored against their conditioning labels), of the attacke
 diffusion model learns from, and of fresh PGD-L2 attacks on test images made against the target: do
 generated images transfer more or less than the perturbations they imitate?
 """
+
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from . import classifier
 from .config import REFERENCE_IMAGES, ClassifierConfig
+from .report import matrix_png, write_json, write_text
+from .result import Transfer
 
 
 def zoo_configs(target: ClassifierConfig, attack_eps: float) -> dict[str, ClassifierConfig]:
@@ -30,21 +33,21 @@ def zoo_configs(target: ClassifierConfig, attack_eps: float) -> dict[str, Classi
     }
 
 
-@dataclass
-class Transfer:
-    """Misclassified share (rows: image sources, columns: classifiers) and each source's image count."""
-
-    sources: list[str]
-    classifiers: list[str]
-    rates: list[list[float]]
-    images: list[int]
-
-    def markdown(self) -> str:
-        head = "| images | n | " + " | ".join(self.classifiers) + " |"
-        rows = [head, "|---" * (len(self.classifiers) + 2) + "|"]
-        for s, n, r in zip(self.sources, self.images, self.rates):
-            rows.append(f"| {s} | {n} | " + " | ".join(f"{100 * v:.1f} %" for v in r) + " |")
-        return "\n".join(rows)
+def zoo_table(pipe) -> str:
+    """Train (or find cached) the target and every zoo member as classifier stages of ``pipe``: a markdown
+    table of each one's architecture, seed, adversarial radius, test accuracy and training seconds."""
+    rows = [
+        f"| classifier (preset {getattr(pipe, 'preset', '?')}) | architecture | seed | adversarial eps "
+        "| test accuracy | train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for member, cfg in {"target": pipe.cfg.classifier, **zoo_configs(pipe.cfg.classifier, pipe.cfg.attack.eps)}.items():
+        m = pipe.classifier(cfg).metrics
+        rows.append(
+            f"| {member} | {cfg.arch} | {cfg.seed} | {cfg.adv_eps:g} | {100 * m['test_accuracy']:.2f}% "
+            f"| {m.get('train_seconds') or 0:.0f} |"
+        )
+    return "\n".join(rows)
 
 
 def matrix(models: dict[str, torch.nn.Module], sources: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> Transfer:
@@ -84,12 +87,16 @@ def zoo_matrix(pipe, target, ckey: str, generated: dict) -> Transfer:
 
 
 def write(t: Transfer, where: Path, title: str) -> None:
-    from .report import matrix_png, write_json, write_text
 
     where.mkdir(parents=True, exist_ok=True)
-    write_text(f"# {title}\n\nShare of each source's images that each classifier gets wrong (generated images: "
-               f"against their conditioning label; attacked images: against their true label).\n\n"
-               f"{t.markdown()}\n\nPicture: `transfer.png`.\n", where / "transfer.md")
-    write_json({"sources": t.sources, "classifiers": t.classifiers, "misclassified": t.rates, "images": t.images},
-               where / "transfer.json")
+    write_text(
+        f"# {title}\n\nShare of each source's images that each classifier gets wrong (generated images: "
+        f"against their conditioning label; attacked images: against their true label).\n\n"
+        f"{t.markdown()}\n\nPicture: `transfer.png`.\n",
+        where / "transfer.md",
+    )
+    write_json(
+        {"sources": t.sources, "classifiers": t.classifiers, "misclassified": t.rates, "images": t.images},
+        where / "transfer.json",
+    )
     matrix_png(t.sources, t.classifiers, t.rates, where / "transfer.png")

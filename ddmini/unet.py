@@ -6,6 +6,7 @@ labels where ``y == cfg.num_classes`` is the null label (classifier-free guidanc
 Timestep and class embeddings are summed and condition every residual block through a GroupNorm
 scale and shift.
 """
+
 from __future__ import annotations
 
 import math
@@ -32,15 +33,26 @@ def _norm(ch: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(g, ch)
 
 
-def norm_silu(norm: nn.GroupNorm, x: torch.Tensor, scale: torch.Tensor | None = None,
-              shift: torch.Tensor | None = None, fused: bool = False) -> torch.Tensor:
+def norm_silu(
+    norm: nn.GroupNorm,
+    x: torch.Tensor,
+    scale: torch.Tensor | None = None,
+    shift: torch.Tensor | None = None,
+    fused: bool = False,
+) -> torch.Tensor:
     """``silu(norm(x) * (1 + scale) + shift)`` (scale, shift (B, C, 1, 1) or absent): with ``fused`` and
     a tensor the kernel takes (float32, or bfloat16 as under CPU autocast), one ddmini kernel
     (``kernels.group_norm_silu``); else the eager ops."""
     if fused and kernels.group_norm_silu_fits(x):
-        return kernels.group_norm_silu(x, norm.num_groups, norm.weight, norm.bias,
-                                       None if scale is None else scale.flatten(1),
-                                       None if shift is None else shift.flatten(1), eps=norm.eps)
+        return kernels.group_norm_silu(
+            x,
+            norm.num_groups,
+            norm.weight,
+            norm.bias,
+            None if scale is None else scale.flatten(1),
+            None if shift is None else shift.flatten(1),
+            eps=norm.eps,
+        )
     h = norm(x)
     if scale is not None:
         h = h * (1 + scale) + shift
@@ -129,7 +141,7 @@ class UNet(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
         self.fused_norm = False
 
-    def set_fused_norm(self, on: bool = True) -> "UNet":
+    def set_fused_norm(self, on: bool = True) -> UNet:
         """Run every GroupNorm + SiLU pair (with the blocks' scale and shift) as one ddmini kernel where it
         takes the tensors (float32 or bfloat16 on a CPU): the same function to rounding (under bf16 autocast
         the eager ops' float32 result is rounded to bfloat16 by the next convolution; the kernel rounds it

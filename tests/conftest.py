@@ -14,8 +14,9 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
-    """The MNIST directory: $DDMINI_DATA, else ../shared/data/mnist beside the repo."""
-    path = Path(os.environ.get("DDMINI_DATA") or DEFAULT_DATA)
+    """The MNIST directory: $DDMINI_DATA, else $DDMINI_DATA_ROOT/mnist, else ../shared/data/mnist beside the repo."""
+    root = os.environ.get("DDMINI_DATA_ROOT")
+    path = Path(os.environ.get("DDMINI_DATA") or (Path(root) / "mnist" if root else DEFAULT_DATA))
     if not (path / "train-labels-idx1-ubyte.gz").exists() and not (path / "train-labels-idx1-ubyte").exists():
         pytest.skip(f"MNIST not found in {path}; set DDMINI_DATA")
     return path
@@ -73,6 +74,7 @@ def assert_one_line(code, err, msg, exit_code=1):
 @pytest.fixture(autouse=True)
 def _quiet(monkeypatch):
     monkeypatch.setenv("DDMINI_QUIET", "1")
+    monkeypatch.setenv("DDMINI_OFFLINE", "1")  # no test reaches the internet: download tests serve on 127.0.0.1
     torch.manual_seed(0)
 
 
@@ -85,8 +87,8 @@ def pytest_report_header(config):
 @pytest.fixture(scope="session")
 def smoke_run(data_dir, tmp_path_factory):
     """One smoke-preset run (seconds): {"root": run dir, "classifier" / "attack" / "diffusion": paths}."""
-    from ddmini.config import preset
     from ddmini.pipeline import Pipeline
+    from ddmini.presets import preset
 
     root = tmp_path_factory.mktemp("smoke-run")
     out = Pipeline(preset("smoke").with_seed(0), root, data_dir, "cpu", log=lambda m: None).run()

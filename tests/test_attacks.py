@@ -36,7 +36,9 @@ def test_box_and_ball(name, small_classifier, batch):
         assert float(linf.max()) <= eps + 1e-6
     elif name == "pgd_l2":
         assert float(l2.max()) <= eps * (1 + 1e-5)
-    assert attacks.success(small_classifier, xa, y).float().mean() > attacks.success(small_classifier, x, y).float().mean()
+    assert (
+        attacks.success(small_classifier, xa, y).float().mean() > attacks.success(small_classifier, x, y).float().mean()
+    )
 
 
 def test_model_left_untouched(small_classifier, batch):
@@ -58,8 +60,9 @@ def test_model_left_untouched(small_classifier, batch):
 def test_success_grows_with_eps(name, small_classifier, batch):
     x, y = batch
     scale = {"fgsm": [0.02, 0.1, 0.3], "pgd_linf": [0.02, 0.1, 0.3], "pgd_l2": [0.25, 1.0, 3.0]}[name]
-    rates = [attacks.success(small_classifier, _run(name, small_classifier, x, y, e), y).float().mean().item()
-             for e in scale]
+    rates = [
+        attacks.success(small_classifier, _run(name, small_classifier, x, y, e), y).float().mean().item() for e in scale
+    ]
     assert rates[0] < rates[1] < rates[2], rates
     assert rates[2] > 0.8
 
@@ -73,8 +76,10 @@ def test_pgd_l2_deterministic_and_seeded(small_classifier, batch):
     r2 = attacks.pgd_l2(small_classifier, x, y, 1.0, 0.25, 4, random_start=True, seed=5)
     r3 = attacks.pgd_l2(small_classifier, x, y, 1.0, 0.25, 4, random_start=True, seed=6)
     assert torch.equal(r1, r2) and not torch.equal(r1, r3)
-    l1, l2 = attacks.pgd_linf(small_classifier, x, y, 0.1, 0.02, 3, seed=1), \
-        attacks.pgd_linf(small_classifier, x, y, 0.1, 0.02, 3, seed=1)
+    l1, l2 = (
+        attacks.pgd_linf(small_classifier, x, y, 0.1, 0.02, 3, seed=1),
+        attacks.pgd_linf(small_classifier, x, y, 0.1, 0.02, 3, seed=1),
+    )
     assert torch.equal(l1, l2)
 
 
@@ -111,12 +116,22 @@ def test_targeted_hits_targets(name, small_classifier, batch):
     assert hit > (0.2 if name == "fgsm" else 0.9), hit
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(eps=-1.0), "eps"), (dict(steps=0), "steps"), (dict(x=2.0), r"\[0, 1\]"),
-    (dict(x=float("nan")), "NaN"), (dict(y="short"), "shape"), (dict(y="float"), "int64"),
-    (dict(target="short"), "target"), (dict(alpha=float("inf")), "alpha"), (dict(eps=True), "not a bool"),
-    (dict(steps=True), "not a bool"), (dict(y="ten"), r"\[0, 10\) \(the model has 10 outputs\)"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(eps=-1.0), "eps"),
+        (dict(steps=0), "steps"),
+        (dict(x=2.0), r"\[0, 1\]"),
+        (dict(x=float("nan")), "NaN"),
+        (dict(y="short"), "shape"),
+        (dict(y="float"), "int64"),
+        (dict(target="short"), "target"),
+        (dict(alpha=float("inf")), "alpha"),
+        (dict(eps=True), "not a bool"),
+        (dict(steps=True), "not a bool"),
+        (dict(y="ten"), r"\[0, 10\) \(the model has 10 outputs\)"),
+    ],
+)
 def test_bad_inputs(small_classifier, bad, match):
     x, y = torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 3])
     kw = dict(eps=1.0, alpha=0.1, steps=2)
@@ -149,21 +164,30 @@ def test_scaled_success_against_direct_predictions(small_classifier, batch):
     scales = (0.0, 0.3, 0.7, 1.0)
     got = attacks.scaled_success(small_classifier, x, xa, y, scales, batch_size=17)
     with torch.no_grad():
-        want = [float((small_classifier((x + s * (xa - x)).clamp(0, 1)).argmax(1) != y).double().mean())
-                for s in scales]
+        want = [
+            float((small_classifier((x + s * (xa - x)).clamp(0, 1)).argmax(1) != y).double().mean()) for s in scales
+        ]
     assert got == pytest.approx(want, abs=1e-12)
     assert got[-1] == 1.0  # every one of them succeeded with all of its perturbation
-    assert got[0] == 0.0   # and none without it
+    assert got[0] == 0.0  # and none without it
     with pytest.raises(ValueError, match="x must have x_adv's shape"):
         attacks.scaled_success(small_classifier, x[:3], xa, y)
     with pytest.raises(ValueError, match="scale must be"):
         attacks.scaled_success(small_classifier, x, xa, y, (-0.5,))
-    res = AttackedSet(x_adv=xa, y=y, pred=y, success=torch.ones_like(y, dtype=torch.bool),
-                      success_uint8=torch.ones_like(y, dtype=torch.bool), l2=torch.zeros(len(y)),
-                      linf=torch.zeros(len(y)), config=AttackConfig())
+    res = AttackedSet(
+        x_adv=xa,
+        y=y,
+        pred=y,
+        success=torch.ones_like(y, dtype=torch.bool),
+        success_uint8=torch.ones_like(y, dtype=torch.bool),
+        l2=torch.zeros(len(y)),
+        linf=torch.zeros(len(y)),
+        config=AttackConfig(),
+    )
     m = res.margin(small_classifier, x, limit=5, scales=scales)
     assert m["images"] == 5 and m["still_misclassified"] == pytest.approx(
-        attacks.scaled_success(small_classifier, x[:5], xa[:5], y[:5], scales))
+        attacks.scaled_success(small_classifier, x[:5], xa[:5], y[:5], scales)
+    )
 
 
 def test_stage_resumes_and_caches(small_classifier, batch, tmp_path, monkeypatch):
@@ -210,16 +234,34 @@ def test_cli_attack_sweep_and_errors(data_dir, small_classifier, tmp_path, capsy
     from ddmini.config import ClassifierConfig
 
     classifier.save(small_classifier, ClassifierConfig(width=8), tmp_path / "classifier.pt")
-    args = ["attack", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--split", "test",
-            "--limit", "60", "--steps", "2", "--device", "cpu", "--classifier", str(tmp_path / "classifier.pt")]
+    args = [
+        "attack",
+        "--data-dir",
+        str(data_dir),
+        "--run-dir",
+        str(tmp_path),
+        "--split",
+        "test",
+        "--limit",
+        "60",
+        "--steps",
+        "2",
+        "--device",
+        "cpu",
+        "--classifier",
+        str(tmp_path / "classifier.pt"),
+    ]
     with pytest.raises(SystemExit) as e:
         main(args + ["--eps", "0.5,3"])
     out = capsys.readouterr().out
     assert e.value.code == 0 and "| eps | success %" in out and "| 3 |" in out
     assert "still misclassified" in out and "s=0.9" in out
     assert len(list((tmp_path / "cache").glob("attack-*/attacked.pt"))) == 2
-    for bad, msg in ((["--eps", "x"], "--eps must be"), (["--eps", "-1"], "eps must be in [0, 1000]"),
-                     (["--classifier", str(tmp_path / "none.pt")], "no classifier checkpoint")):
+    for bad, msg in (
+        (["--eps", "x"], "--eps must be"),
+        (["--eps", "-1"], "eps must be in [0, 1000]"),
+        (["--classifier", str(tmp_path / "none.pt")], "no classifier checkpoint"),
+    ):
         with pytest.raises(SystemExit) as e:
             main(args[:-2] + bad if bad[0] == "--classifier" else args + bad)
         assert e.value.code == 1 and msg in capsys.readouterr().err

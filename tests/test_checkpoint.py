@@ -1,13 +1,14 @@
 """Verified artefacts: a flipped bit anywhere in a saved file is caught on load (digest and zip CRCs),
 and a cached stage with one is recomputed, never trusted."""
+
 import shutil
 
 import pytest
 import torch
 
 from ddmini import checkpoint
-from ddmini.config import preset
 from ddmini.pipeline import Pipeline
+from ddmini.presets import preset
 
 
 def flip(path, where=0.5, bit=0):
@@ -83,8 +84,10 @@ def test_corrupted_attack_chunk_is_recomputed(tmp_path, small_classifier, mnist_
     # leave chunks as an interrupted run would, one of them damaged
     (tmp_path / "a" / "attacked.pt").unlink()
     for start in (0, 20, 40):
-        checkpoint.save({"key": "k", "start": start, "stop": start + 20, "x_adv": first.x_adv[start:start + 20],
-                         "seconds": 0.0}, tmp_path / "a" / "chunks" / f"{start:06d}.pt")
+        checkpoint.save(
+            {"key": "k", "start": start, "stop": start + 20, "x_adv": first.x_adv[start : start + 20], "seconds": 0.0},
+            tmp_path / "a" / "chunks" / f"{start:06d}.pt",
+        )
     damaged = tmp_path / "a" / "chunks" / "000020.pt"
     b = bytearray(damaged.read_bytes())
     b[len(b) // 2] ^= 0x40

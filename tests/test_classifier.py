@@ -58,8 +58,23 @@ def test_load_rejects_corrupt_checkpoint(tmp_path):
 
 def test_cli_train_classifier(data_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        main(["train-classifier", "--data-dir", str(data_dir), "--run-dir", str(tmp_path),
-              "--epochs", "1", "--limit", "1000", "--width", "4", "--device", "cpu"])
+        main(
+            [
+                "train-classifier",
+                "--data-dir",
+                str(data_dir),
+                "--run-dir",
+                str(tmp_path),
+                "--epochs",
+                "1",
+                "--limit",
+                "1000",
+                "--width",
+                "4",
+                "--device",
+                "cpu",
+            ]
+        )
     out = capsys.readouterr().out
     assert e.value.code == 0 and "test accuracy" in out
     assert (tmp_path / "classifier.pt").is_file()

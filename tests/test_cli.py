@@ -1,36 +1,49 @@
 """The command line as a hostile user tries it: every bad input is one line on stderr and a non-zero
 exit, nothing NaN is scored, nothing is written over what was just written, no torch advice leaks."""
+
 import os
 import pickle
 from pathlib import Path
 
 import pytest
 import torch
-
-from ddmini import checkpoint
-
 from conftest import assert_one_line, run_cli as run
 
+from ddmini import checkpoint
 
 
 @pytest.fixture
 def sample_args(smoke_run, tmp_path):
-    return ["sample", "--device", "cpu", "--checkpoint", smoke_run["diffusion"], "-n", "4", "--steps", "2",
-            "--out", tmp_path / "s.pt"]
+    return [
+        "sample",
+        "--device",
+        "cpu",
+        "--checkpoint",
+        smoke_run["diffusion"],
+        "-n",
+        "4",
+        "--steps",
+        "2",
+        "--out",
+        tmp_path / "s.pt",
+    ]
 
 
-@pytest.mark.parametrize("extra, msg", [
-    (["--guidance", "inf"], "sample guidance must be a finite number"),
-    (["--guidance", "1e30"], "sample guidance must be in [0, 100]"),
-    (["--guidance", "nan"], "sample guidance must be a finite number"),
-    (["--eta", "inf"], "sample eta must be a finite number"),
-    (["--eta", "2"], "sample eta must be in [0, 1]"),
-    (["--labels", ","], "--labels: no values given"),
-    (["--labels", "a,b"], "--labels must be comma-separated integers"),
-    (["--labels", "3,10"], "--labels must be in [0, 10)"),
-    (["--seed", "99999999999999999999999"], "sample seed must be in [0, 9223372036854775807]"),
-    (["-n", "0"], "--num must be in"),
-])
+@pytest.mark.parametrize(
+    "extra, msg",
+    [
+        (["--guidance", "inf"], "sample guidance must be a finite number"),
+        (["--guidance", "1e30"], "sample guidance must be in [0, 100]"),
+        (["--guidance", "nan"], "sample guidance must be a finite number"),
+        (["--eta", "inf"], "sample eta must be a finite number"),
+        (["--eta", "2"], "sample eta must be in [0, 1]"),
+        (["--labels", ","], "--labels: no values given"),
+        (["--labels", "a,b"], "--labels must be comma-separated integers"),
+        (["--labels", "3,10"], "--labels must be in [0, 10)"),
+        (["--seed", "99999999999999999999999"], "sample seed must be in [0, 9223372036854775807]"),
+        (["-n", "0"], "--num must be in"),
+    ],
+)
 def test_sample_refuses_bad_settings(sample_args, extra, msg, capsys, tmp_path):
     code, _, err = run(sample_args + extra, capsys)
     assert_one_line(code, err, msg)
@@ -44,8 +57,13 @@ def test_sample_out_png_would_overwrite_itself(sample_args, tmp_path, capsys):
     assert not (tmp_path / "x.png").exists()
 
 
-@pytest.mark.parametrize("where, msg", [("afile/s.pt", "afile is a file, not a directory"),
-                                        ("/proc/ddmini-x/s.pt", "cannot write the samples file there")])
+@pytest.mark.parametrize(
+    "where, msg",
+    [
+        ("afile/s.pt", "afile is a file, not a directory"),
+        ("/proc/ddmini-x/s.pt", "cannot write the samples file there"),
+    ],
+)
 def test_sample_out_checked_before_work(sample_args, tmp_path, capsys, where, msg):
     (tmp_path / "afile").write_text("x")
     target = tmp_path / where if not where.startswith("/") else Path(where)
@@ -77,24 +95,31 @@ def _samples(path, images, labels, **kw):
     return path
 
 
-@pytest.mark.parametrize("images, labels, msg", [
-    (torch.full((4, 1, 28, 28), float("nan")), torch.arange(4), "4 of 4 images hold NaN"),
-    (torch.rand(4, 1, 28, 28) * 255, torch.arange(4), "must lie in [0, 1]"),
-    (torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 10]), "labels must be in [0, 10)"),
-    (torch.rand(4, 1, 28, 28), torch.arange(3), "labels must have shape (4,)"),
-])
+@pytest.mark.parametrize(
+    "images, labels, msg",
+    [
+        (torch.full((4, 1, 28, 28), float("nan")), torch.arange(4), "4 of 4 images hold NaN"),
+        (torch.rand(4, 1, 28, 28) * 255, torch.arange(4), "must lie in [0, 1]"),
+        (torch.rand(4, 1, 28, 28), torch.tensor([0, 1, 2, 10]), "labels must be in [0, 10)"),
+        (torch.rand(4, 1, 28, 28), torch.arange(3), "labels must have shape (4,)"),
+    ],
+)
 def test_evaluate_refuses_what_it_cannot_score(smoke_run, data_dir, tmp_path, capsys, images, labels, msg):
     s = _samples(tmp_path / "s.pt", images, labels)
-    code, _, err = run(["evaluate", "--samples", s, "--classifier", smoke_run["classifier"], "--data-dir", data_dir],
-                       capsys)
+    code, _, err = run(
+        ["evaluate", "--samples", s, "--classifier", smoke_run["classifier"], "--data-dir", data_dir], capsys
+    )
     assert_one_line(code, err, msg)
 
 
-@pytest.mark.parametrize("flag, obj, msg", [
-    ("--samples", {"kind": "samples"}, "not a complete ddmini samples file (missing images, labels)"),
-    ("--classifier", {"kind": "classifier"}, "not a complete ddmini classifier checkpoint"),
-    ("--classifier", {"kind": "samples"}, "not a ddmini classifier checkpoint"),
-])
+@pytest.mark.parametrize(
+    "flag, obj, msg",
+    [
+        ("--samples", {"kind": "samples"}, "not a complete ddmini samples file (missing images, labels)"),
+        ("--classifier", {"kind": "classifier"}, "not a complete ddmini classifier checkpoint"),
+        ("--classifier", {"kind": "samples"}, "not a ddmini classifier checkpoint"),
+    ],
+)
 def test_files_of_the_right_kind_with_missing_keys(smoke_run, data_dir, tmp_path, capsys, flag, obj, msg):
     good = _samples(tmp_path / "good.pt", torch.rand(4, 1, 28, 28), torch.arange(4))
     checkpoint.save(obj, tmp_path / "bad.pt")
@@ -108,8 +133,22 @@ def test_diffusion_file_with_missing_keys(tmp_path, capsys, data_dir):
     checkpoint.save({"kind": "diffusion"}, tmp_path / "d.pt")
     code, _, err = run(["sample", "--checkpoint", tmp_path / "d.pt", "--out", tmp_path / "s.pt"], capsys)
     assert_one_line(code, err, "not a complete ddmini diffusion checkpoint")
-    code, _, err = run(["train-diffusion", "--unet", "tiny", "--steps", "2", "--limit", "50", "--data-dir", data_dir,
-                        "--out", tmp_path / "d.pt"], capsys)
+    code, _, err = run(
+        [
+            "train-diffusion",
+            "--unet",
+            "tiny",
+            "--steps",
+            "2",
+            "--limit",
+            "50",
+            "--data-dir",
+            data_dir,
+            "--out",
+            tmp_path / "d.pt",
+        ],
+        capsys,
+    )
     assert_one_line(code, err, "not a complete ddmini diffusion checkpoint")
 
 
@@ -141,8 +180,9 @@ def test_usage_errors_are_one_line_with_exit_2(capsys):
 
 def test_train_classifier_out_checked_before_training(tmp_path, capsys, data_dir):
     (tmp_path / "afile").write_text("x")
-    code, out, err = run(["train-classifier", "--preset", "smoke", "--data-dir", data_dir,
-                          "--out", tmp_path / "afile" / "c.pt"], capsys)
+    code, out, err = run(
+        ["train-classifier", "--preset", "smoke", "--data-dir", data_dir, "--out", tmp_path / "afile" / "c.pt"], capsys
+    )
     assert_one_line(code, err, "afile is a file, not a directory")
     assert "test accuracy" not in out
 
@@ -160,14 +200,16 @@ def test_outputs_respect_the_umask(tmp_path, capsys, sample_args):
 
 def test_nan_run_settings_refused(data_dir, tmp_path, capsys):
     base = ["run", "--preset", "smoke", "--data-dir", data_dir, "--run-dir", tmp_path, "--device", "cpu"]
-    for extra, msg in [(["--sample-eta", "inf"], "sample eta must be a finite number"),
-                       (["--sample-guidance", "inf", "--guidance-scales", "inf"], "guidance_scales must be a finite"),
-                       (["--train-grad-clip", "nan"], "grad_clip must be a finite number"),
-                       (["--train-time-budget", "nan"], "time_budget must be a finite number"),
-                       (["--unet-channel-mult", "1.5,2"], "channel_mult must be an integer; got 1.5"),
-                       (["--unet-groups", "0"], "unet groups must be in [1, 1024]"),
-                       (["--unet-num-heads", "0"], "unet num_heads must be in [1, 64]"),
-                       (["--attack-steps", "99999999999999999999"], "attack steps must be in [1, 100000]")]:
+    for extra, msg in [
+        (["--sample-eta", "inf"], "sample eta must be a finite number"),
+        (["--sample-guidance", "inf", "--guidance-scales", "inf"], "guidance_scales must be a finite"),
+        (["--train-grad-clip", "nan"], "grad_clip must be a finite number"),
+        (["--train-time-budget", "nan"], "time_budget must be a finite number"),
+        (["--unet-channel-mult", "1.5,2"], "channel_mult must be an integer; got 1.5"),
+        (["--unet-groups", "0"], "unet groups must be in [1, 1024]"),
+        (["--unet-num-heads", "0"], "unet num_heads must be in [1, 64]"),
+        (["--attack-steps", "99999999999999999999"], "attack steps must be in [1, 100000]"),
+    ]:
         code, _, err = run(base + extra, capsys)
         assert_one_line(code, err, msg)
     assert not (tmp_path / "cache").exists()

@@ -6,13 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import cifar_batch, http_server, run_cli, write_cifar
 
 from ddmini import data
 
-from conftest import cifar_batch, http_server, run_cli, write_cifar
-
 FILES = list(data.CONTENT_SHA256)
-
 
 
 def idx_bytes(arr: np.ndarray, magic: int) -> bytes:
@@ -39,10 +37,65 @@ def test_env_var_and_missing_dir(data_dir, monkeypatch, tmp_path):
     monkeypatch.setenv("DDMINI_DATA", str(data_dir))
     assert data.resolve_data_dir(None) == data_dir
     monkeypatch.delenv("DDMINI_DATA")
-    with pytest.raises(data.DataError, match="DDMINI_DATA"):
-        data.resolve_data_dir(None)
+    monkeypatch.setenv("DDMINI_DATA_ROOT", str(data_dir.parent))
+    assert data.resolve_data_dir(None) == data_dir
     with pytest.raises(data.DataError, match="not found"):
         data.resolve_data_dir(tmp_path / "nope")
+
+
+@pytest.fixture
+def no_data(monkeypatch, tmp_path):
+    """A machine with no data: an empty HOME, no data variables; the user cache is HOME/.cache/ddmini/data."""
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_CACHE_HOME", "DDMINI_DATA", "DDMINI_DATA_ROOT", "DDMINI_OFFLINE", "DDMINI_MIRRORS"):
+        monkeypatch.delenv(var, raising=False)
+    return home / ".cache" / "ddmini" / "data"
+
+
+def test_a_missing_dataset_is_downloaded_into_the_user_cache(no_data, data_dir, monkeypatch, capsys):
+    assert data.default_root() == no_data
+    with http_server(data_dir) as (base, log):
+        monkeypatch.setenv("DDMINI_MIRRORS", f"{base}/missing/, {base}/")  # tried in order
+        assert data.resolve_data_dir(None) == no_data / "mnist"
+        assert sorted(p.name for p in (no_data / "mnist").iterdir()) == sorted(FILES)  # no .part left
+        assert "downloading into" in capsys.readouterr().err
+        log.clear()
+        x, _ = data.load(None, "test")  # found there now: nothing fetched
+        assert x.shape == (10000, 1, 28, 28) and log == []
+        code, out, _ = run_cli(["data", "where"], capsys)
+        assert code == 0 and out.strip() == str(no_data / "mnist")
+
+
+def test_a_half_downloaded_cache_is_completed_not_read(no_data, data_dir, monkeypatch):
+    dest = no_data / "mnist"
+    dest.mkdir(parents=True)
+    shutil.copy(data_dir / FILES[0], dest / FILES[0])
+    full = (data_dir / FILES[2]).read_bytes()
+    (dest / (FILES[2] + ".part")).write_bytes(full[:1000])  # interrupted: never read as the file
+    assert not data.is_present(dest, "mnist")
+    with http_server(data_dir) as (base, _):
+        monkeypatch.setenv("DDMINI_MIRRORS", base)
+        assert data.check(None, verify=True) == {"train": 60000, "test": 10000}
+
+
+def test_offline_or_unreachable_is_one_line(no_data, monkeypatch, capsys):
+    from conftest import assert_one_line
+
+    code, _, err = run_cli(["train-classifier", "--preset", "smoke", "--no-download"], capsys)
+    assert_one_line(code, err, f"MNIST is not in {no_data / 'mnist'} and downloads are off: run `ddmini data download")
+    monkeypatch.setenv("DDMINI_OFFLINE", "1")
+    code, _, err = run_cli(["data", "check", "--dataset", "fashion-mnist"], capsys)
+    assert_one_line(code, err, "fashion-mnist is not in")
+    monkeypatch.delenv("DDMINI_OFFLINE")
+    monkeypatch.setenv("DDMINI_MIRRORS", "http://127.0.0.1:9/")  # nothing listens on the discard port
+    code, _, err = run_cli(["run", "--preset", "smoke", "--device", "cpu", "--run-dir", str(no_data.parent)], capsys)
+    said, error = err.strip().splitlines()  # where it was downloading to, then the one error line
+    assert said.startswith("MNIST: not found, downloading into") and code == 1 and "Traceback" not in err
+    assert error.startswith("error: train-images-idx3-ubyte.gz: could not be downloaded into")
+    assert "127.0.0.1:9" in error
+    assert not list((no_data / "mnist").glob("*.gz"))
 
 
 def test_loaded_tensors(data_dir):
@@ -50,7 +103,7 @@ def test_loaded_tensors(data_dir):
     assert s.images.shape == (10000, 1, 28, 28) and s.images.dtype.is_floating_point is False
     assert s.labels.dtype.is_signed and set(s.labels.unique().tolist()) == set(range(10))
     x = s.float_images()
-    assert x.shape == (10000, 1, 28, 28) and 0 <= x.min() and x.max() <= 1
+    assert x.shape == (10000, 1, 28, 28) and x.min() >= 0 and x.max() <= 1
 
 
 def test_raw_uncompressed_files_are_read(copy_dir):
@@ -73,13 +126,16 @@ def test_idx_header_whose_size_overflows_is_named():
         data.parse_idx(buf, "t10k.idx")
 
 
-@pytest.mark.parametrize("corruption,message", [
-    ("bad_magic", "bad magic"),
-    ("truncated_gzip", "truncated gzip"),
-    ("truncated_data", "truncated"),
-    ("label_count", "labels for"),
-    ("missing", "file not found"),
-])
+@pytest.mark.parametrize(
+    "corruption,message",
+    [
+        ("bad_magic", "bad magic"),
+        ("truncated_gzip", "truncated gzip"),
+        ("truncated_data", "truncated"),
+        ("label_count", "labels for"),
+        ("missing", "file not found"),
+    ],
+)
 def test_corrupt_files_give_one_line_errors(copy_dir, capsys, corruption, message):
     labels = copy_dir / "t10k-labels-idx1-ubyte.gz"
     if corruption == "bad_magic":
@@ -135,8 +191,9 @@ def test_download_verify_skip_and_resume(server, tmp_path, capsys):
     base, log = server
     dest = tmp_path / "dl"
     # a dead mirror first, then the good one
-    code, out, err = run_cli(["data", "download", str(dest), "--mirror", base + "/missing/",
-                              "--mirror", base + "/good/"], capsys)
+    code, out, err = run_cli(
+        ["data", "download", str(dest), "--mirror", base + "/missing/", "--mirror", base + "/good/"], capsys
+    )
     assert code == 0, err
     assert "60000 train / 10000 test" in out
     assert sorted(p.name for p in dest.iterdir()) == sorted(FILES)
@@ -171,9 +228,8 @@ def test_download_caps_what_it_reads(data_dir, tmp_path, monkeypatch):
     for name in FILES:
         (root / name).write_bytes(b"\0" * 4096)
     monkeypatch.setattr(data, "MAX_DOWNLOAD_BYTES", 1000)
-    with http_server(root) as (base, _):
-        with pytest.raises(data.DataError, match="more than 0 MiB"):
-            data.download(tmp_path / "dl", [base + "/"], log=lambda m: None)
+    with http_server(root) as (base, _), pytest.raises(data.DataError, match="more than 0 MiB"):
+        data.download(tmp_path / "dl", [base + "/"], log=lambda m: None)
     assert not any(p.suffix == ".part" for p in (tmp_path / "dl").iterdir())
 
 
@@ -234,12 +290,15 @@ def test_cifar10_binary_layout_is_read_exactly(tmp_path, layout):
     assert x.shape == (7, 3, 32, 32) and x.dtype == torch.float32 and float(x.max()) <= 1
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("truncated", "not a whole number of 3073-byte records"),
-    ("label", "label byte 12 outside 0..9"),
-    ("missing_member", "no member cifar-10-batches-bin/data_batch_3.bin"),
-    ("mnist_folder", "no CIFAR-10 binary files"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        ("truncated", "not a whole number of 3073-byte records"),
+        ("label", "label byte 12 outside 0..9"),
+        ("missing_member", "no member cifar-10-batches-bin/data_batch_3.bin"),
+        ("mnist_folder", "no CIFAR-10 binary files"),
+    ],
+)
 def test_cifar10_bad_files_are_one_line(tmp_path, capsys, data_dir, damage, message):
     root = tmp_path / "c"
     files = write_cifar(tmp_path / "src")
@@ -275,8 +334,9 @@ def test_cifar10_download_checks_the_archive(tmp_path, monkeypatch, capsys):
 
         spec = dataclasses.replace(data.CIFAR10, archive_sha256=file_digest(good), archive_bytes=good.stat().st_size)
         monkeypatch.setitem(data.DATASETS, "cifar10", spec)
-        code, out, err = run_cli(["data", "download", str(tmp_path / "dl"), "--dataset", "cifar10",
-                                  "--mirror", base + "/"], capsys)
+        code, out, err = run_cli(
+            ["data", "download", str(tmp_path / "dl"), "--dataset", "cifar10", "--mirror", base + "/"], capsys
+        )
     assert code == 0, err
     assert "cifar10 in" in out and "35 train / 7 test" in out
 

@@ -36,7 +36,9 @@ def test_one_training_step_reduces_loss_on_fixed_batch():
 
 
 def test_training_timesteps_low_t_share():
-    g = lambda: torch.Generator().manual_seed(3)
+    def g():
+        return torch.Generator().manual_seed(3)
+
     plain = train._timesteps(_tiny_train_cfg(batch_size=4000, T=1000), g())
     # share 0 draws exactly what uniform sampling draws (old runs and their resume stay reproducible)
     assert torch.equal(plain, torch.randint(0, 1000, (4000,), generator=g()))
@@ -44,12 +46,13 @@ def test_training_timesteps_low_t_share():
     all_low = train._timesteps(_tiny_train_cfg(batch_size=4000, T=1000, low_t_share=1.0, low_t_max=40), g())
     assert int(all_low.max()) < 40 and int(all_low.min()) >= 0
     half = train._timesteps(_tiny_train_cfg(batch_size=4000, T=1000, low_t_share=0.5, low_t_max=100), g())
-    assert 0.5 < (half < 100).float().mean() < 0.6   # 0.5 + 0.5 * 0.1 expected
-    assert int(half.max()) >= 900                      # the rest still covers [0, T)
+    assert 0.5 < (half < 100).float().mean() < 0.6  # 0.5 + 0.5 * 0.1 expected
+    assert int(half.max()) >= 900  # the rest still covers [0, T)
 
 
-@pytest.mark.parametrize("bad", [dict(low_t_share=-0.1), dict(low_t_share=1.5), dict(low_t_max=0),
-                                 dict(low_t_share=0.5, low_t_max=51)])
+@pytest.mark.parametrize(
+    "bad", [dict(low_t_share=-0.1), dict(low_t_share=1.5), dict(low_t_max=0), dict(low_t_share=0.5, low_t_max=51)]
+)
 def test_training_timestep_config_errors(bad):
     with pytest.raises(ValueError, match="low_t"):
         _tiny_train_cfg(**bad).validate()
@@ -68,10 +71,10 @@ def test_learning_rate_schedules():
     assert all(train.learning_rate(plain, s) == plain.lr * min(1.0, (s + 1) / plain.warmup) for s in range(400))
     cos = replace(const, lr_schedule="cosine")
     assert [train.learning_rate(cos, s) for s in (0, 9, 10)] == pytest.approx([1e-4, 1e-3, 1e-3])
-    assert train.learning_rate(cos, 55) == pytest.approx(5e-4)       # half-way through the decay
+    assert train.learning_rate(cos, 55) == pytest.approx(5e-4)  # half-way through the decay
     assert train.learning_rate(cos, 100) == pytest.approx(0.0, abs=1e-15)
     rates = [train.learning_rate(cos, s) for s in range(10, 101)]
-    assert all(a > b for a, b in zip(rates, rates[1:]))            # strictly decreasing after warm-up
+    assert all(a > b for a, b in zip(rates, rates[1:]))  # strictly decreasing after warm-up
     assert train.learning_rate(replace(cos, warmup=0), 0) == pytest.approx(1e-3)
     with pytest.raises(ValueError, match="lr_schedule"):
         replace(cos, lr_schedule="step").validate()
@@ -100,7 +103,7 @@ def test_new_knob_at_its_default_keeps_cache_keys():
 
     cfg = DiffusionTrainConfig()
     knobs = ("lr_schedule", "snr_gamma", "fit_minutes", "fused_norm")  # added after runs were cached
-    old = {k: v for k, v in to_dict(cfg).items() if k not in knobs}   # a config from before the knobs
+    old = {k: v for k, v in to_dict(cfg).items() if k not in knobs}  # a config from before the knobs
     assert key_dict(cfg) == old
     assert key_dict(replace(cfg, lr_schedule="cosine"))["lr_schedule"] == "cosine"
     assert key_dict(replace(cfg, snr_gamma=2.0))["snr_gamma"] == 2.0
@@ -112,7 +115,10 @@ def test_exact_resume(tmp_path, monkeypatch, lr_schedule):
     x = torch.rand(40, 1, 28, 28)
     y = torch.arange(40) % 10
     mcfg = UNET_PRESETS["tiny"]
-    tcfg = lambda: _tiny_train_cfg(lr_schedule=lr_schedule)
+
+    def tcfg():
+        return _tiny_train_cfg(lr_schedule=lr_schedule)
+
     full = train.train(mcfg, tcfg(), x, y, tmp_path / "full.pt", resume=False)
     calls = {"n": 0}
     real = train._ema_update
@@ -148,8 +154,9 @@ def test_cpu_bf16_autocast_only_where_native(tmp_path, monkeypatch, flag, native
     monkeypatch.setattr(diffusion.Diffusion, "loss", spy)
     monkeypatch.setattr(train, "cpu_has_native_bf16", lambda: native)
     x, y = torch.rand(16, 1, 28, 28), torch.arange(16) % 10
-    st = train.train(UNET_PRESETS["tiny"], _tiny_train_cfg(steps=2, cpu_bf16=flag), x, y, tmp_path / "a.pt",
-                     resume=False)
+    st = train.train(
+        UNET_PRESETS["tiny"], _tiny_train_cfg(steps=2, cpu_bf16=flag), x, y, tmp_path / "a.pt", resume=False
+    )
     assert seen == [want, want]
     assert all(p.dtype == torch.float32 for p in st.model.parameters())  # weights stay float32
     assert all(torch.isfinite(p).all() for p in st.ema.parameters())
@@ -158,12 +165,16 @@ def test_cpu_bf16_autocast_only_where_native(tmp_path, monkeypatch, flag, native
 def test_train_rejects_bad_input(tmp_path):
     mcfg = UNET_PRESETS["tiny"]
     with pytest.raises(ValueError, match="images must be"):
-        train.train(mcfg, _tiny_train_cfg(), torch.rand(4, 1, 20, 20), torch.zeros(4, dtype=torch.long), tmp_path / "a.pt")
+        train.train(
+            mcfg, _tiny_train_cfg(), torch.rand(4, 1, 20, 20), torch.zeros(4, dtype=torch.long), tmp_path / "a.pt"
+        )
     with pytest.raises(ValueError, match="labels must be in"):
         train.train(mcfg, _tiny_train_cfg(), torch.rand(4, 1, 28, 28), torch.full((4,), 10), tmp_path / "a.pt")
     (tmp_path / "bad.pt").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a ddmini checkpoint"):
-        train.train(mcfg, _tiny_train_cfg(), torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), tmp_path / "bad.pt")
+        train.train(
+            mcfg, _tiny_train_cfg(), torch.rand(4, 1, 28, 28), torch.zeros(4, dtype=torch.long), tmp_path / "bad.pt"
+        )
 
 
 def test_ddim_full_eta1_matches_ancestral():
@@ -189,8 +200,11 @@ def test_samplers_agree_and_stay_in_range():
     b = d.sample(m, labels, SampleConfig(sampler="ddim", steps=20, eta=1.0, guidance=1.0, seed=5))
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
     outs = {}
-    for kw in (dict(sampler="ddim", steps=5, guidance=3.0), dict(sampler="ddim", steps=5, guidance=1.0),
-               dict(sampler="ddpm", guidance=1.0)):
+    for kw in (
+        dict(sampler="ddim", steps=5, guidance=3.0),
+        dict(sampler="ddim", steps=5, guidance=1.0),
+        dict(sampler="ddpm", guidance=1.0),
+    ):
         out = d.sample(m, labels, SampleConfig(seed=1, **kw))
         assert out.shape == (6, 1, 28, 28) and float(out.min()) >= 0 and float(out.max()) <= 1
         assert torch.equal(out, d.sample(m, labels, SampleConfig(seed=1, **kw)))  # seeded
@@ -198,8 +212,9 @@ def test_samplers_agree_and_stay_in_range():
     # guidance and the sampler change the images (a dead U-Net would make all three equal)
     assert (outs["ddim", 3.0] - outs["ddim", 1.0]).abs().max() > 1e-3
     assert (outs["ddpm", 1.0] - outs["ddim", 1.0]).abs().max() > 1e-3
-    assert not torch.equal(outs["ddim", 1.0], d.sample(m, labels, SampleConfig(sampler="ddim", steps=5,
-                                                                                guidance=1.0, seed=2)))
+    assert not torch.equal(
+        outs["ddim", 1.0], d.sample(m, labels, SampleConfig(sampler="ddim", steps=5, guidance=1.0, seed=2))
+    )
 
 
 @pytest.mark.parametrize("split", [True, False])
@@ -219,9 +234,15 @@ def test_guided_prediction_one_call_or_two(split):
 def test_sampler_errors():
     m = unet.build("tiny")
     d = diffusion.Diffusion(T=20)
-    for kw, msg in ((dict(sampler="euler"), "sampler"), (dict(steps=21), "steps"), (dict(guidance=-1.0), "guidance"),
-                    (dict(guidance=float("inf")), "guidance"), (dict(guidance=1e30), "guidance"),
-                    (dict(eta=float("inf")), "eta"), (dict(eta=float("nan")), "eta")):
+    for kw, msg in (
+        (dict(sampler="euler"), "sampler"),
+        (dict(steps=21), "steps"),
+        (dict(guidance=-1.0), "guidance"),
+        (dict(guidance=float("inf")), "guidance"),
+        (dict(guidance=1e30), "guidance"),
+        (dict(eta=float("inf")), "eta"),
+        (dict(eta=float("nan")), "eta"),
+    ):
         with pytest.raises(ValueError, match=msg):
             d.sample(m, diffusion.balanced_labels(2), SampleConfig(**kw))
     with pytest.raises(ValueError, match="labels"):
@@ -271,6 +292,8 @@ def test_sampling_stage_runs_the_fused_channels_last_model_and_gives_the_plain_m
     monkeypatch.setattr(kernels, "group_norm_silu", lambda *a, **k: calls.append(1) or fused(*a, **k))
     imgs, secs = samples.generate(net, DiffusionTrainConfig(), labels, cfg, device="cpu")
     assert calls and net.fused_norm is False and secs > 0
-    assert any(p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
-               for p in net.parameters())  # the convolutions' weights went channels_last
+    assert any(
+        p.dim() == 4 and p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+        for p in net.parameters()
+    )  # the convolutions' weights went channels_last
     assert (imgs - plain).abs().max() < 1e-4

@@ -5,6 +5,7 @@ one subprocess each, so a test can give one rank other options or kill it; one t
 torchrun itself. Every process runs one thread (what torchrun sets), so the single-process reference
 computes the same float operations; only the order of the gradient reduction differs.
 """
+
 import json
 import os
 import re
@@ -18,10 +19,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO
 
 from ddmini import checkpoint
-
-from conftest import REPO
 
 #: Two ranks vs one process after 6 float32 training steps (smoke U-Net, weights up to ~3.7): the
 #: parameters agree to this (absolute). Only the order of the gradient reduction differs; measured on
@@ -44,11 +44,24 @@ def _env(**extra):
 def start(argvs, cwds=None):
     """Start one `python -m ddmini` per argv as the ranks of one group (rank r in cwds[r] if given)."""
     port, n = _port(), len(argvs)
-    return [subprocess.Popen([sys.executable, "-m", "ddmini", *map(str, a)], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, cwd=cwds[r] if cwds else None,
-                             env=_env(RANK=str(r), LOCAL_RANK=str(r), WORLD_SIZE=str(n), LOCAL_WORLD_SIZE=str(n),
-                                      MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port)))
-            for r, a in enumerate(argvs)]
+    return [
+        subprocess.Popen(
+            [sys.executable, "-m", "ddmini", *map(str, a)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=cwds[r] if cwds else None,
+            env=_env(
+                RANK=str(r),
+                LOCAL_RANK=str(r),
+                WORLD_SIZE=str(n),
+                LOCAL_WORLD_SIZE=str(n),
+                MASTER_ADDR="127.0.0.1",
+                MASTER_PORT=str(port),
+            ),
+        )
+        for r, a in enumerate(argvs)
+    ]
 
 
 def spawn(argvs, timeout=240, cwds=None):
@@ -67,15 +80,33 @@ def spawn(argvs, timeout=240, cwds=None):
 
 
 def single(argv, timeout=240):
-    p = subprocess.run([sys.executable, "-m", "ddmini", *map(str, argv)], capture_output=True, text=True,
-                       env=_env(), timeout=timeout)
+    p = subprocess.run(
+        [sys.executable, "-m", "ddmini", *map(str, argv)], capture_output=True, text=True, env=_env(), timeout=timeout
+    )
     assert p.returncode == 0, p.stderr
     return p
 
 
 def train_args(data_dir, out, steps=6, *extra):
-    return ["train-diffusion", "--preset", "smoke", "--no-cpu-bf16", "--steps", steps, "--batch-size", 16,
-            "--checkpoint-every", 3, "--device", "cpu", "--data-dir", data_dir, "--out", out, *extra]
+    return [
+        "train-diffusion",
+        "--preset",
+        "smoke",
+        "--no-cpu-bf16",
+        "--steps",
+        steps,
+        "--batch-size",
+        16,
+        "--checkpoint-every",
+        3,
+        "--device",
+        "cpu",
+        "--data-dir",
+        data_dir,
+        "--out",
+        out,
+        *extra,
+    ]
 
 
 def _max_diff(a, b, part="model"):
@@ -153,8 +184,21 @@ def test_a_rank_that_dies_stops_the_other_and_leaves_the_last_checkpoint(data_di
 
 def test_attack_and_sampling_under_two_ranks_equal_one_process(data_dir, tmp_path, smoke_run):
     clf, ckpt = smoke_run["classifier"], smoke_run["diffusion"]
-    a_args = ["attack", "--preset", "smoke", "--device", "cpu", "--data-dir", data_dir, "--classifier", clf,
-              "--limit", 200, "--chunk-size", 32]
+    a_args = [
+        "attack",
+        "--preset",
+        "smoke",
+        "--device",
+        "cpu",
+        "--data-dir",
+        data_dir,
+        "--classifier",
+        clf,
+        "--limit",
+        200,
+        "--chunk-size",
+        32,
+    ]
     single(a_args + ["--run-dir", tmp_path / "one", "--out", tmp_path / "a1"])
     res = spawn([a_args + ["--run-dir", tmp_path / "two", "--out", tmp_path / "a2"]] * 2)
     assert all(rc == 0 for rc, _, _ in res), res
@@ -165,8 +209,10 @@ def test_attack_and_sampling_under_two_ranks_equal_one_process(data_dir, tmp_pat
     assert not list((tmp_path / "a2" / "chunks").glob("*.pt"))  # merged and cleaned up
     # resumable at any world size: a chunk one process finished is taken, not recomputed, by two ranks
     (tmp_path / "a3" / "chunks").mkdir(parents=True)
-    checkpoint.save({"key": a1["key"], "start": 32, "stop": 64, "x_adv": a1["x_adv"][32:64], "seconds": 1000.0},
-                    tmp_path / "a3" / "chunks" / "000032.pt")
+    checkpoint.save(
+        {"key": a1["key"], "start": 32, "stop": 64, "x_adv": a1["x_adv"][32:64], "seconds": 1000.0},
+        tmp_path / "a3" / "chunks" / "000032.pt",
+    )
     res = spawn([a_args + ["--run-dir", tmp_path / "two", "--out", tmp_path / "a3"]] * 2)
     assert all(rc == 0 for rc, _, _ in res), res
     a3 = checkpoint.load(tmp_path / "a3" / "attacked.pt")
@@ -201,8 +247,10 @@ def test_a_run_dir_one_rank_cannot_write_is_one_line(data_dir, tmp_path):
     for r in (0, 1):
         (tmp_path / f"host{r}").mkdir()
     (tmp_path / "host1" / "runs").write_text("")
-    res = spawn([["run", "--preset", "smoke", "--data-dir", data_dir, "--run-dir", "runs"]] * 2,
-                cwds=[tmp_path / "host0", tmp_path / "host1"])
+    res = spawn(
+        [["run", "--preset", "smoke", "--data-dir", data_dir, "--run-dir", "runs"]] * 2,
+        cwds=[tmp_path / "host0", tmp_path / "host1"],
+    )
     assert [rc for rc, _, _ in res] == [1, 1], res
     err = res[0][2].strip()
     assert "rank 1" in err and "runs" in err and "not a directory" in err and len(err.splitlines()) == 1, err
@@ -216,17 +264,15 @@ def test_commands_that_run_in_one_process_refuse_torchrun(data_dir, tmp_path):
 
 
 def readme_torchrun() -> list[str]:
-    """The torchrun commands of README's section "More than one process"."""
-    text = (REPO / "README.md").read_text()
-    sec = re.search(r"^## More than one process.*?$(.*?)(?=^## )", text, re.M | re.S).group(1)
-    blocks = re.findall(r"^```bash\n(.*?)^```", sec, re.M | re.S)
+    """The torchrun commands of docs/distributed.md."""
+    blocks = re.findall(r"^```bash\n(.*?)^```", (REPO / "docs" / "distributed.md").read_text(), re.M | re.S)
     return [line.strip() for b in blocks for line in b.splitlines() if line.strip().startswith("torchrun ")]
 
 
-#: README's torchrun commands: which one this file runs, and why the other is not run here.
+#: docs/distributed.md's torchrun commands: which one this file runs (with --data-dir added), and why the other
+#: is not run here.
 README_TORCHRUN = {
-    "torchrun --standalone --nproc-per-node 2 -m ddmini run --preset smoke --poison 0.3 --data-dir ../shared/data/mnist":
-        "run below",
+    "torchrun --standalone --nproc-per-node 2 -m ddmini run --preset smoke --poison 0.3": "run below",
     "torchrun --nnodes 2 --nproc-per-node 8 --rdzv-backend c10d --rdzv-endpoint HOST:29500 -m ddmini run "
     "--preset paper --device cuda --poison 1": "skip: needs two hosts with 8 GPUs each",
 }
@@ -240,11 +286,25 @@ def test_torchrun_smoke_run_matches_the_single_process_run(data_dir, tmp_path):
     """README's command (torchrun, 2 processes, the smoke run): its report matches one process's."""
     cmd = next(c for c, how in README_TORCHRUN.items() if how == "run below")
     assert cmd in readme_torchrun()
-    args = shlex.split(cmd.replace("../shared/data/mnist", str(data_dir)))
+    args = shlex.split(cmd) + ["--data-dir", str(data_dir)]
     one = tmp_path / "one"
-    single(args[args.index("ddmini") + 1:] + ["--run-dir", one, "--device", "cpu"])
-    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", *args[1:], "--run-dir", str(tmp_path / "two"),
-                        "--device", "cpu"], capture_output=True, text=True, env=_env(), timeout=300)
+    single(args[args.index("ddmini") + 1 :] + ["--run-dir", one, "--device", "cpu"])
+    p = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            *args[1:],
+            "--run-dir",
+            str(tmp_path / "two"),
+            "--device",
+            "cpu",
+        ],
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=300,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     assert p.stdout.count("ddmini run:") == 1 and "2 processes" in p.stdout
     r1, r2 = (json.loads((d / "p0.3" / "report.json").read_text()) for d in (one, tmp_path / "two"))

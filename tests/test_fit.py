@@ -1,8 +1,8 @@
 """Fitting the training steps to a time budget on this machine (ddmini.fit, --train-fit-minutes)."""
+
 import json
 
 import pytest
-
 from conftest import run_cli
 
 
@@ -11,8 +11,22 @@ def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsy
 
     monkeypatch.setattr(fit_module, "MIN_SECONDS", 0.0)  # one chunk of 25 steps: the smoke step takes ms
     # float32 on every machine, so that both norms are timed for real
-    base = ["run", "--preset", "smoke", "--poison", "0.5", "--data-dir", data_dir, "--run-dir", tmp_path,
-            "--device", "cpu", "--guidance-scales", "1", "--no-train-cpu-bf16"]
+    base = [
+        "run",
+        "--preset",
+        "smoke",
+        "--poison",
+        "0.5",
+        "--data-dir",
+        data_dir,
+        "--run-dir",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--guidance-scales",
+        "1",
+        "--no-train-cpu-bf16",
+    ]
     code, out, err = run_cli(base + ["--train-fit-minutes", "0.02"], capsys)
     assert code == 0, err
     (fit_file,) = (tmp_path / "cache").glob("fit-*.json")
@@ -45,7 +59,8 @@ def test_cpu_hour_preset_is_the_cpu_recipe_at_half_the_batch_fitted_to_48_minute
     from dataclasses import replace
 
     from ddmini.checkpoint import fingerprint
-    from ddmini.config import key_dict, preset
+    from ddmini.config import key_dict
+    from ddmini.presets import preset
 
     hour, cpu = preset("cpu-hour"), preset("cpu")
     assert hour.train == replace(cpu.train, batch_size=64, fit_minutes=48.0)
@@ -74,13 +89,13 @@ def test_the_default_preset_on_a_cpu_without_a_run_dir_depends_on_native_bf16(na
     import torch
 
     import ddmini.runtime
-    from ddmini.cli import _build_run_config, default_preset
+    from ddmini.presets import default_preset, run_config
 
     monkeypatch.setattr(ddmini.runtime, "cpu_has_native_bf16", lambda: native)
     cpu = torch.device("cpu")
     assert default_preset(cpu) == name and default_preset(cpu, "cifar10") == name
-    assert _build_run_config(0.3, None, cpu, 0, {})[1] == name
-    assert _build_run_config(0.3, "cpu", cpu, 0, {})[1] == "cpu"  # a preset given is the preset used
+    assert run_config(None, poison=0.3, device=cpu)[1] == name
+    assert run_config("cpu", poison=0.3, device=cpu)[1] == "cpu"  # a preset given is the preset used
     gpu = torch.device("cuda")
     assert (default_preset(gpu), default_preset(gpu, "cifar10")) == ("paper", "cifar10")
 
@@ -94,7 +109,7 @@ def test_with_native_bf16_the_cpu_presets_timed_step_chooses_the_default(seconds
 
     import ddmini.runtime
     from ddmini import fit
-    from ddmini.cli import _build_run_config, choose_preset
+    from ddmini.presets import choose_preset, run_config
 
     monkeypatch.setattr(ddmini.runtime, "cpu_has_native_bf16", lambda: True)
     timed = []
@@ -113,7 +128,7 @@ def test_with_native_bf16_the_cpu_presets_timed_step_chooses_the_default(seconds
     (rec,) = (tmp_path / "run" / "cache").glob("fit-*.json")
     assert json.loads(rec.read_text())["seconds_per_step"] == seconds
     # the same run directory chooses the same without timing again; the run's config follows the choice
-    assert _build_run_config(0.3, None, cpu, 0, {}, tmp_path / "run")[1:] == (name, why) and len(timed) == 1
+    assert run_config(None, poison=0.3, device=cpu, run_dir=tmp_path / "run")[1:] == (name, why) and len(timed) == 1
     assert choose_preset(cpu, "cifar10", tmp_path / "run")[0] == name and timed[-1] == (128, 3)
     monkeypatch.setenv("WORLD_SIZE", "2")  # under torchrun the ranks would time apart: the rule, no timing
     assert choose_preset(cpu, "mnist", tmp_path / "other") == ("cpu", "") and len(timed) == 2
@@ -122,14 +137,16 @@ def test_with_native_bf16_the_cpu_presets_timed_step_chooses_the_default(seconds
 def test_steps_given_replace_a_presets_fit_unless_the_fit_is_given_too():
     import torch
 
-    from ddmini.cli import _build_run_config
+    from ddmini.presets import run_config
 
     cpu = torch.device("cpu")
-    cfg, _, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000})
+    cfg, _, _ = run_config("cpu-hour", poison=0.3, device=cpu, overrides={"train.steps": 9000})
     assert (cfg.train.steps, cfg.train.fit_minutes) == (9000, 0.0)
-    cfg, _, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {"train__steps": 9000, "train__fit_minutes": 30.0})
+    cfg, _, _ = run_config(
+        "cpu-hour", poison=0.3, device=cpu, overrides={"train.steps": 9000, "train.fit_minutes": 30.0}
+    )
     assert cfg.train.fit_minutes == 30.0
-    cfg, _, _ = _build_run_config(0.3, "cpu-hour", cpu, 0, {})
+    cfg, _, _ = run_config("cpu-hour", poison=0.3, device=cpu)
     assert cfg.train.fit_minutes == 48.0
 
 
@@ -145,8 +162,24 @@ def test_the_fit_trains_with_the_faster_norm_where_float32_trains_on_a_cpu(data_
         return (0.5, 25) if cfg.fused_norm else (0.4, 50)
 
     monkeypatch.setattr(fit, "_time", fake_time)
-    base = ["run", "--preset", "smoke", "--poison", "0", "--data-dir", data_dir, "--run-dir", tmp_path,
-            "--device", "cpu", "--guidance-scales", "1", "--no-train-cpu-bf16", "--train-fit-minutes", "0.02"]
+    base = [
+        "run",
+        "--preset",
+        "smoke",
+        "--poison",
+        "0",
+        "--data-dir",
+        data_dir,
+        "--run-dir",
+        tmp_path,
+        "--device",
+        "cpu",
+        "--guidance-scales",
+        "1",
+        "--no-train-cpu-bf16",
+        "--train-fit-minutes",
+        "0.02",
+    ]
     code, out, err = run_cli(base, capsys)
     assert code == 0, err
     assert timed == [True, False]
@@ -169,26 +202,28 @@ def test_measure_picks_the_faster_norm_and_times_one_where_no_choice_applies(tmp
     import torch
 
     from ddmini import fit
-    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS
+    from ddmini.config import UNET_PRESETS, DiffusionTrainConfig
 
-    monkeypatch.setattr(fit, "_time", lambda unet, cfg, *a: ((0.3, 60) if cfg.fused_norm == fused_wins else (0.6, 25)))
+    monkeypatch.setattr(fit, "_time", lambda unet, cfg, *a: (0.3, 60) if cfg.fused_norm == fused_wins else (0.6, 25))
     cpu, unet = torch.device("cpu"), UNET_PRESETS["tiny"]
     sec, timed, fused, norms = fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False), cpu, tmp_path / "t.pt")
     assert (sec, timed, fused) == (0.3, 60, fused_wins) and set(norms) == {"fused", "eager"}
     # the user's --no-train-fused-norm is kept: one timing, no choice
-    assert fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False, fused_norm=False), cpu, tmp_path / "t.pt") == \
-        ((0.6, 25, False, None) if fused_wins else (0.3, 60, False, None))
+    assert fit.measure(unet, DiffusionTrainConfig(cpu_bf16=False, fused_norm=False), cpu, tmp_path / "t.pt") == (
+        (0.6, 25, False, None) if fused_wins else (0.3, 60, False, None)
+    )
 
 
 @pytest.mark.parametrize("min_seconds, max_timed, expect", [(0.0, 1000, 25), (1e9, 75, 75)])
-def test_the_timing_runs_in_chunks_until_its_seconds_or_its_most_steps(tmp_path, monkeypatch, min_seconds,
-                                                                      max_timed, expect):
+def test_the_timing_runs_in_chunks_until_its_seconds_or_its_most_steps(
+    tmp_path, monkeypatch, min_seconds, max_timed, expect
+):
     """A 25-step timing sampled a shared machine's speed once (0.335 s/step against the loop's 0.399): the
     fit times chunks of 25 steps until MIN_SECONDS have passed, or MAX_TIMED steps."""
     import torch
 
     from ddmini import fit, train
-    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS
+    from ddmini.config import UNET_PRESETS, DiffusionTrainConfig
 
     monkeypatch.setattr(fit, "MIN_SECONDS", min_seconds)
     monkeypatch.setattr(fit, "MAX_TIMED", max_timed)
@@ -196,8 +231,9 @@ def test_the_timing_runs_in_chunks_until_its_seconds_or_its_most_steps(tmp_path,
     real = train.train
     monkeypatch.setattr(train, "train", lambda *a, **k: chunks.append(a[1].steps) or real(*a, **k))
     x, y = torch.rand(16, 1, 28, 28), torch.zeros(16, dtype=torch.long)
-    sec, timed = fit._time(UNET_PRESETS["tiny"], DiffusionTrainConfig(batch_size=4), x, y, torch.device("cpu"),
-                           tmp_path / "t.pt")
+    sec, timed = fit._time(
+        UNET_PRESETS["tiny"], DiffusionTrainConfig(batch_size=4), x, y, torch.device("cpu"), tmp_path / "t.pt"
+    )
     assert timed == expect and sec > 0
     assert chunks == [fit.WARM] + [fit.WARM + 25 * k for k in range(1, expect // 25 + 1)]
 

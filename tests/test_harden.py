@@ -1,13 +1,13 @@
 """ddmini harden: the four arms, the multi-restart robust accuracy, and bad input."""
+
 import json
 
 import pytest
 import torch
+from conftest import assert_one_line, run_cli
 from torch import nn
 
 from ddmini.attacks import robust_accuracy
-
-from conftest import assert_one_line, run_cli
 
 
 class _Threshold(nn.Module):
@@ -47,8 +47,21 @@ def harden_run(smoke_run, data_dir, tmp_path_factory):
     from ddmini.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main(["harden", "--preset", "smoke", "--checkpoint", str(smoke_run["diffusion"]), "--data-dir", str(data_dir),
-              "--run-dir", str(root), "--device", "cpu"])
+        main(
+            [
+                "harden",
+                "--preset",
+                "smoke",
+                "--checkpoint",
+                str(smoke_run["diffusion"]),
+                "--data-dir",
+                str(data_dir),
+                "--run-dir",
+                str(root),
+                "--device",
+                "cpu",
+            ]
+        )
     assert e.value.code == 0
     return root
 

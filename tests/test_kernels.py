@@ -4,13 +4,13 @@
 Accuracy rule (as flash-attention's): a kernel's error against a float64 evaluation of the formula is
 at most twice the float32 torch reference's error, plus a few ulps of the result's scale.
 """
+
 import pytest
 import torch
+from conftest import cpu_variants
 
 from ddmini import kernels, reference, schedule
 from ddmini._ext import HAS_CPP, HAS_CUDA
-
-from conftest import cpu_variants
 
 BACKENDS = cpu_variants() + (["cuda"] if HAS_CUDA and torch.cuda.is_available() else [])
 SIZES = [1, 7, 4096, 1_000_003]
@@ -100,16 +100,20 @@ def test_timestep_extremes(backend, table):
             ("ddim_step", lambda *v: (v[0], v[1], t, t - 1, ac, 1.0, v[2])),
         ]:
             got = getattr(kernels, op)(*args(x, e, z), backend=backend)
-            assert_kernel_accuracy(got, getattr(reference, op)(*args(x, e, z)),
-                                   getattr(reference, op)(*args(*f64(x, e, z))))
+            assert_kernel_accuracy(
+                got, getattr(reference, op)(*args(x, e, z)), getattr(reference, op)(*args(*f64(x, e, z)))
+            )
     # no noise is added at t = 0: the noise tensor must not matter
     a = kernels.ddpm_step(x, e, 0, ac, z, backend=backend)
     b = kernels.ddpm_step(x, e, 0, ac, torch.zeros_like(z), backend=backend)
     assert torch.equal(a, b)
     # mixed per-sample t with 0 and T-1
     t = torch.tensor([0, T - 1, 500], device=dev)
-    assert_kernel_accuracy(kernels.ddpm_step(x, e, t, ac, z, backend=backend), reference.ddpm_step(x, e, t, ac, z),
-                           reference.ddpm_step(*f64(x, e), t, ac, z.double()))
+    assert_kernel_accuracy(
+        kernels.ddpm_step(x, e, t, ac, z, backend=backend),
+        reference.ddpm_step(x, e, t, ac, z),
+        reference.ddpm_step(*f64(x, e), t, ac, z.double()),
+    )
 
 
 def test_q_sample_analytic():
@@ -129,14 +133,19 @@ def test_out_aliasing(backend, alias, table):
     ac = table.to(dev)
     x, e, z = (torch.randn(4, 1, 28, 28, device=dev) for _ in range(3))
     t = torch.tensor([1, 10, 100, 999], device=dev)
-    refs = [(reference.ddpm_step, lambda *v: (v[0], v[1], t, ac, v[2])),
-            (reference.ddim_step, lambda *v: (v[0], v[1], t, t - 50, ac, 0.7, v[2])),
-            (reference.q_sample, lambda *v: (v[0], v[2], t, ac))]
-    for (fn, (ref, args)) in zip([
-        lambda x_, e_, z_, o: kernels.ddpm_step(x_, e_, t, ac, z_, out=o, backend=backend),
-        lambda x_, e_, z_, o: kernels.ddim_step(x_, e_, t, t - 50, ac, 0.7, z_, out=o, backend=backend),
-        lambda x_, e_, z_, o: kernels.q_sample(x_, z_, t, ac, out=o, backend=backend),
-    ], refs):
+    refs = [
+        (reference.ddpm_step, lambda *v: (v[0], v[1], t, ac, v[2])),
+        (reference.ddim_step, lambda *v: (v[0], v[1], t, t - 50, ac, 0.7, v[2])),
+        (reference.q_sample, lambda *v: (v[0], v[2], t, ac)),
+    ]
+    for fn, (ref, args) in zip(
+        [
+            lambda x_, e_, z_, o: kernels.ddpm_step(x_, e_, t, ac, z_, out=o, backend=backend),
+            lambda x_, e_, z_, o: kernels.ddim_step(x_, e_, t, t - 50, ac, 0.7, z_, out=o, backend=backend),
+            lambda x_, e_, z_, o: kernels.q_sample(x_, z_, t, ac, out=o, backend=backend),
+        ],
+        refs,
+    ):
         xs, es, zs = x.clone(), e.clone(), z.clone()
         target = {"x": xs, "eps": es, "noise": zs}[alias]
         res = fn(xs, es, zs, target)
@@ -149,8 +158,12 @@ def test_ddim_full_chain_equals_ddpm_when_eta_is_one():
     ac = schedule.make("linear", T)
     x, e, z = (torch.randn(2, 100) for _ in range(3))
     for t in (0, 1, 500, T - 1):
-        torch.testing.assert_close(kernels.ddim_step(x, e, t, t - 1, ac, 1.0, z),
-                                   kernels.ddpm_step(x, e, t, ac, z, "small"), rtol=2e-5, atol=2e-5)
+        torch.testing.assert_close(
+            kernels.ddim_step(x, e, t, t - 1, ac, 1.0, z),
+            kernels.ddpm_step(x, e, t, ac, z, "small"),
+            rtol=2e-5,
+            atol=2e-5,
+        )
 
 
 @pytest.mark.parametrize("backend", ["cpp", "torch"])
@@ -166,22 +179,46 @@ def test_bad_inputs(backend):
         (ValueError, "shape", lambda: kernels.ddim_step(x, e, 3, 2, ac, out=torch.empty(5, 10), backend=backend)),
         (ValueError, r"\[0, 1000\)", lambda: kernels.q_sample(x, z, 1000, ac, backend=backend)),
         (ValueError, r"\[0, 1000\)", lambda: kernels.q_sample(x, z, -1, ac, backend=backend)),
-        (ValueError, r"\[0, 1000\)", lambda: kernels.ddpm_step(x, e, torch.tensor([0, 1, 2, 1000]), ac, z, backend=backend)),
-        (ValueError, r"\[0, 1000\)", lambda: kernels.ddpm_step(x, e, torch.tensor([0, -3, 2, 9]), ac, z, backend=backend)),
+        (
+            ValueError,
+            r"\[0, 1000\)",
+            lambda: kernels.ddpm_step(x, e, torch.tensor([0, 1, 2, 1000]), ac, z, backend=backend),
+        ),
+        (
+            ValueError,
+            r"\[0, 1000\)",
+            lambda: kernels.ddpm_step(x, e, torch.tensor([0, -3, 2, 9]), ac, z, backend=backend),
+        ),
         (ValueError, "t_prev", lambda: kernels.ddim_step(x, e, 5, 1000, ac, backend=backend)),
-        (ValueError, "one timestep per sample", lambda: kernels.q_sample(x, z, torch.tensor([1, 2]), ac, backend=backend)),
-        (TypeError, "int64", lambda: kernels.q_sample(x, z, torch.tensor([1, 2, 3, 4], dtype=torch.int32), ac, backend=backend)),
+        (
+            ValueError,
+            "one timestep per sample",
+            lambda: kernels.q_sample(x, z, torch.tensor([1, 2]), ac, backend=backend),
+        ),
+        (
+            TypeError,
+            "int64",
+            lambda: kernels.q_sample(x, z, torch.tensor([1, 2, 3, 4], dtype=torch.int32), ac, backend=backend),
+        ),
         (TypeError, "int", lambda: kernels.q_sample(x, z, 1.5, ac, backend=backend)),
         (TypeError, "float64", lambda: kernels.q_sample(x, z, 3, ac.float(), backend=backend)),
         (TypeError, "1-D", lambda: kernels.q_sample(x, z, 3, ac[None], backend=backend)),
-        (ValueError, r"\(0, 1\]", lambda: kernels.q_sample(x, z, 3, torch.cat([ac[:-1], ac.new_zeros(1)]), backend=backend)),
+        (
+            ValueError,
+            r"\(0, 1\]",
+            lambda: kernels.q_sample(x, z, 3, torch.cat([ac[:-1], ac.new_zeros(1)]), backend=backend),
+        ),
         (ValueError, r"\(0, 1\]", lambda: kernels.q_sample(x, z, 3, ac + 0.5, backend=backend)),
         (ValueError, "variance", lambda: kernels.ddpm_step(x, e, 3, ac, z, "medium", backend=backend)),
         (ValueError, "eta", lambda: kernels.ddim_step(x, e, 3, 2, ac, -0.1, backend=backend)),
         (ValueError, "eta must be finite", lambda: kernels.ddim_step(x, e, 3, 2, ac, float("inf"), z, backend=backend)),
         (ValueError, "eta must be finite", lambda: kernels.ddim_step(x, e, 3, 2, ac, float("nan"), z, backend=backend)),
         (TypeError, "Tensor", lambda: kernels.q_sample(x.numpy(), z, 3, ac, backend=backend)),
-        (ValueError, "batch dimension", lambda: kernels.q_sample(torch.tensor(1.0), torch.tensor(1.0), 3, ac, backend=backend)),
+        (
+            ValueError,
+            "batch dimension",
+            lambda: kernels.q_sample(torch.tensor(1.0), torch.tensor(1.0), 3, ac, backend=backend),
+        ),
     ]
     for exc, msg, call in cases:
         with pytest.raises(exc, match=msg):
@@ -279,14 +316,18 @@ def test_table_and_inputs_made_in_inference_mode(backend):
     g = torch.Generator().manual_seed(3)
     x, e = (torch.randn(4, 50, generator=g).to(dev) for _ in range(2))
     t = torch.tensor([0, 10, 500, T - 1], device=dev)
-    expect = [kernels.ddim_step(x, e, t, t - 20, ac, backend=backend),
-              kernels.ddpm_step(x, e, 7, ac, e, backend=backend)]
+    expect = [
+        kernels.ddim_step(x, e, t, t - 20, ac, backend=backend),
+        kernels.ddpm_step(x, e, 7, ac, e, backend=backend),
+    ]
     with torch.inference_mode():
         ac_inf = schedule.make("linear", T).to(dev)
         assert ac_inf.is_inference()
         for _ in range(2):  # the second call finds the table already checked
-            got = [kernels.ddim_step(x, e, t, t - 20, ac_inf, backend=backend),
-                   kernels.ddpm_step(x, e, 7, ac_inf, e, backend=backend)]
+            got = [
+                kernels.ddim_step(x, e, t, t - 20, ac_inf, backend=backend),
+                kernels.ddpm_step(x, e, 7, ac_inf, e, backend=backend),
+            ]
             for a, b in zip(got, expect):
                 torch.testing.assert_close(a, b, rtol=0, atol=0)
         with pytest.raises(ValueError, match="t must lie"):
@@ -339,9 +380,12 @@ def _gns_run(x, params, groups, backend, channels_last, gy):
 def _gns_inputs(N, C, H, W, seed=0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(N, C, H, W, generator=g, dtype=torch.float64) * 3 + 1
-    params = [torch.randn(C, generator=g, dtype=torch.float64), torch.randn(C, generator=g, dtype=torch.float64),
-              0.5 * torch.randn(N, C, generator=g, dtype=torch.float64),
-              torch.randn(N, C, generator=g, dtype=torch.float64)]
+    params = [
+        torch.randn(C, generator=g, dtype=torch.float64),
+        torch.randn(C, generator=g, dtype=torch.float64),
+        0.5 * torch.randn(N, C, generator=g, dtype=torch.float64),
+        torch.randn(N, C, generator=g, dtype=torch.float64),
+    ]
     return x, params, torch.randn(N, C, H, W, generator=g, dtype=torch.float64)
 
 
@@ -411,25 +455,32 @@ def test_group_norm_silu_auto_and_fallbacks():
     x = torch.randn(2, 8, 6, 6)
     w, b = torch.randn(8), torch.randn(8)
     if HAS_CPP:
-        assert torch.allclose(kernels.group_norm_silu(x, 4, w, b), kernels.group_norm_silu(x, 4, w, b, backend="torch"),
-                              atol=1e-5)
+        assert torch.allclose(
+            kernels.group_norm_silu(x, 4, w, b), kernels.group_norm_silu(x, 4, w, b, backend="torch"), atol=1e-5
+        )
     # a layout or dtype the kernel does not take goes to the torch reference under "auto"
     odd = torch.randn(2, 8, 6, 12)[..., ::2]
-    assert torch.allclose(kernels.group_norm_silu(odd, 4, w, b),
-                          reference.group_norm_silu(odd, 4, w.expand(2, 8), b.expand(2, 8)), atol=1e-6)
+    assert torch.allclose(
+        kernels.group_norm_silu(odd, 4, w, b),
+        reference.group_norm_silu(odd, 4, w.expand(2, 8), b.expand(2, 8)),
+        atol=1e-6,
+    )
     assert kernels.group_norm_silu(x.double(), 4, w.double(), b.double()).dtype == torch.float64
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(groups=3), "positive divisor"),
-    (dict(groups=0), "positive divisor"),
-    (dict(weight=torch.ones(4)), "weight must have shape"),
-    (dict(scale=torch.ones(8)), "scale must have shape"),
-    (dict(eps=0.0), "eps must be positive"),
-    (dict(eps=float("nan")), "eps must be positive"),
-    (dict(backend="nope"), "backend must be one of"),
-    (dict(backend="cuda"), "CUDA|cuda"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(groups=3), "positive divisor"),
+        (dict(groups=0), "positive divisor"),
+        (dict(weight=torch.ones(4)), "weight must have shape"),
+        (dict(scale=torch.ones(8)), "scale must have shape"),
+        (dict(eps=0.0), "eps must be positive"),
+        (dict(eps=float("nan")), "eps must be positive"),
+        (dict(backend="nope"), "backend must be one of"),
+        (dict(backend="cuda"), "CUDA|cuda"),
+    ],
+)
 def test_group_norm_silu_bad_inputs(kwargs, match):
     args = dict(groups=4, weight=torch.ones(8), bias=torch.zeros(8), scale=None, shift=None)
     backend = kwargs.pop("backend", "auto")

@@ -1,10 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from conftest import cpu_variants
 
 from ddmini import metrics
-
-from conftest import cpu_variants
 
 scipy_linalg = pytest.importorskip("scipy.linalg")
 BACKENDS = cpu_variants() + ["linalg", "torch"]
@@ -14,7 +13,8 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 def random_cov(d, n=None, gen=None, scale=1.0):
     n = n or 3 * d
     x = torch.randn(n, d, generator=gen, dtype=torch.float64) @ (
-        torch.eye(d, dtype=torch.float64) + 0.3 * torch.randn(d, d, generator=gen, dtype=torch.float64))
+        torch.eye(d, dtype=torch.float64) + 0.3 * torch.randn(d, d, generator=gen, dtype=torch.float64)
+    )
     return metrics.mean_cov(x * scale)
 
 
@@ -75,8 +75,12 @@ def test_backends_agree_on_batches():
     g = torch.Generator().manual_seed(2)
     c1 = torch.stack([random_cov(32, gen=g)[1] for _ in range(10)])
     c2 = torch.stack([random_cov(32, gen=g)[1] for _ in range(10)])
-    torch.testing.assert_close(metrics.trace_sqrt_product(c1, c2, backend="cpp"),
-                               metrics.trace_sqrt_product(c1, c2, backend="torch"), rtol=1e-9, atol=1e-9)
+    torch.testing.assert_close(
+        metrics.trace_sqrt_product(c1, c2, backend="cpp"),
+        metrics.trace_sqrt_product(c1, c2, backend="torch"),
+        rtol=1e-9,
+        atol=1e-9,
+    )
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -160,8 +164,9 @@ def test_metric_bad_inputs():
     with pytest.raises(ValueError, match="at least 2"):
         metrics.mean_cov(torch.randn(1, 3))
     with pytest.raises(ValueError, match="zero total weight"):
-        metrics.class_aware_frechet_distance(torch.randn(10, 3), torch.zeros(10, dtype=torch.long),
-                                             torch.randn(10, 3), torch.arange(10) % 2)
+        metrics.class_aware_frechet_distance(
+            torch.randn(10, 3), torch.zeros(10, dtype=torch.long), torch.randn(10, 3), torch.arange(10) % 2
+        )
     with pytest.raises(ValueError, match="non-negative"):
         metrics.class_aware_frechet_distance(torch.randn(4, 3), -torch.ones(4, 2), torch.randn(4, 3), torch.ones(4, 2))
 
@@ -218,7 +223,8 @@ def test_empty_inputs_are_value_errors():
     with pytest.raises(ValueError, match="must not be empty"):
         metrics.trace_sqrt_product(torch.zeros(0, 3, 3, dtype=torch.float64), torch.zeros(0, 3, 3, dtype=torch.float64))
     with pytest.raises(ValueError, match="non-empty"):
-        metrics.class_aware_frechet_distance(torch.randn(0, 3), torch.zeros(0, dtype=torch.long),
-                                             torch.randn(4, 3), torch.arange(4) % 2)
+        metrics.class_aware_frechet_distance(
+            torch.randn(0, 3), torch.zeros(0, dtype=torch.long), torch.randn(4, 3), torch.arange(4) % 2
+        )
     with pytest.raises(ValueError, match=r"labels must be in \[0, 2\)"):
         metrics.class_weights(torch.tensor([0, 1, 2]), 2)

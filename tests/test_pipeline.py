@@ -2,11 +2,10 @@ import json
 from pathlib import Path
 
 import pytest
-
-from ddmini.config import RunConfig, from_dict, preset, to_dict
-
 from conftest import assert_one_line, run_cli as _run
 
+from ddmini.config import RunConfig, from_dict, to_dict
+from ddmini.presets import preset
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +101,22 @@ def _class_counts(data_dir, n):
 
 
 def test_smoke_sweep(data_dir, smoke_dir, capsys):
-    code, out, err = _run(["sweep", "--preset", "smoke", "--poison", "0,0.5,1", "--data-dir", str(data_dir),
-                           "--run-dir", str(smoke_dir), "--device", "cpu"], capsys)
+    code, out, err = _run(
+        [
+            "sweep",
+            "--preset",
+            "smoke",
+            "--poison",
+            "0,0.5,1",
+            "--data-dir",
+            str(data_dir),
+            "--run-dir",
+            str(smoke_dir),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0, err
     s = json.loads((smoke_dir / "sweep" / "sweep.json").read_text())
     assert s["poison"] == [0, 0.5, 1] and "r2" in s["fits"]["misclassification"]
@@ -113,15 +126,18 @@ def test_smoke_sweep(data_dir, smoke_dir, capsys):
     assert (smoke_dir / "sweep" / "sweep.png").is_file() and "R^2" in out
 
 
-@pytest.mark.parametrize("args, msg", [
-    (["--poison", "1.5"], "p must be in [0, 1]"),
-    (["--poison", "-0.1"], "p must be in [0, 1]"),
-    (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
-    (["--run-dir", "/proc/ddmini-cannot-write"], "run directory"),
-    (["--attack-eps", "-1"], "attack eps must be in [0, 1000]; got -1"),
-    (["--unet-channel-mult", "1,x"], "unet-channel-mult"),
-    (["--sample-guidance", "1.5"], "headline guidance scale (sample guidance 1.5) must be one of"),
-])
+@pytest.mark.parametrize(
+    "args, msg",
+    [
+        (["--poison", "1.5"], "p must be in [0, 1]"),
+        (["--poison", "-0.1"], "p must be in [0, 1]"),
+        (["--data-dir", "/nonexistent/mnist"], "/nonexistent/mnist"),
+        (["--run-dir", "/proc/ddmini-cannot-write"], "run directory"),
+        (["--attack-eps", "-1"], "attack eps must be in [0, 1000]; got -1"),
+        (["--unet-channel-mult", "1,x"], "unet-channel-mult"),
+        (["--sample-guidance", "1.5"], "headline guidance scale (sample guidance 1.5) must be one of"),
+    ],
+)
 def test_run_errors_are_one_line(data_dir, tmp_path, capsys, args, msg):
     base = ["run", "--preset", "smoke", "--data-dir", str(data_dir), "--run-dir", str(tmp_path), "--device", "cpu"]
     code, _, err = _run(base + args, capsys)
@@ -131,13 +147,26 @@ def test_run_errors_are_one_line(data_dir, tmp_path, capsys, args, msg):
 def test_every_stage_knob_is_an_option(capsys):
     code, out, _ = _run(["run", "--help"], capsys)
     assert code == 0
-    for flag in ("--classifier-epochs", "--attack-eps", "--attack-random-start", "--unet-channel-mult",
-                 "--train-steps", "--train-ema-decay", "--sample-guidance", "--sample-steps"):
+    for flag in (
+        "--classifier-epochs",
+        "--attack-eps",
+        "--attack-random-start",
+        "--unet-channel-mult",
+        "--train-steps",
+        "--train-ema-decay",
+        "--sample-guidance",
+        "--sample-steps",
+    ):
         assert flag in out
     # named choices are choices, every option has its field's help, what the data decide is no option
-    for text in ("--attack-attack, --attack [pgd_l2|pgd_linf|fgsm|cw_l2]", "--train-schedule [linear|cosine]",
-                 "--sample-sampler [ddim|ddpm]", "--train-lr-schedule [constant|cosine]",
-                 "--train-loss-weighting [mse|min_snr]", "Noise schedule."):
+    for text in (
+        "--attack-attack, --attack [pgd_l2|pgd_linf|fgsm|cw_l2]",
+        "--train-schedule [linear|cosine]",
+        "--sample-sampler [ddim|ddpm]",
+        "--train-lr-schedule [constant|cosine]",
+        "--train-loss-weighting [mse|min_snr]",
+        "Noise schedule.",
+    ):
         assert text in " ".join(out.split()), text
     for flag in ("--unet-in-channels", "--unet-image-size", "--unet-num-classes"):
         assert flag not in out
@@ -149,10 +178,12 @@ def test_stage_commands_take_generated_options_and_a_preset(command, capsys):
     code, out, _ = _run([command, "--help"], capsys)
     assert code == 0 and "--preset [smoke|cpu|cpu-hour|paper|paper-short|cifar10]" in " ".join(out.split())
     flat = " ".join(out.split())
-    expect = {"train-classifier": "--width INTEGER Channels of the first conv block",
-              "attack": "--attack [pgd_l2|pgd_linf|fgsm|cw_l2]",
-              "train-diffusion": "--lr-schedule [constant|cosine]",
-              "sample": "--sampler [ddim|ddpm]"}[command]
+    expect = {
+        "train-classifier": "--width INTEGER Channels of the first conv block",
+        "attack": "--attack [pgd_l2|pgd_linf|fgsm|cw_l2]",
+        "train-diffusion": "--lr-schedule [constant|cosine]",
+        "sample": "--sampler [ddim|ddpm]",
+    }[command]
     assert expect in flat, flat
 
 
@@ -170,18 +201,29 @@ def test_study_and_sampler_guidance_defaults():
     before the sampler's default changed stay the same."""
     import torch
 
-    from ddmini.cli import _build_run_config
     from ddmini.config import RUN_GUIDANCE, SampleConfig, key_dict
+    from ddmini.presets import run_config
 
     assert RUN_GUIDANCE == 1.0 and SampleConfig().guidance == 2.0
     for cfg in (RunConfig(), *(preset(n) for n in ("smoke", "cpu", "paper"))):
         assert cfg.sample.guidance == RUN_GUIDANCE and RUN_GUIDANCE in cfg.validate().guidance_scales
-    cfg, _, _ = _build_run_config(0.3, "smoke", torch.device("cpu"), 0, {"guidance_scales": "2,3"})
+    cfg, _, _ = run_config("smoke", poison=0.3, device=torch.device("cpu"), overrides={"guidance_scales": (2.0, 3.0)})
     assert cfg.sample.guidance == 2.0  # only the scales given: the first one is the headline
     with pytest.raises(ValueError, match="headline guidance"):
-        _build_run_config(0.3, "smoke", torch.device("cpu"), 0, {"guidance_scales": "2,3", "sample__guidance": 1.0})
-    assert key_dict(preset("cpu").sample) == {"sampler": "ddim", "steps": 50, "eta": 0.0, "guidance": 1.0,
-                                              "batch_size": 128, "seed": 0}
+        run_config(
+            "smoke",
+            poison=0.3,
+            device=torch.device("cpu"),
+            overrides={"guidance_scales": (2.0, 3.0), "sample.guidance": 1.0},
+        )
+    assert key_dict(preset("cpu").sample) == {
+        "sampler": "ddim",
+        "steps": 50,
+        "eta": 0.0,
+        "guidance": 1.0,
+        "batch_size": 128,
+        "seed": 0,
+    }
 
 
 def test_earlier_cpu_recipe_reproduces_its_cache_key():
@@ -189,13 +231,20 @@ def test_earlier_cpu_recipe_reproduces_its_cache_key():
     recipe with the same diffusion cache key, so the runs cached before the recipe changed are reused."""
     import torch
 
-    from ddmini.cli import _build_run_config
     from ddmini.config import DiffusionTrainConfig, key_dict
+    from ddmini.presets import run_config
 
-    cfg, name, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0,
-                                     {"train__low_t_share": 0.0, "train__lr_schedule": "constant"})
-    earlier = {k: v for k, v in to_dict(DiffusionTrainConfig()).items()
-               if k not in ("lr_schedule", "snr_gamma", "fit_minutes", "fused_norm")}  # key-neutral, at defaults
+    cfg, name, _ = run_config(
+        "cpu",
+        poison=1.0,
+        device=torch.device("cpu"),
+        overrides={"train.low_t_share": 0.0, "train.lr_schedule": "constant"},
+    )
+    earlier = {
+        k: v
+        for k, v in to_dict(DiffusionTrainConfig()).items()
+        if k not in ("lr_schedule", "snr_gamma", "fit_minutes", "fused_norm")
+    }  # key-neutral, at defaults
     assert name == "cpu" and key_dict(cfg.train) == earlier
     now = preset("cpu").train
     assert (now.low_t_share, now.lr_schedule) == (0.5, "cosine") and key_dict(now) != earlier
@@ -207,17 +256,52 @@ def test_train_diffusion_then_sample_commands(data_dir, tmp_path, capsys):
     from ddmini import checkpoint
 
     ckpt, out = tmp_path / "d.pt", tmp_path / "s.pt"
-    code, text, err = _run(["train-diffusion", "--data-dir", str(data_dir), "--unet", "tiny", "--steps", "3",
-                            "--batch-size", "8", "--limit", "64", "--out", str(ckpt), "--device", "cpu"], capsys)
+    code, text, err = _run(
+        [
+            "train-diffusion",
+            "--data-dir",
+            str(data_dir),
+            "--unet",
+            "tiny",
+            "--steps",
+            "3",
+            "--batch-size",
+            "8",
+            "--limit",
+            "64",
+            "--out",
+            str(ckpt),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0 and "trained 3 steps" in text, err
-    code, text, err = _run(["sample", "--checkpoint", str(ckpt), "-n", "12", "--steps", "4", "--out", str(out),
-                            "--device", "cpu"], capsys)
+    code, text, err = _run(
+        ["sample", "--checkpoint", str(ckpt), "-n", "12", "--steps", "4", "--out", str(out), "--device", "cpu"], capsys
+    )
     assert code == 0 and "(ddim, 4 steps, guidance 2)" in text, err
     s = checkpoint.load(out)
     assert s["images"].shape == (12, 1, 28, 28) and s["config"]["guidance"] == 2.0
-    assert 0 <= s["images"].min() and s["images"].max() <= 1 and out.with_suffix(".png").exists()
-    code, text, _ = _run(["sample", "--checkpoint", str(ckpt), "-n", "2", "--steps", "4", "--guidance", "1",
-                          "--out", str(out), "--device", "cpu"], capsys)
+    assert s["images"].min() >= 0 and s["images"].max() <= 1 and out.with_suffix(".png").exists()
+    code, text, _ = _run(
+        [
+            "sample",
+            "--checkpoint",
+            str(ckpt),
+            "-n",
+            "2",
+            "--steps",
+            "4",
+            "--guidance",
+            "1",
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0 and "guidance 1)" in text
 
 
@@ -260,8 +344,24 @@ def test_stage_commands_fill_the_runs_cache(data_dir, tmp_path, capsys):
 def test_every_attack_is_a_path_through_the_run(attack, data_dir, tmp_path, capsys):
     from ddmini.config import ATTACK_DEFAULTS
 
-    code, out, err = _run(["run", "--preset", "smoke", "--poison", "1", "--attack", attack, "--data-dir", str(data_dir),
-                           "--run-dir", str(tmp_path), "--device", "cpu"], capsys)
+    code, out, err = _run(
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--poison",
+            "1",
+            "--attack",
+            attack,
+            "--data-dir",
+            str(data_dir),
+            "--run-dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0, err
     folder = "p1" if attack == "pgd_l2" else f"p1-{attack}"  # runs of other attacks keep their own reports
     assert f"report: {tmp_path / folder / 'report.md'}" in out
@@ -276,15 +376,17 @@ def test_every_attack_is_a_path_through_the_run(attack, data_dir, tmp_path, caps
 def test_a_named_attack_brings_its_strength_and_given_options_win():
     import torch
 
-    from ddmini.cli import _build_run_config
+    from ddmini.presets import run_config
 
-    cfg, _, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm"})
+    cfg, _, _ = run_config("cpu", poison=1.0, device=torch.device("cpu"), overrides={"attack.attack": "fgsm"})
     assert (cfg.attack.attack, cfg.attack.eps) == ("fgsm", 0.25)
-    cfg, _, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {"attack__attack": "fgsm", "attack__eps": 0.1})
+    cfg, _, _ = run_config(
+        "cpu", poison=1.0, device=torch.device("cpu"), overrides={"attack.attack": "fgsm", "attack.eps": 0.1}
+    )
     assert cfg.attack.eps == 0.1
-    cfg, _, _ = _build_run_config(1.0, "smoke", torch.device("cpu"), 0, {"attack__attack": "cw_l2"})
+    cfg, _, _ = run_config("smoke", poison=1.0, device=torch.device("cpu"), overrides={"attack.attack": "cw_l2"})
     assert (cfg.attack.steps, cfg.attack.chunk_size) == (100, 256)  # CW's steps; the preset's chunks stay
-    cfg, _, _ = _build_run_config(1.0, "cpu", torch.device("cpu"), 0, {})
+    cfg, _, _ = run_config("cpu", poison=1.0, device=torch.device("cpu"))
     assert cfg.attack == preset("cpu").attack  # no attack named: the preset's, untouched (cache keys)
 
 
@@ -296,7 +398,7 @@ def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatc
     monkeypatch.setenv("DDMINI_DATA", str(data_dir))  # MNIST's variable: never read for another dataset
     base = ["--preset", "smoke", "--dataset", "fashion-mnist", "--run-dir", str(tmp_path), "--device", "cpu"]
     code, _, err = _run(["run", "--poison", "0.3", *base], capsys)
-    assert code == 1 and "no fashion-mnist directory" in err
+    assert code == 1 and "fashion-mnist is not in" in err and "downloads are off" in err
     code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(data_dir)], capsys)
     assert code == 1 and "these are mnist files, not fashion-mnist" in err
     code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(FASHION)], capsys)
@@ -306,8 +408,22 @@ def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatc
     assert "| Ankle boot |" in (tmp_path / "fashion-mnist-p0.3" / "report.md").read_text()
     # a classifier is used only on its own dataset
     (clf,) = (tmp_path / "cache").glob("classifier-*.pt")
-    code, _, err = _run(["attack", "--preset", "smoke", "--classifier", str(clf), "--data-dir", str(data_dir),
-                         "--run-dir", str(tmp_path), "--device", "cpu"], capsys)
+    code, _, err = _run(
+        [
+            "attack",
+            "--preset",
+            "smoke",
+            "--classifier",
+            str(clf),
+            "--data-dir",
+            str(data_dir),
+            "--run-dir",
+            str(tmp_path),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 1 and "a classifier trained on fashion-mnist, not mnist" in err
 
 
@@ -315,12 +431,31 @@ def test_cifar10_smoke_run_on_a_synthetic_folder(tmp_path, capsys):
     from conftest import run_cli as _run, write_cifar
 
     write_cifar(tmp_path / "cifar", n=130)
-    code, out, err = _run(["run", "--preset", "smoke", "--dataset", "cifar10", "--poison", "0.5", "--data-dir",
-                           str(tmp_path / "cifar"), "--run-dir", str(tmp_path / "runs"), "--device", "cpu"], capsys)
+    code, out, err = _run(
+        [
+            "run",
+            "--preset",
+            "smoke",
+            "--dataset",
+            "cifar10",
+            "--poison",
+            "0.5",
+            "--data-dir",
+            str(tmp_path / "cifar"),
+            "--run-dir",
+            str(tmp_path / "runs"),
+            "--device",
+            "cpu",
+        ],
+        capsys,
+    )
     assert code == 0, err
     r = json.loads((tmp_path / "runs" / "cifar10-p0.5" / "report.json").read_text())
     assert r["config"]["unet"]["in_channels"] == 3 and r["config"]["unet"]["image_size"] == 32
-    assert r["training_set"]["images"] == 600 and "| airplane |" in (tmp_path / "runs" / "cifar10-p0.5" / "report.md").read_text()
+    assert (
+        r["training_set"]["images"] == 600
+        and "| airplane |" in (tmp_path / "runs" / "cifar10-p0.5" / "report.md").read_text()
+    )
     from ddmini import train
 
     (ckpt,) = (tmp_path / "runs" / "cache").glob("diffusion-*.pt")
@@ -331,13 +466,15 @@ def test_cifar10_smoke_run_on_a_synthetic_folder(tmp_path, capsys):
 def test_fashion_mnist_runs_attack_at_its_own_radius():
     import torch
 
-    from ddmini.cli import _build_run_config
+    from ddmini.presets import run_config
 
-    cfg, _, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist"})
+    cfg, _, _ = run_config("cpu", poison=0.3, device=torch.device("cpu"), dataset="fashion-mnist")
     assert cfg.attack.eps == 0.75 and cfg.unet.in_channels == 1
-    cfg, _, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {"dataset": "fashion-mnist", "attack__eps": 1.0})
+    cfg, _, _ = run_config(
+        "cpu", poison=0.3, device=torch.device("cpu"), dataset="fashion-mnist", overrides={"attack.eps": 1.0}
+    )
     assert cfg.attack.eps == 1.0
-    cfg, _, _ = _build_run_config(0.3, "cpu", torch.device("cpu"), 0, {})
+    cfg, _, _ = run_config("cpu", poison=0.3, device=torch.device("cpu"))
     assert cfg.attack.eps == 1.6
 
 
@@ -345,15 +482,15 @@ def test_cifar10_preset_and_default_classifier():
     import pytest
     import torch
 
-    from ddmini.cli import _build_run_config
+    from ddmini.presets import run_config
 
     cpu = torch.device("cpu")
-    cfg, name, _ = _build_run_config(0.3, "cifar10", cpu, 0, {"dataset": "cifar10"})
+    cfg, name, _ = run_config("cifar10", poison=0.3, device=cpu, dataset="cifar10")
     assert name == "cifar10" and cfg.classifier.arch == "resnet" and cfg.attack.eps == 0.5
     assert (cfg.unet.in_channels, cfg.unet.image_size, cfg.unet.channel_mult) == (3, 32, (1, 2, 2))
     assert cfg.unet.attention and cfg.train.steps == 100000
     # the MNIST CNN stays MNIST's; CIFAR-10 trains the residual network under every preset
-    assert _build_run_config(0.3, "cpu", cpu, 0, {"dataset": "cifar10"})[0].classifier.arch == "resnet"
-    assert _build_run_config(0.3, "cpu", cpu, 0, {"dataset": "mnist"})[0].classifier.arch == "cnn"
+    assert run_config("cpu", poison=0.3, device=cpu, dataset="cifar10")[0].classifier.arch == "resnet"
+    assert run_config("cpu", poison=0.3, device=cpu, dataset="mnist")[0].classifier.arch == "cnn"
     with pytest.raises(ValueError, match="--preset cifar10 is made for --dataset cifar10"):
-        _build_run_config(0.3, "cifar10", cpu, 0, {"dataset": "mnist"})
+        run_config("cifar10", poison=0.3, device=cpu, dataset="mnist")

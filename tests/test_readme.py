@@ -1,17 +1,19 @@
-"""README.md runs as written.
+"""README.md runs as written, on a machine with no data: the first command downloads MNIST into an empty
+user cache from a local HTTP server (``DDMINI_MIRRORS``), as a new user's machine would from the internet.
 
 Every ```python block of README.md runs as its own fresh script (a subprocess in a temporary
 directory). Every ``ddmini ...`` command of README's quick start and data sections (fenced bash blocks)
 and of its command table is listed in COMMANDS below with how it is run here, or why it is skipped.
 Substitutions, all visible here and nowhere else:
 
-- ``../shared/data/mnist`` (and ``~/mnist``, the download target) become this machine's paths;
+- ``HOME`` is an empty folder and ``DDMINI_MIRRORS`` a server on 127.0.0.1 holding the MNIST files: nothing
+  else tells ddmini where data is (no ``--data-dir``, ``DDMINI_DATA``, ``DDMINI_DATA_ROOT``);
 - commands that would run the full experiment get ``--preset smoke`` (seconds, not an hour);
-- synopsis rows of the command table (``[--option V]``) are run with concrete smoke-sized options;
-- ``data download`` fetches from a local HTTP server on 127.0.0.1 (``--mirror``), never the internet.
+- synopsis rows of the command table (``[--option V]``) are run with concrete smoke-sized options.
 
 A README command that is not in COMMANDS fails the test, so a new one must be classified here.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,51 +25,50 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from ddmini.cli import main
-
 from conftest import REPO, http_server
 
-README = REPO / "README.md"
-DATA_IN_README = "../shared/data/mnist"
+from ddmini.cli import cli, main
 
-# README command -> the arguments run here ({data}, {run}, {clf}, ... filled in below), or "skip: why".
-# "{readme}" stands for the README command's own arguments after the path substitutions.
+README = REPO / "README.md"
+
+# README command -> the arguments run here ({run}, {clf}, ... filled in below), or "skip: why".
+# "{readme}" stands for the README command's own arguments.
+_TABLE = [  # (README command, how it runs here)
+    ("ddmini run [--poison P] [--preset smoke|cpu|cpu-hour|paper] [--<stage>-<knob> V]...",
+     "run --poison 0.5 --preset smoke --train-steps 4 --run-dir {run}"),
+    ("ddmini sweep --poison 0,0.25,0.5,0.75,1", "{readme} --preset smoke --run-dir {run}"),
+    ("ddmini compare RUN... [--out F.md]", "compare {run}/p0.3 {run}/p0.5 --out {run}/compare.md"),
+    ("ddmini train-classifier [--epochs --batch-size --lr --width --limit --out]",
+     "train-classifier --preset smoke --out {clf}"),
+    ("ddmini attack [--attack pgd_l2|pgd_linf|fgsm|cw_l2] [--eps 1.0,1.5,2.0] [--steps --split --limit]",
+     "attack --eps 1.0,1.5 --steps 2 --limit 300 --classifier {clf} --run-dir {run}"),
+    ("ddmini train-diffusion [--unet small|paper|tiny] [--steps --lr ...] [--attacked attacked.pt --poison P]",
+     "train-diffusion --unet tiny --steps 4 --batch-size 16 --limit 200 --attacked {attacked} --poison 0.5 "
+     "--out {ckpt}"),
+    ("ddmini sample --checkpoint D.pt [-n N] [--steps --eta --guidance --labels] [--classifier C.pt]",
+     "sample --checkpoint {ckpt} -n 20 --steps 3 --classifier {clf} --out {samples}"),
+    ("ddmini evaluate --samples S.pt --classifier C.pt [--attacked A.pt]",
+     "evaluate --samples {samples} --classifier {clf} --attacked {attacked}"),
+    ("ddmini zoo [--preset P]", "zoo --preset smoke --run-dir {run}"),
+    ("ddmini transfer [--samples NAME=S.pt]...",
+     "transfer --preset smoke --samples generated={samples} --run-dir {run}"),
+    ("ddmini purify --checkpoint D0.pt [--t-star 50,100,200,300] [--samples NAME=S.pt]...",
+     "purify --preset smoke --checkpoint {ckpt} --t-star 5,20 --steps 4 --limit 30 --samples generated={samples} "
+     "--run-dir {run}"),
+    ("ddmini harden --checkpoint D1.pt [--arms clean,pgd,deceptive] [--pool N]",
+     "harden --preset smoke --checkpoint {ckpt} --arms clean,deceptive --run-dir {run}"),
+    ("ddmini data where", "{readme}"),
+    ("ddmini data check [--verify]", "data check --verify"),
+    ("ddmini data download [DIR]", "data download {dl2}"),
+]  # fmt: skip
 COMMANDS = {
     # quick start
-    "ddmini run --poison 0.3 --data-dir ../shared/data/mnist": "{readme} --preset smoke --run-dir {run}",
+    "ddmini run --poison 0.3": "{readme} --preset smoke --run-dir {run}",
     # data section
-    "ddmini data download ~/mnist": "{readme} --mirror {mirror}",
-    "ddmini data check --data-dir ~/mnist --verify": "{readme}",
+    "ddmini data download": "{readme}",
+    "ddmini data check --verify": "{readme}",
     # command table
-    "ddmini train-classifier [--epochs --batch-size --lr --width --limit --out]":
-        "train-classifier --preset smoke --data-dir {data} --out {clf}",
-    "ddmini attack [--attack pgd_l2|pgd_linf|fgsm|cw_l2] [--eps 1.0,1.5,2.0] [--alpha --steps --split --limit]":
-        "attack --eps 1.0,1.5 --steps 2 --limit 300 --data-dir {data} --classifier {clf} --run-dir {run}",
-    "ddmini run [--poison P] [--preset smoke|cpu|paper] [--<stage>-<knob> V]...":
-        "run --poison 0.5 --preset smoke --train-steps 4 --data-dir {data} --run-dir {run}",
-    "ddmini sweep --poison 0,0.25,0.5,0.75,1": "{readme} --preset smoke --data-dir {data} --run-dir {run}",
-    "ddmini compare RUN... [--out F.md]": "compare {run}/p0.3 {run}/p0.5 --out {run}/compare.md",
-    "ddmini train-diffusion [--unet small|paper|tiny] [--steps --time-budget --lr --ema-decay ...] "
-    "[--attacked attacked.pt --poison P]":
-        "train-diffusion --unet tiny --steps 4 --batch-size 16 --limit 200 --attacked {attacked} --poison 0.5 "
-        "--data-dir {data} --out {ckpt}",
-    "ddmini sample --checkpoint D.pt [-n N] [--sampler ddim|ddpm] [--steps --eta --guidance --labels] "
-    "[--classifier C.pt]":
-        "sample --checkpoint {ckpt} -n 20 --steps 3 --classifier {clf} --out {samples}",
-    "ddmini zoo [--preset P]": "zoo --preset smoke --data-dir {data} --run-dir {run}",
-    "ddmini transfer [--samples NAME=S.pt]...":
-        "transfer --preset smoke --samples generated={samples} --data-dir {data} --run-dir {run}",
-    "ddmini purify --checkpoint D0.pt [--t-star 50,100,200,300] [--samples NAME=S.pt]...":
-        "purify --preset smoke --checkpoint {ckpt} --t-star 5,20 --steps 4 --limit 30 --samples generated={samples} "
-        "--data-dir {data} --run-dir {run}",
-    "ddmini harden --checkpoint D1.pt [--arms clean,pgd,deceptive,pgd+deceptive,deceptive-fresh] [--pool N --eval-eps 1.6,2.0 "
-    "--eval-steps --eval-restarts]":
-        "harden --preset smoke --checkpoint {ckpt} --arms clean,deceptive --data-dir {data} --run-dir {run}",
-    "ddmini evaluate --samples S.pt --classifier C.pt [--attacked A.pt]":
-        "evaluate --samples {samples} --classifier {clf} --attacked {attacked} --data-dir {data}",
-    "ddmini data check [--verify]": "data check --verify --data-dir {data}",
-    "ddmini data download DIR [--mirror URL]...": "data download {dl2} --mirror {mirror}",
+    **dict(_TABLE),
 }
 # Shell steps of the quick start that are not ddmini commands: what runs them instead.
 NOT_DDMINI = {
@@ -90,7 +91,7 @@ def fenced(text: str, lang: str) -> list[tuple[int, str]]:
     """(line number, code) of every ```lang block."""
     out = []
     for m in re.finditer(rf"^```{lang}\n(.*?)^```", text, re.M | re.S):
-        out.append((text[:m.start()].count("\n") + 1, m.group(1)))
+        out.append((text[: m.start()].count("\n") + 1, m.group(1)))
     return out
 
 
@@ -135,17 +136,34 @@ def _run(args: list[str], capsys) -> tuple[int, str]:
 
 def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, capsys):
     """Runs every README command in README order (the table's rows need what earlier rows made, so the
-    order below puts producers first); prints what ran and what was skipped."""
+    order below puts producers first) on a machine with no data; prints what ran and what was skipped."""
     home = tmp_path / "home"
     home.mkdir()
     monkeypatch.setenv("HOME", str(home))
+    for var in ("XDG_CACHE_HOME", "DDMINI_DATA", "DDMINI_DATA_ROOT", "DDMINI_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("DDMINI_MIRRORS", served_mnist)
     monkeypatch.chdir(tmp_path)
-    fill = {"data": str(data_dir), "run": str(tmp_path / "runs"), "clf": str(tmp_path / "C.pt"),
-            "ckpt": str(tmp_path / "D.pt"), "samples": str(tmp_path / "S.pt"), "mirror": served_mnist,
-            "dl2": str(tmp_path / "dl2")}
+    fill = {
+        "run": str(tmp_path / "runs"),
+        "clf": str(tmp_path / "C.pt"),
+        "ckpt": str(tmp_path / "D.pt"),
+        "samples": str(tmp_path / "S.pt"),
+        "dl2": str(tmp_path / "dl2"),
+    }
     cmds, other = readme_commands(README.read_text())
-    order = ["train-classifier", "attack", "train-diffusion", "sample", "zoo", "transfer", "purify", "harden",
-             "evaluate", "compare"]
+    order = [
+        "train-classifier",
+        "attack",
+        "train-diffusion",
+        "sample",
+        "zoo",
+        "transfer",
+        "purify",
+        "harden",
+        "evaluate",
+        "compare",
+    ]
     cmds.sort(key=lambda c: next((i for i, w in enumerate(order) if c.startswith(f"ddmini {w}")), -1))
     ran = [f"NOT RUN HERE {c}: {NOT_DDMINI[c]}" for c in other]
     for cmd in cmds:
@@ -153,7 +171,7 @@ def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, caps
         if spec.startswith("skip:"):
             ran.append(f"SKIPPED {cmd}: {spec[5:].strip()}")
             continue
-        readme_args = shlex.split(cmd.replace(DATA_IN_README, str(data_dir)).replace("~/", f"{home}/"))[1:]
+        readme_args = shlex.split(cmd)[1:]
         attacked = sorted((tmp_path / "runs").glob("cache/attack-*/attacked.pt"), key=lambda p: p.stat().st_mtime)
         fill["attacked"] = str(attacked[-1]) if attacked else "(no attacked.pt yet)"
         args = []
@@ -163,8 +181,28 @@ def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, caps
         assert code == 0, f"README command `{cmd}` (run as `ddmini {' '.join(args)}`) failed:\n{out}"
         ran.append(f"RAN {cmd}  as  ddmini {' '.join(args)}")
     print("\n".join(ran))
-    assert (tmp_path / "runs" / "p0.3" / "report.md").is_file()
+    assert (tmp_path / "runs" / "p0.3" / "report.json").is_file()
     assert (tmp_path / "runs" / "sweep" / "sweep.md").is_file()
+    assert (home / ".cache" / "ddmini" / "data" / "mnist" / "train-images-idx3-ubyte.gz").is_file()
+
+
+def test_readme_is_short_and_starts_with_its_commands():
+    text = README.read_text()
+    lines = text.splitlines()
+    assert len(lines) <= 250, len(lines)
+    first = next(i for i, line in enumerate(lines) if "ddmini run --poison 0.3" in line)
+    assert first < 40 and "pytest" in "\n".join(lines[:40])
+    assert "--data-dir ../" not in text and "../shared" not in text
+    assert "docs/mnist-p1-comparison.png" in "\n".join(lines[:40])
+    for link in re.findall(r"\]\(((?:docs|bench)/[^)#]+)", text):
+        assert (REPO / link).exists(), link
+
+
+def test_readme_command_table_lists_every_command():
+    table = _section(README.read_text(), "Command line")
+    listed = set(re.findall(r"`ddmini ((?:data )?[a-z][a-z-]*)", table))
+    have = {n for n in cli.commands if n != "data"} | {f"data {n}" for n in cli.commands["data"].commands}
+    assert listed == have, (listed - have, have - listed)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,18 +216,32 @@ def block_dir(data_dir, tmp_path_factory):
     """A working directory for the blocks, with the runs/classifier.pt that README says
     `ddmini train-classifier` writes (made here by that command on the smoke preset)."""
     d = tmp_path_factory.mktemp("readme-blocks")
-    r = subprocess.run([sys.executable, "-m", "ddmini", "train-classifier", "--preset", "smoke", "--data-dir",
-                        str(data_dir), "--run-dir", str(d / "runs")], cwd=d, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ddmini",
+            "train-classifier",
+            "--preset",
+            "smoke",
+            "--data-dir",
+            str(data_dir),
+            "--run-dir",
+            str(d / "runs"),
+        ],
+        cwd=d,
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return d
 
 
 def run_block(code: str, cwd: Path, data_dir: Path) -> subprocess.CompletedProcess:
     script = cwd / "block.py"
-    script.write_text(code.replace(DATA_IN_README, str(data_dir)))
-    env = {**os.environ, "DDMINI_QUIET": "1"}
-    return subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, env=env,
-                          timeout=300)
+    script.write_text(code)
+    env = {**os.environ, "DDMINI_QUIET": "1", "DDMINI_DATA": str(data_dir)}  # the user's data folder
+    return subprocess.run([sys.executable, str(script)], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
 
 
 def test_readme_has_python_blocks():

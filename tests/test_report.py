@@ -1,4 +1,5 @@
 """ddmini.report: strict JSON (no NaN or infinity tokens) and the sweep's least-squares fit."""
+
 import json
 import math
 
@@ -45,21 +46,38 @@ def test_typed_result_timing_and_headline():
     from ddmini.result import Cafd, GeneratedResult, Misclassification, RunResult
 
     def gen(rate):
-        return GeneratedResult(Misclassification(rate, 200, [rate] * 10, [[0] * 10] * 10),
-                               {"clean_test_soft": Cafd(1.0, [1.0] * 10)}, 10)
+        return GeneratedResult(
+            Misclassification(rate, 200, [rate] * 10, [[0] * 10] * 10), {"clean_test_soft": Cafd(1.0, [1.0] * 10)}, 10
+        )
 
     g1, g3 = gen(0.25), gen(0.0)
     g1.set_timing(10.0)
     g3.set_timing(4.0)
     assert g1.seconds_per_image == 0.05 and g1.seconds_per_misleading_image == 0.2
     assert g3.seconds_per_misleading_image is None  # no image misled: no cost per misleading image
-    r = RunResult(0.5, {}, {}, {"test_accuracy": 0.99}, {}, Misclassification(0.01, 10, [], []), {}, {"1": g1, "3": g3},
-                  3.0, {}, {}, {}, {})
+    r = RunResult(
+        0.5,
+        {},
+        {},
+        {"test_accuracy": 0.99},
+        {},
+        Misclassification(0.01, 10, [], []),
+        {},
+        {"1": g1, "3": g3},
+        3.0,
+        {},
+        {},
+        {},
+        {},
+    )
     assert r.headline() == ("3", g3)
     r.headline_guidance = 2.0  # not sampled: the first scale stands in
     assert r.headline() == ("1", g1)
     d = r.to_dict()
-    assert d["generated"]["1"]["misclassification"]["rate"] == 0.25 and d["generated"]["1"]["cafd"]["clean_test_soft"]["mean"] == 1.0
+    assert (
+        d["generated"]["1"]["misclassification"]["rate"] == 0.25
+        and d["generated"]["1"]["cafd"]["clean_test_soft"]["mean"] == 1.0
+    )
 
 
 def test_compare_puts_runs_side_by_side(smoke_run, tmp_path, capsys):
@@ -75,8 +93,9 @@ def test_compare_puts_runs_side_by_side(smoke_run, tmp_path, capsys):
     b["generated"]["2"]["misclassification"].update(rate=0.25, n=400)
     write_json(a, tmp_path / "p1" / "report.json")
     write_json(b, tmp_path / "p1-fgsm" / "report.json")
-    code, out, err = run_cli(["compare", tmp_path / "p1", tmp_path / "p1-fgsm" / "report.json",
-                              "--out", tmp_path / "cmp.md"], capsys)
+    code, out, err = run_cli(
+        ["compare", tmp_path / "p1", tmp_path / "p1-fgsm" / "report.json", "--out", tmp_path / "cmp.md"], capsys
+    )
     assert code == 0, err
     lines = [ln for ln in out.splitlines() if ln.startswith("| p1")]
     assert [ln.split(" | ")[0] for ln in lines] == ["| p1", "| p1-fgsm"]

@@ -1,4 +1,5 @@
 """Noise schedules against values computed here from the papers' formulas (not from ddmini's code)."""
+
 import math
 
 import pytest

@@ -1,4 +1,5 @@
 """Training (ddmini.train): interrupts never leave a half-step or a missing checkpoint behind."""
+
 import os
 import signal
 import subprocess
@@ -10,14 +11,33 @@ import torch
 
 from ddmini import checkpoint
 
-ARGS = ["train-diffusion", "--unet", "tiny", "--batch-size", "8", "--limit", "64", "--checkpoint-every", "20",
-        "--device", "cpu", "--seed", "3"]
+ARGS = [
+    "train-diffusion",
+    "--unet",
+    "tiny",
+    "--batch-size",
+    "8",
+    "--limit",
+    "64",
+    "--checkpoint-every",
+    "20",
+    "--device",
+    "cpu",
+    "--seed",
+    "3",
+]
 
 
 def _cli(args, data_dir, **kw):
     env = {**os.environ, "DDMINI_QUIET": "1", "OMP_NUM_THREADS": "1"}
-    return subprocess.Popen([sys.executable, "-m", "ddmini", *args, "--data-dir", str(data_dir)], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+    return subprocess.Popen(
+        [sys.executable, "-m", "ddmini", *args, "--data-dir", str(data_dir)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        **kw,
+    )
 
 
 STEPS = "200"  # ~35 steps/s here; the interrupt comes once the first checkpoint (step 20) is on disk
@@ -74,11 +94,17 @@ def test_native_bf16_needs_onednn_allowed_to_use_it(monkeypatch):
 
 def test_compile_is_refused_on_cpu(tmp_path):
     from ddmini import train
-    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS
+    from ddmini.config import UNET_PRESETS, DiffusionTrainConfig
 
     with pytest.raises(ValueError, match="--train-compile is for CUDA"):
-        train.train(UNET_PRESETS["tiny"], DiffusionTrainConfig(steps=1, compile=True), torch.rand(4, 1, 28, 28),
-                    torch.zeros(4, dtype=torch.long), tmp_path / "d.pt", device="cpu")
+        train.train(
+            UNET_PRESETS["tiny"],
+            DiffusionTrainConfig(steps=1, compile=True),
+            torch.rand(4, 1, 28, 28),
+            torch.zeros(4, dtype=torch.long),
+            tmp_path / "d.pt",
+            device="cpu",
+        )
     assert not (tmp_path / "d.pt").exists()
 
 
@@ -87,11 +113,17 @@ def test_fused_norm_where_training_runs_float32_on_a_cpu(tmp_path, cpu_bf16, fus
     """The fused GroupNorm + SiLU trains the float32 CPU model; under bf16 autocast (native bf16 CPUs) the
     eager ops stay. On (the default) leaves the cache key as it was before the option existed."""
     from ddmini import train
-    from ddmini.config import DiffusionTrainConfig, UNET_PRESETS, key_dict
+    from ddmini.config import UNET_PRESETS, DiffusionTrainConfig, key_dict
     from ddmini.runtime import cpu_has_native_bf16
 
     cfg = DiffusionTrainConfig(steps=2, batch_size=4, cpu_bf16=cpu_bf16, fused_norm=fused_norm)
-    state = train.train(UNET_PRESETS["tiny"], cfg, torch.rand(8, 1, 28, 28), torch.zeros(8, dtype=torch.long),
-                        tmp_path / "d.pt", device="cpu")
+    state = train.train(
+        UNET_PRESETS["tiny"],
+        cfg,
+        torch.rand(8, 1, 28, 28),
+        torch.zeros(8, dtype=torch.long),
+        tmp_path / "d.pt",
+        device="cpu",
+    )
     assert state.model.fused_norm is (fused_norm and not (cpu_bf16 and cpu_has_native_bf16()))
     assert ("fused_norm" in key_dict(cfg)) is (not fused_norm)

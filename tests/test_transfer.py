@@ -1,14 +1,13 @@
 """The classifier zoo and the transfer matrix (ddmini.transfer; `ddmini zoo`, `ddmini transfer`)."""
+
 import json
 
 import pytest
 import torch
+from conftest import run_cli as _run
 
 from ddmini import classifier, transfer
 from ddmini.config import ClassifierConfig
-
-from conftest import run_cli as _run
-
 
 
 def test_zoo_members_differ_from_the_target_in_one_thing_each():
@@ -80,8 +79,12 @@ def test_zoo_and_transfer_commands(data_dir, tmp_path, capsys):
     code, out, err = _run(["run", "--poison", "1", "--zoo", *base], capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "p1" / "report.json").read_text())
-    assert r["transfer"]["sources"] == ["generated (w=1)", "generated (w=3)", "attacked training images",
-                                        "fresh PGD-L2 on test images"]
+    assert r["transfer"]["sources"] == [
+        "generated (w=1)",
+        "generated (w=3)",
+        "attacked training images",
+        "fresh PGD-L2 on test images",
+    ]
     assert r["transfer"]["classifiers"] == t["classifiers"]
     assert r["transfer"]["misclassified"][2:] == t["misclassified"][1:]  # the same attacked rows as `transfer`
     assert "## Transfer to the classifier zoo" in (tmp_path / "p1" / "report.md").read_text()

@@ -1,4 +1,5 @@
 """The class-conditional U-Net (ddmini.unet): shapes at every configuration, preset sizes, bad configs."""
+
 from dataclasses import replace
 
 import pytest
@@ -8,12 +9,15 @@ from ddmini import unet
 from ddmini.config import UNET_PRESETS, UNetConfig
 
 
-@pytest.mark.parametrize("cfg", [
-    UNET_PRESETS["tiny"],
-    UNetConfig(base_channels=8, channel_mult=(1, 2, 2), groups=4, attention=True, image_size=28),
-    UNetConfig(base_channels=8, channel_mult=(1,), groups=4, in_channels=3, image_size=10),
-    UNetConfig(base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=2, groups=4, image_size=32, dropout=0.1),
-])
+@pytest.mark.parametrize(
+    "cfg",
+    [
+        UNET_PRESETS["tiny"],
+        UNetConfig(base_channels=8, channel_mult=(1, 2, 2), groups=4, attention=True, image_size=28),
+        UNetConfig(base_channels=8, channel_mult=(1,), groups=4, in_channels=3, image_size=10),
+        UNetConfig(base_channels=8, channel_mult=(1, 2, 2), num_res_blocks=2, groups=4, image_size=32, dropout=0.1),
+    ],
+)
 def test_unet_shapes(cfg):
     m = unet.UNet(cfg)
     x = torch.randn(3, cfg.in_channels, cfg.image_size, cfg.image_size)

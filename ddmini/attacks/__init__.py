@@ -8,11 +8,24 @@ The model is put in eval mode and its parameters get no gradients for the durati
 ``robust_accuracy`` the worst case over random restarts of an attack.
 The chunked, resumable attack of a whole dataset lives in :mod:`ddmini.attacks.stage`.
 """
+
 from .base import MARGIN_SCALES, norms, predict_labels, robust_accuracy, scaled_success, success
 from .cw import cw_l2
 from .pgd import fgsm, pgd_l2, pgd_linf, project_l2
 
 ATTACKS = {"fgsm": fgsm, "pgd_linf": pgd_linf, "pgd_l2": pgd_l2, "cw_l2": cw_l2}
 
-__all__ = ["ATTACKS", "MARGIN_SCALES", "cw_l2", "fgsm", "norms", "pgd_l2", "pgd_linf", "predict_labels",
-           "project_l2", "robust_accuracy", "scaled_success", "success"]
+__all__ = [
+    "ATTACKS",
+    "MARGIN_SCALES",
+    "cw_l2",
+    "fgsm",
+    "norms",
+    "pgd_l2",
+    "pgd_linf",
+    "predict_labels",
+    "project_l2",
+    "robust_accuracy",
+    "scaled_success",
+    "success",
+]

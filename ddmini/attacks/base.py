@@ -4,11 +4,12 @@ Attacks never touch the model's parameters: for the duration of an attack the mo
 and its parameters do not require gradients (so no weight gradients are computed); both are restored in
 ``finally``. Gradients are taken with respect to the input only.
 """
+
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -31,7 +32,9 @@ def check_inputs(model, x, y, target=None) -> None:
         if lab is None and name == "target":
             continue
         if not isinstance(lab, torch.Tensor) or lab.dtype != torch.int64:
-            raise TypeError(f"{name} must be an int64 tensor of labels; got {getattr(lab, 'dtype', type(lab).__name__)}")
+            raise TypeError(
+                f"{name} must be an int64 tensor of labels; got {getattr(lab, 'dtype', type(lab).__name__)}"
+            )
         if lab.shape != (x.shape[0],):
             raise ValueError(f"{name} must have shape ({x.shape[0]},) to match x; got {tuple(lab.shape)}")
         if lab.numel() and int(lab.min()) < 0:
@@ -115,8 +118,9 @@ def predict_labels(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tens
     return torch.cat(out) if out else torch.empty(0, dtype=torch.int64, device=x.device)
 
 
-def success(model, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None,
-            batch_size: int = 1000) -> torch.Tensor:
+def success(
+    model, x_adv: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None, batch_size: int = 1000
+) -> torch.Tensor:
     """Per-sample bool mask: the attack worked (prediction != y, or == target when targeted)."""
     check_inputs(model, x_adv, y, target)
     pred = predict_labels(model, x_adv.to(model_dtype(model, x_adv)), batch_size)
@@ -129,8 +133,9 @@ MARGIN_SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 @torch.no_grad()
-def scaled_success(model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
-                   scales=MARGIN_SCALES, batch_size: int = 1000) -> list[float]:
+def scaled_success(
+    model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, scales=MARGIN_SCALES, batch_size: int = 1000
+) -> list[float]:
     """For each s in ``scales``: the share of images still misclassified (prediction != y) when
     only s times their perturbation is applied, x + s * (x_adv - x) clamped to [0, 1].
 
@@ -145,8 +150,9 @@ def scaled_success(model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor,
     if x.shape[0] == 0:
         return [float("nan") for _ in scales]
     delta = x_adv - x
-    return [float(success(model, (x + s * delta).clamp_(0, 1), y, batch_size=batch_size).double().mean())
-            for s in scales]
+    return [
+        float(success(model, (x + s * delta).clamp_(0, 1), y, batch_size=batch_size).double().mean()) for s in scales
+    ]
 
 
 def norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,7 @@
 or max(max_{i != t} Z_i - Z_t, -kappa) (targeted) on the logits Z. Returns, per sample, the successful
 x' with the smallest L2 distance seen, or x itself where no step succeeded. Shapes as in pgd.py.
 """
+
 from __future__ import annotations
 
 import torch
@@ -20,8 +21,18 @@ def _margin(logits: torch.Tensor, label: torch.Tensor, targeted: bool, kappa: fl
     return (others - true if targeted else true - others).clamp(min=-kappa)
 
 
-def cw_l2(model, x, y, c: float = 1.0, kappa: float = 0.0, steps: int = 100, lr: float = 0.01, *,
-          target=None, batch_size: int = AttackConfig.batch_size) -> torch.Tensor:
+def cw_l2(
+    model,
+    x,
+    y,
+    c: float = 1.0,
+    kappa: float = 0.0,
+    steps: int = 100,
+    lr: float = 0.01,
+    *,
+    target=None,
+    batch_size: int = AttackConfig.batch_size,
+) -> torch.Tensor:
     check_inputs(model, x, y, target)
     check_positive("c", c)
     check_positive("kappa", kappa)

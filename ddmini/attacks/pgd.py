@@ -8,6 +8,7 @@ Shapes: x (N, ...) in [0, 1], y (N,) int64; returns x_adv of x's shape and dtype
 the eps-ball around x (computed in the model's dtype, then rounded to x's). Untargeted unless ``target``
 (N,) int64 is given.
 """
+
 from __future__ import annotations
 
 import torch
@@ -62,8 +63,19 @@ def _pgd(model, x, y, eps, alpha, steps, random_start, seed, target, batch_size,
     return out.to(x.dtype)
 
 
-def pgd_linf(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool = True,
-             seed: int | None = None, target=None, batch_size: int = AttackConfig.batch_size) -> torch.Tensor:
+def pgd_linf(
+    model,
+    x,
+    y,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    random_start: bool = True,
+    seed: int | None = None,
+    target=None,
+    batch_size: int = AttackConfig.batch_size,
+) -> torch.Tensor:
     """PGD in the L-inf ball: x <- clip_[0,1](proj_eps(x + alpha * sign(grad))), optional uniform start."""
 
     def start(x0, gen):
@@ -85,8 +97,19 @@ def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor
     return (x + delta * _per_sample(scale, x)).clamp_(0, 1)
 
 
-def pgd_l2(model, x, y, eps: float, alpha: float, steps: int, *, random_start: bool = False,
-           seed: int | None = None, target=None, batch_size: int = AttackConfig.batch_size) -> torch.Tensor:
+def pgd_l2(
+    model,
+    x,
+    y,
+    eps: float,
+    alpha: float,
+    steps: int,
+    *,
+    random_start: bool = False,
+    seed: int | None = None,
+    target=None,
+    batch_size: int = AttackConfig.batch_size,
+) -> torch.Tensor:
     """PGD in the L2 ball (the paper's attack). Each step: x <- x + alpha * g / ||g||_2 (per sample),
     project onto the L2 eps-ball around the clean x, clamp to [0, 1]. Deterministic without random
     start; with it, the start is uniform in the ball (direction ~ N(0, I), radius eps * U^(1/dim))."""

@@ -11,6 +11,7 @@ keyed by its first image, so the split changes nothing) and rank 0 merges: the s
 world size, resumable at any other. The stored images are float32: quantising them to 8 bits moves each pixel by up
 to 1/510 and flips some successes back, which ``success_uint8`` measures.
 """
+
 from __future__ import annotations
 
 import time
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from .. import checkpoint, distributed
+from ..classifier import fast_copy
 from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, key_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
@@ -33,13 +35,13 @@ RESULT_NAME = "attacked.pt"
 class AttackedSet:
     """The attacked dataset: images in [0, 1] with their ORIGINAL labels, and what the attack did."""
 
-    x_adv: torch.Tensor          # (N, C, H, W) float32
-    y: torch.Tensor              # (N,) int64, original labels
-    pred: torch.Tensor           # (N,) int64, classifier prediction on x_adv
-    success: torch.Tensor        # (N,) bool, pred != y
+    x_adv: torch.Tensor  # (N, C, H, W) float32
+    y: torch.Tensor  # (N,) int64, original labels
+    pred: torch.Tensor  # (N,) int64, classifier prediction on x_adv
+    success: torch.Tensor  # (N,) bool, pred != y
     success_uint8: torch.Tensor  # (N,) bool, the same after rounding x_adv to 8 bits
-    l2: torch.Tensor             # (N,) float32, ||x_adv - x||_2
-    linf: torch.Tensor           # (N,) float32, ||x_adv - x||_inf
+    l2: torch.Tensor  # (N,) float32, ||x_adv - x||_2
+    linf: torch.Tensor  # (N,) float32, ||x_adv - x||_inf
     config: AttackConfig
     seconds: float = 0.0
     key: str = ""
@@ -75,19 +77,49 @@ class AttackedSet:
         shares = scaled_success(model, x[idx].to(device), self.x_adv[idx].to(device), self.y[idx].to(device), scales)
         return {"images": int(idx.numel()), "scales": list(scales), "still_misclassified": shares}
 
+    def summary_line(self, cfg: AttackConfig, split: str = "train") -> str:
+        """One line of what the attack ``cfg`` did on this set (``ddmini attack``)."""
+        s = self.summary()
+        return (
+            f"{cfg.describe()} on {s['images']} {split} images: success {100 * s['success_rate']:.2f}% (8-bit: "
+            f"{100 * s['success_rate_uint8']:.2f}%), L2 mean {s['l2_mean']:.3f} max {s['l2_max']:.3f}, Linf mean "
+            f"{s['linf_mean']:.3f}, {s['images_per_second']:.0f} img/s"
+        )
+
+    def margin_line(self, model: nn.Module, x: torch.Tensor) -> str | None:
+        """One line of :meth:`margin` (None when no attack succeeded)."""
+        m = self.margin(model, x)
+        if not m["images"]:
+            return None
+        shares = ", ".join(f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], m["still_misclassified"]))
+        return f"  with s x its perturbation, still misclassified ({m['images']} successful images): {shares}"
+
     def save(self, path: str | Path) -> None:
-        checkpoint.save({"kind": "attacked", "key": self.key, "config": to_dict(self.config),
-                         "seconds": self.seconds, "extra": self.extra,
-                         **{k: getattr(self, k) for k in _TENSORS}}, path)
+        checkpoint.save(
+            {
+                "kind": "attacked",
+                "key": self.key,
+                "config": to_dict(self.config),
+                "seconds": self.seconds,
+                "extra": self.extra,
+                **{k: getattr(self, k) for k in _TENSORS},
+            },
+            path,
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "AttackedSet":
+    def load(cls, path: str | Path) -> AttackedSet:
         d = checkpoint.load_kind(path, "attacked", "attacked-set file", (*_TENSORS, "config"))
         n = d["y"].shape[0]
         if any(d[k].shape[0] != n for k in _TENSORS):
             raise ValueError(f"{path}: attacked-set arrays disagree in length")
-        return cls(**{k: d[k] for k in _TENSORS}, config=from_dict(AttackConfig, d["config"]),
-                   seconds=float(d.get("seconds", 0.0)), key=d.get("key", ""), extra=d.get("extra", {}))
+        return cls(
+            **{k: d[k] for k in _TENSORS},
+            config=from_dict(AttackConfig, d["config"]),
+            seconds=float(d.get("seconds", 0.0)),
+            key=d.get("key", ""),
+            extra=d.get("extra", {}),
+        )
 
 
 _TENSORS = ("x_adv", "y", "pred", "success", "success_uint8", "l2", "linf")
@@ -107,20 +139,17 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackCo
         return fn(model, x, y, cfg.eps, batch_size=cfg.batch_size)
     if cfg.attack == "cw_l2":
         return fn(model, x, y, c=cfg.c, kappa=cfg.kappa, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size)
-    return fn(model, x, y, cfg.eps, cfg.step_size, cfg.steps, random_start=cfg.random_start,
-              seed=cfg.seed, batch_size=cfg.batch_size)
-
-
-def fast_copy(model: nn.Module, device: torch.device) -> nn.Module:
-    """The model prepared for attacking: BatchNorm folded into the convolutions, on ``device``, and
-    channels-last on a CPU (oneDNN's faster layout for these convolutions). Outputs equal the original's
-    up to float rounding."""
-    from ..classifier import fold_batchnorm
-
-    m = fold_batchnorm(model).to(device)
-    if device.type == "cpu":
-        m = m.to(memory_format=torch.channels_last)
-    return m
+    return fn(
+        model,
+        x,
+        y,
+        cfg.eps,
+        cfg.step_size,
+        cfg.steps,
+        random_start=cfg.random_start,
+        seed=cfg.seed,
+        batch_size=cfg.batch_size,
+    )
 
 
 def load_done(out_dir: str | Path, key: str, n: int) -> AttackedSet | None:
@@ -148,14 +177,25 @@ def _read_merged(out_dir, key: str, n: int) -> AttackedSet:
     """On a rank other than 0: the attacked set rank 0 found or wrote."""
     done = load_done(out_dir, key, n)
     if done is None:
-        raise RuntimeError(f"{Path(out_dir) / RESULT_NAME}: rank 0 reads it but this rank cannot; "
-                           "is the run directory on a file system every rank sees?")
+        raise RuntimeError(
+            f"{Path(out_dir) / RESULT_NAME}: rank 0 reads it but this rank cannot; "
+            "is the run directory on a file system every rank sees?"
+        )
     return done
 
 
-def attack_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig,
-                   out_dir: str | Path, *, key: str = "", device: torch.device | str = "cpu",
-                   desc: str = "attack", world: distributed.World | None = None) -> AttackedSet:
+def attack_dataset(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    cfg: AttackConfig,
+    out_dir: str | Path,
+    *,
+    key: str = "",
+    device: torch.device | str = "cpu",
+    desc: str = "attack",
+    world: distributed.World | None = None,
+) -> AttackedSet:
     """Attack every image of (x, y) in chunks of ``cfg.chunk_size``, resuming from finished chunks in
     ``out_dir`` whose key matches; returns (and stores in out_dir/attacked.pt) the merged result.
     ``world`` (default: the one :func:`ddmini.distributed.init` joined) deals the chunks out to its ranks;
@@ -176,8 +216,12 @@ def attack_dataset(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: Atta
     fast = fast_copy(model, device)
     starts = list(range(0, n, cfg.chunk_size))
     mine = [starts[i] for i in distributed.shares(len(starts), world)]
-    bar = progress(total=sum(min(s + cfg.chunk_size, n) - s for s in mine), desc=desc, unit="img",
-                   disable=True if not world.is_main else None)
+    bar = progress(
+        total=sum(min(s + cfg.chunk_size, n) - s for s in mine),
+        desc=desc,
+        unit="img",
+        disable=True if not world.is_main else None,
+    )
     for start in mine:
         stop = min(start + cfg.chunk_size, n)
         _chunk(fast, x, y, cfg, key, start, stop, chunk_dir, device)
@@ -206,8 +250,7 @@ def _chunk(fast, x, y, cfg: AttackConfig, key: str, start: int, stop: int, chunk
         chunk_cfg = AttackConfig(**{**to_dict(cfg), "seed": cfg.seed + start})
         xa = run_attack(fast, xb, y[start:stop].to(device), chunk_cfg)
         xa = xa.float().cpu().contiguous()
-        part = {"key": key, "start": start, "stop": stop, "x_adv": xa,
-                "seconds": time.perf_counter() - t0}
+        part = {"key": key, "start": start, "stop": stop, "x_adv": xa, "seconds": time.perf_counter() - t0}
         checkpoint.save(part, path)
     return part
 
@@ -222,9 +265,18 @@ def _merge(fast, x, y, cfg: AttackConfig, key: str, starts: list[int], chunk_dir
     q = torch.round(x_adv * 255) / 255
     pred_q = predict_labels(fast, q.to(device)).cpu()
     l2, linf = norms(x_adv, x.float().cpu())
-    return AttackedSet(x_adv=x_adv, y=y.cpu().clone(), pred=pred, success=pred != y.cpu(),
-                       success_uint8=pred_q != y.cpu(), l2=l2, linf=linf, config=cfg,
-                       seconds=seconds, key=key)
+    return AttackedSet(
+        x_adv=x_adv,
+        y=y.cpu().clone(),
+        pred=pred,
+        success=pred != y.cpu(),
+        success_uint8=pred_q != y.cpu(),
+        l2=l2,
+        linf=linf,
+        config=cfg,
+        seconds=seconds,
+        key=key,
+    )
 
 
 def _load_chunk(path: Path, key: str, start: int, stop: int) -> dict | None:
@@ -234,7 +286,12 @@ def _load_chunk(path: Path, key: str, start: int, stop: int) -> dict | None:
         part = checkpoint.load(path)
     except ValueError:
         return None  # half-written or corrupt: recompute
-    ok = (isinstance(part, dict) and part.get("key") == key and part.get("start") == start
-          and part.get("stop") == stop and isinstance(part.get("x_adv"), torch.Tensor)
-          and part["x_adv"].shape[0] == stop - start)
+    ok = (
+        isinstance(part, dict)
+        and part.get("key") == key
+        and part.get("start") == start
+        and part.get("stop") == stop
+        and isinstance(part.get("x_adv"), torch.Tensor)
+        and part["x_adv"].shape[0] == stop - start
+    )
     return part if ok else None
