@@ -54,6 +54,17 @@ def writable_dir(path: str | os.PathLike, what: str = "run directory") -> Path:
     return p
 
 
+def check_not_input(out: str | os.PathLike, inputs, what: str = "output") -> None:
+    """OSError when the output ``out`` is (or links to) one of ``inputs`` or the digest beside one: writing
+    it would destroy what the command reads."""
+    if out is None:
+        return
+    real = os.path.realpath(out)
+    for p in (p for p in inputs if p):
+        if real in (os.path.realpath(p), os.path.realpath(digest_path(p))):
+            raise OSError(f"{out}: the {what} would overwrite the input {p}; choose another --out")
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     """Raise OSError naming ``path`` now, before any work, if a file cannot be written there."""
     path = Path(path)
@@ -93,6 +104,10 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[io.IOBase
             os.fsync(f.fileno())
         os.replace(tmp, path)
         fsync_dir(path.parent)
+    except OSError as e:  # a full disk, a quota: name the file, leave nothing half-written
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise OSError(f"{path}: cannot write it ({e.strerror or e})") from None
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -171,16 +186,40 @@ def file_digest(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
-def load_kind(path: str | os.PathLike, kind: str, what: str, required: tuple[str, ...] = ()) -> dict:
+def load_kind(
+    path: str | os.PathLike, kind: str, what: str, required: tuple[str, ...] = (), key: str | None = None
+) -> dict:
     """Load a ddmini artefact dict whose "kind" is ``kind`` and which holds every key of ``required``;
-    anything else raises one ValueError line naming the file."""
+    anything else raises one ValueError line naming the file. With ``key`` (a cached stage's artefact), the
+    file must have its digest beside it and record that it was made for ``key`` (:func:`recorded_key`): a
+    file copied from another slot or run, or with its digest deleted, is refused."""
+    if key is not None and Path(path).is_file() and not digest_path(path).is_file():
+        raise ValueError(f"{path}: no sha256 recorded beside it ({digest_path(path).name} is missing)")
     obj = load(path)
     if not isinstance(obj, dict) or obj.get("kind") != kind:
         raise ValueError(f"{path}: not a ddmini {what}")
     missing = [k for k in required if k not in obj]
     if missing:
         raise ValueError(f"{path}: not a complete ddmini {what} (missing {', '.join(missing)})")
+    if key is not None and recorded_key(obj) != key:
+        raise ValueError(f"{path}: made for another stage (key {recorded_key(obj)!r}, this one is {key!r})")
     return obj
+
+
+def recorded_key(obj: dict) -> str | None:
+    """The cache key an artefact records it was made for (top level, or a diffusion checkpoint's extra)."""
+    extra = obj.get("extra")
+    return obj.get("key", extra.get("key") if isinstance(extra, dict) else None)
+
+
+def set_aside(path: Path) -> Path:
+    """Move a rejected artefact (and its digest) out of the way, kept for inspection: PATH.rejected."""
+    to = path.with_name(path.name + ".rejected")
+    os.replace(path, to)
+    side = digest_path(path)
+    if side.exists():
+        os.replace(side, digest_path(to))
+    return to
 
 
 def load_weights(model: torch.nn.Module, state_dict: dict, path: str | os.PathLike) -> torch.nn.Module:
@@ -202,7 +241,12 @@ def exclusive(path: Path, world=None):
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
+    try:  # never through a symbolic link: it would create or lock a file elsewhere
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    except OSError as e:
+        why = "a symbolic link" if path.is_symlink() else e.strerror
+        raise OSError(f"{path}: cannot take the lock ({why})") from None
+    with os.fdopen(fd, "a") as f:
         try:
             import fcntl
 

@@ -322,12 +322,15 @@ def save(
     path: str | Path,
     dataset: str = "mnist",
     image_shape=(1, 28, 28),
+    key: str | None = None,
     **metrics,
 ) -> None:
-    """Write the classifier checkpoint atomically, with the dataset and image shape it was trained on."""
+    """Write the classifier checkpoint atomically, with the dataset and image shape it was trained on (and
+    the cache key of the stage that made it, ``key``)."""
     checkpoint.save(
         {
             "kind": "classifier",
+            "key": key,
             "config": to_dict(cfg),
             "dataset": dataset,
             "image_shape": list(image_shape),
@@ -339,11 +342,11 @@ def save(
 
 
 def load(
-    path: str | Path, device: torch.device | str = "cpu", dataset: str | None = None
+    path: str | Path, device: torch.device | str = "cpu", dataset: str | None = None, key: str | None = None
 ) -> tuple[Classifier, ClassifierConfig, dict]:
-    """Load a classifier checkpoint (eval mode); a wrong or corrupt file, or one trained on another
-    dataset than ``dataset`` (when given), raises one ValueError line."""
-    ckpt = checkpoint.load_kind(path, "classifier", "classifier checkpoint", ("config", "state_dict"))
+    """Load a classifier checkpoint (eval mode); a wrong or corrupt file, one trained on another dataset than
+    ``dataset`` or made for another cache key than ``key`` (when given) raises one ValueError line."""
+    ckpt = checkpoint.load_kind(path, "classifier", "classifier checkpoint", ("config", "state_dict"), key)
     trained_on = ckpt.get("dataset", "mnist")  # checkpoints from before datasets were named: MNIST
     if dataset is not None and trained_on != dataset:
         raise ValueError(f"{path}: a classifier trained on {trained_on}, not {dataset}")

@@ -183,6 +183,7 @@ def train_diffusion(unet_preset, attacked, poison, only_successful, limit, out, 
     pipe = _open(o, op.overrides(o, prefix="train."), settings=settings)
     echo, cfg = _echo(pipe), pipe.cfg
     mcfg = unet_config(unet_preset, cfg.unet) if unet_preset else cfg.unet
+    checkpoint.check_not_input(out, [attacked], "diffusion checkpoint")
     out = checkpoint.check_writable(out or pipe.run_dir / "diffusion.pt", "diffusion checkpoint")
     tcfg, _ = fit.apply(mcfg, cfg.train, pipe.device, pipe.cache, log=echo)
     n = _limit(limit, cfg.data_limit)
@@ -215,6 +216,8 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
     settings = dict(sample=to_dict(scfg), num=num, labels=labels, checkpoint=ckpt, classifier=classifier_path, out=out)
     world, dev = distributed.join(resolve_device(device), settings, [out.parent])
     if world.is_main:
+        checkpoint.check_not_input(out, [ckpt, classifier_path], "samples file")
+        checkpoint.check_not_input(png, [ckpt, classifier_path], "samples grid")
         checkpoint.check_writable(out, "samples file")
     model, tcfg, state = train.load_ema(ckpt, dev)
     k, trained_on = model.cfg.num_classes, state.get("extra", {}).get("dataset", "mnist")
@@ -245,7 +248,7 @@ def run(poison, **o):
         f"seed {o['seed']}, {pipe.device}{procs}, run dir {pipe.run_dir}"
     )
     seed_everything(o["seed"])
-    r = pipe.run()
+    r = pipe.run(o["overwrite"])
     if r is not None:  # rank 0
         echo("\n" + "\n".join(rp.summary_lines(r)) + f"\nreport: {pipe.run_dir / pipe.cfg.folder() / 'report.md'}")
 
@@ -257,16 +260,15 @@ def sweep(poison, **o):
     """Run the experiment for each p (sharing cached stages) and fit misclassification and CAFD against p
     by least squares: sweep.md, sweep.json and the plot in RUN_DIR/sweep/."""
     rows, ps = [], parse_floats(poison, "--poison")
-    for p in ps:
-        if not 0 <= p <= 1:
-            raise ValueError(f"poison fraction p must be in [0, 1]; got {p:g}")
+    if len(set(ps)) < 2 or not all(0 <= p <= 1 for p in ps):
+        raise ValueError(f"--poison: a sweep needs two or more fractions p in [0, 1]; got {poison}")
     for p in ps:
         pipe = _open(
             o, {**op.run_overrides(o), "poison": p}, settings={"poison": poison}, time_default=True, log=click.echo
         )
         _echo(pipe)(f"--- p = {p:g} (preset {pipe.preset}{f'; {pipe.why}' if pipe.why else ''}) ---")
         seed_everything(o["seed"])
-        rows.append(pipe.run())
+        rows.append(pipe.run(o["overwrite"]))
     if not pipe.world.is_main:
         return  # rank 0 fits and writes the sweep
     where = pipe.run_dir / pipe.cfg.folder("sweep")
@@ -280,7 +282,10 @@ def compare(runs, out_path):
     """Runs side by side: each RUN (a run's report folder, e.g. runs/p1 and runs/p1-fgsm, or its
     report.json) as a row: dataset, p, attack, its success, size and margin, misclassified samples at
     every guidance scale (± standard error), CAFD and training time. Prints it (and writes --out)."""
-    table = rp.compare_table(rp.load_reports(runs))
+    reports = rp.load_reports(runs)
+    if out_path:
+        checkpoint.check_not_input(out_path, [Path(r) / "report.json" if Path(r).is_dir() else r for r in runs])
+    table = rp.compare_table(reports)
     click.echo(table)
     if out_path:
         rp.write_text(table + "\n", Path(out_path))
@@ -319,7 +324,8 @@ def purify(ckpt, t_stars, steps, limit, samples_paths, **o):
     DDIM back with the null label, classify. Accuracy of the target on clean test images, on PGD-L2 test
     attacks made against it and on deceptive samples, per t*: RUN_DIR/purify/purify.md and .json."""
     pipe = _open(o)
-    table = pf.run(pipe, ckpt, parse_ints(t_stars, "--t-star"), steps, limit, samples_paths)
+    ts = parse_ints(t_stars, "--t-star") if t_stars is not None else None
+    table = pf.run(pipe, ckpt, ts, steps, limit, samples_paths)
     click.echo(table.markdown() + f"\nwritten: {pipe.run_dir / 'purify' / 'purify.md'} and purify.json")
 
 
@@ -346,6 +352,7 @@ def harden(ckpt, arms, **o):
 def evaluate(data_dir, dataset, samples_path, classifier_path, attacked, out):
     """Misclassification (overall, per class, confusion) and CAFD of generated images (printed; --out: JSON)."""
     if out:
+        checkpoint.check_not_input(out, [samples_path, classifier_path, attacked], "JSON report")
         checkpoint.check_writable(out, "JSON report")
     r, ev = evaluate_files(samples_path, classifier_path, data_dir=data_dir, dataset=dataset, attacked=attacked)
     click.echo(rp.evaluation_summary(r, ev.clean_test))
@@ -356,7 +363,7 @@ def evaluate(data_dir, dataset, samples_path, classifier_path, attacked, out):
 def main(argv=None) -> None:
     """Console entry point: user errors become one line on stderr and a non-zero exit. Under torchrun
     only rank 0 prints the line; every rank exits non-zero."""
-    debug, quiet = os.environ.get("DDMINI_DEBUG") == "1", os.environ.get("RANK", "0") != "0"
+    debug, quiet = os.environ.get("DDMINI_DEBUG") == "1", distributed.is_other_rank()
 
     def fail(msg: str, code: int):
         if not quiet:

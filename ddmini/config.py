@@ -453,8 +453,9 @@ class RunConfig:
     def folder(self, what: str | None = None) -> str:
         """The run's report folder in RUN_DIR: ``p0.3`` for an MNIST run with PGD-L2 (the study's own);
         another dataset or attack is named in it (``fashion-mnist-p1``, ``p1-fgsm``), so that runs sharing
-        one run dir and its cache never overwrite each other's reports. ``what`` replaces ``p<p>``."""
-        name = what or f"p{self.poison:g}"
+        one run dir and its cache never overwrite each other's reports; a seed other than 0 is named too
+        (``p0.3-seed1``). ``what`` replaces ``p<p>``."""
+        name = (what or f"p{self.poison:g}") + (f"-seed{self.train.seed}" if self.train.seed else "")
         if self.dataset != "mnist":
             name = f"{self.dataset}-{name}"
         return name if self.attack.attack == "pgd_l2" else f"{name}-{self.attack.attack}"

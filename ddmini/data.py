@@ -9,10 +9,10 @@ with a file — missing, bad magic, truncated, wrong dimensions, images/labels d
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import math
 import os
+import stat
 import struct
 import urllib.error
 import urllib.request
@@ -127,21 +127,57 @@ class DataError(ValueError):
 # ---------------------------------------------------------------------------------------------
 # IDX reading
 # ---------------------------------------------------------------------------------------------
-def _read_bytes(path: Path) -> bytes:
+# The largest file any registered dataset has, uncompressed (MNIST's training images: 47 MB): a file that
+# would inflate beyond this is not one of them, and is refused before it is inflated.
+MAX_FILE_BYTES = 64 << 20
+
+
+def _open_regular(path: Path):
+    """``path`` opened for reading if it is a regular file (a FIFO, a device or a folder would hang or never
+    end; a symlink counts as what it points to)."""
     try:
-        raw = path.read_bytes()
+        st = os.stat(path)
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
     except OSError as e:
         raise DataError(f"{path}: cannot read ({e.strerror})") from None
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            return gzip.decompress(raw)
-        except EOFError:
-            raise DataError(f"{path}: truncated gzip stream") from None
-        except (gzip.BadGzipFile, zlib.error, OSError) as e:
-            raise DataError(f"{path}: corrupt gzip data ({e})") from None
-    return raw
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(f"{path}: not a regular file (a FIFO, device or folder); refusing to read it")
+    if st.st_size > MAX_FILE_BYTES:
+        raise DataError(f"{path}: {st.st_size:,} bytes, larger than any dataset file ({MAX_FILE_BYTES >> 20} MiB)")
+    return open(path, "rb")  # noqa: SIM115 (the caller closes it)
+
+
+def _inflate(raw: bytes, path: Path, limit: int = MAX_FILE_BYTES) -> bytes:
+    """gzip ``raw``, inflated to at most ``limit`` bytes (a gzip bomb stops there, as one line), one member
+    followed by nothing but padding."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(raw, limit)
+    except zlib.error as e:
+        raise DataError(f"{path}: corrupt gzip data ({e})") from None
+    if d.unconsumed_tail:
+        raise DataError(f"{path}: inflates to more than {limit >> 20} MiB, larger than any dataset file")
+    if not d.eof:
+        raise DataError(f"{path}: truncated gzip stream")
+    if d.unused_data.strip(b"\x00"):
+        raise DataError(f"{path}: trailing data after the gzip stream")
+    return out
+
+
+def _read_raw(path: Path) -> bytes:
+    """The bytes of the regular file ``path`` (at most MAX_FILE_BYTES)."""
+    try:
+        with _open_regular(path) as f:
+            return f.read()
+    except OSError as e:
+        raise DataError(f"{path}: cannot read ({e.strerror})") from None
+
+
+def _read_bytes(path: Path) -> bytes:
+    """The content of an IDX file, gzip or raw (inflated within MAX_FILE_BYTES)."""
+    raw = _read_raw(path)
+    return _inflate(raw, path) if raw[:2] == b"\x1f\x8b" else raw
 
 
 def parse_idx(buf: bytes, name: str = "<buffer>", expect_magic: int | None = None) -> np.ndarray:
@@ -324,7 +360,7 @@ def _cifar_members(root: Path, names: tuple[str, ...], spec: DatasetSpec, verify
     or from the tar.gz in root, read member by member (no extraction, no other member touched)."""
     for folder in (root, root / CIFAR_FOLDER):
         if all((folder / n).is_file() for n in names):
-            return [(str(folder / n), (folder / n).read_bytes()) for n in names]
+            return [(str(folder / n), _read_raw(folder / n)) for n in names]
     archive = root / spec.archive
     if archive.is_file():
         import tarfile
@@ -341,6 +377,8 @@ def _cifar_members(root: Path, names: tuple[str, ...], spec: DatasetSpec, verify
                         member = tar.getmember(f"{CIFAR_FOLDER}/{n}")
                     except KeyError:
                         raise DataError(f"{archive}: no member {CIFAR_FOLDER}/{n}") from None
+                    if member.size > MAX_FILE_BYTES:
+                        raise DataError(f"{archive}: {CIFAR_FOLDER}/{n} claims {member.size:,} bytes, too many")
                     f = tar.extractfile(member) if member.isfile() else None
                     if f is None:
                         raise DataError(f"{archive}: {CIFAR_FOLDER}/{n} is not a regular file")

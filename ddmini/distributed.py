@@ -25,6 +25,7 @@ import contextlib
 import datetime
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass
 
@@ -124,7 +125,47 @@ _world = SINGLE
 
 def launched() -> bool:
     """Whether this process was started by torchrun (or anything that sets the env:// variables)."""
-    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return _env_int("WORLD_SIZE", 1, lo=1) > 1
+
+
+def _env_int(name: str, default: int, lo: int = 0, hi: int = 1 << 20) -> int:
+    """The integer environment variable ``name`` (``default`` when unset), in [lo, hi]; one line otherwise."""
+    text = os.environ.get(name)
+    if text is None:
+        return default
+    try:
+        v = int(text)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer; got {text!r}") from None
+    if not lo <= v <= hi:
+        raise ValueError(f"{name} must be in [{lo}, {hi}]; got {v}")
+    return v
+
+
+def is_other_rank() -> bool:
+    """Whether this process is a rank other than 0 of a valid torchrun launch (which leaves messages to rank 0)."""
+    try:
+        return launched() and launch_env()[0] != 0
+    except ValueError:
+        return False  # a broken launch: every process says why
+
+
+def launch_env() -> tuple[int, int, int, float]:
+    """(rank, world size, local rank, timeout in seconds) from torchrun's variables and DDMINI_DIST_TIMEOUT,
+    checked: RANK and WORLD_SIZE both set, RANK < WORLD_SIZE, a finite positive timeout."""
+    size = _env_int("WORLD_SIZE", 1, lo=1)
+    if "RANK" not in os.environ:
+        raise ValueError(f"WORLD_SIZE={size} is set but RANK is not: start the processes with torchrun")
+    rank = _env_int("RANK", 0, hi=size - 1)
+    local = _env_int("LOCAL_RANK", rank)
+    text = os.environ.get(TIMEOUT_ENV, str(DEFAULT_TIMEOUT_S))
+    try:
+        timeout = float(text)
+    except ValueError:
+        timeout = math.nan
+    if not (math.isfinite(timeout) and 0 < timeout <= 7 * 86400):
+        raise ValueError(f"{TIMEOUT_ENV} must be a number of seconds in (0, 604800]; got {text!r}")
+    return rank, size, local, timeout
 
 
 def current() -> World:
@@ -140,13 +181,16 @@ def init(device: torch.device) -> World:
         return SINGLE
     if dist.is_initialized():
         return _world
-    rank, size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
-    local = int(os.environ.get("LOCAL_RANK", rank))
+    rank, size, local, timeout = launch_env()
     backend = "nccl" if device.type == "cuda" else "gloo"
     if device.type == "cuda":
         torch.cuda.set_device(local)
-    timeout = float(os.environ.get(TIMEOUT_ENV, DEFAULT_TIMEOUT_S))
-    dist.init_process_group(backend, rank=rank, world_size=size, timeout=datetime.timedelta(seconds=timeout))
+    try:
+        dist.init_process_group(backend, rank=rank, world_size=size, timeout=datetime.timedelta(seconds=timeout))
+    except Exception as e:  # a taken port, a missing peer, a timeout: torch's message carries C++ frames
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise RuntimeError(f"rank {rank} of {size} could not join the process group at {where}: {first}") from None
     _world = World(rank, size, local)
     return _world
 
@@ -180,7 +224,7 @@ def check_same_config(world: World, obj: dict) -> None:
         return
     objs = world.gather_objects(obj)
     r = next(i for i, d in enumerate(digests) if d != digests[0])
-    a, b = _flatten(objs[0]), _flatten(objs[r])
+    a, b = flatten(objs[0]), flatten(objs[r])
     key = next((k for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)), "?")
     raise ValueError(
         f"ranks were launched with different settings: {key} is {a.get(key)!r} on rank 0 but {b.get(key)!r} on rank {r}"
@@ -207,12 +251,13 @@ def join(device: torch.device, settings: dict, run_dirs=()) -> tuple[World, torc
     return world, device
 
 
-def _flatten(d, prefix: str = "") -> dict:
+def flatten(d, prefix: str = "") -> dict:
+    """A nested dict as one level with dotted keys."""
     out = {}
     for k, v in d.items():
         name = f"{prefix}{k}"
         if isinstance(v, dict):
-            out.update(_flatten(v, name + "."))
+            out.update(flatten(v, name + "."))
         else:
             out[name] = v
     return out

@@ -20,7 +20,9 @@
 from __future__ import annotations
 
 import json
+import math
 import os
+import sys
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
@@ -48,6 +50,18 @@ class Fit:
     fused_norm: bool = True
     norm_seconds: dict | None = None
 
+    def check(self, train_cfg: DiffusionTrainConfig, device: torch.device) -> None:
+        """ValueError unless this record is one the fit makes for ``train_cfg`` here: its budget, a finite
+        positive time per step, and the steps that time buys (never more, so an edited record cannot ask
+        for a training that outlasts its budget)."""
+        sec = self.seconds_per_step
+        if not isinstance(sec, (int, float)) or not math.isfinite(sec) or sec <= 0:
+            raise ValueError(f"seconds_per_step {sec!r} is not a positive time")
+        if self.minutes != train_cfg.fit_minutes or self.steps != steps_for(train_cfg, sec):
+            raise ValueError(f"{self.steps!r} steps in {self.minutes!r} min do not follow from {sec:.4g} s/step")
+        if not isinstance(self.fused_norm, bool) or self.machine != machine(device):
+            raise ValueError("made on another machine or with an unknown norm")
+
     def warning(self, batch_size: int) -> str | None:
         """One line when the fitted steps fall below the fewest at which a preset's recipe of this batch size
         met the study's floor (QUALITY_FLOOR_STEPS), or when no floor was measured at this batch size."""
@@ -65,6 +79,11 @@ class Fit:
             f"{floor:,} at which the cpu presets' recipe of batch {batch_size} met the study's floor (p = 1 >= "
             "70 %, p = 0 <= 5 %); expect less deception, or a p = 0 model over 5 % (docs/experiments.md)"
         )
+
+
+def steps_for(train_cfg: DiffusionTrainConfig, seconds_per_step: float) -> int:
+    """The steps ``train_cfg.fit_minutes`` buy at ``seconds_per_step`` (at least the warm-up and one more)."""
+    return max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / seconds_per_step))
 
 
 def machine(device: torch.device) -> str:
@@ -155,8 +174,11 @@ def fitted(
         if world.is_main and path.exists():
             try:
                 rec = Fit(**json.loads(path.read_text()))
-            except (ValueError, TypeError):
-                rec = None  # unreadable: measure again
+                rec.check(train_cfg, device)
+            except (ValueError, TypeError) as e:
+                print(f"{path.name}: {str(e)[:160]}; timing again", file=sys.stderr)
+                path.replace(path.with_name(path.name + ".rejected"))  # kept for inspection
+                rec = None
         rec = world.broadcast_object(rec)
         if rec is None:
             if on_measure is not None:
@@ -165,7 +187,7 @@ def fitted(
             sec, timed, fused, norms = world.broadcast_object(
                 measure(unet, train_cfg, device, path.with_suffix(".timing.pt"))
             )
-            steps = max(train_cfg.warmup + 1, int(train_cfg.fit_minutes * 60 / sec))
+            steps = steps_for(train_cfg, sec)
             rec = Fit(train_cfg.fit_minutes, sec, timed, steps, machine(device), fused, norms)
             if world.is_main:
                 with checkpoint.atomic_open(path, "w") as f:

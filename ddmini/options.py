@@ -173,6 +173,7 @@ def _section_options(fn):
 #: stage (--attack-eps, --train-steps, ...; --attack is --attack-attack).
 run_options = stack(
     preset_option,
+    click.option("--overwrite", is_flag=True, help="Replace a report folder that holds a run of other settings."),
     knob_options(RunConfig, exclude=("poison", "dataset")),
     data_dir_option,
     no_download_option,
@@ -266,9 +267,9 @@ purify_options = stack(
     stage_options,
     opt("--checkpoint", "ckpt", type=FILE_IN, required=True,
         help="The purifier: a clean (p = 0) diffusion model of this dataset."),
-    opt("--t-star", "t_stars", default="50,100,200,300", show_default=True,
-        help="Comma-separated timesteps to noise the inputs to."),
-    opt("--steps", type=int, default=20, show_default=True, help="DDIM steps back from t* to 0."),
+    opt("--t-star", "t_stars", help="Comma-separated timesteps to noise the inputs to [default: 50,100,200,300 "
+        "for a model of 1,000 timesteps, scaled to the model's T]."),
+    opt("--steps", type=int, help="DDIM steps back from t* to 0 [default: 20, at most the smallest t* + 1]."),
     limit_option("Test images (clean and PGD-L2-attacked) and samples per source to purify.", 1000),
     samples_option("Deceptive samples to purify (their conditioning labels are the ground truth); repeatable."),
 )  # fmt: skip

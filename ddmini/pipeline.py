@@ -16,6 +16,7 @@ result on rank 0 and None on the others.
 from __future__ import annotations
 
 import hashlib
+import json
 import platform
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -97,14 +98,16 @@ class Pipeline:
         self.log(f"[{n}/7] {name}: {msg}")
 
     def _try_load(self, path: Path, load):
-        """load(path), or None when the file is missing or corrupt (then it is removed)."""
+        """load(path), or None when the file is missing, corrupt or made for another key: then one line says
+        so and the file is set aside (PATH.rejected, kept for inspection) to be recomputed, never refused
+        on every rerun."""
         if not path.exists():
             return None
         try:
             return load(path)
-        except (ValueError, KeyError, TypeError) as e:
-            self.log(f"  {path.name}: unreadable ({str(e).splitlines()[0][:120]}); recomputing")
-            path.unlink(missing_ok=True)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as e:  # an edited file: any of these
+            why = " ".join(str(e).split()).removeprefix(f"{path}: ")[:160]
+            self.log(f"  {path.name}: {why}; set aside as {checkpoint.set_aside(path).name}, recomputing")
             return None
 
     # ---- 0. data --------------------------------------------------------------------------
@@ -141,7 +144,7 @@ class Pipeline:
             self.stages.artefacts["classifier"] = str(path)
         with self.world.main_first(), checkpoint.exclusive(path.with_name(f".{path.name}.lock")):
             # a concurrent run (or rank other than 0) waits, then finds it cached
-            got = self._try_load(path, lambda p: classifier.load(p, self.device, self.cfg.dataset))
+            got = self._try_load(path, lambda p: classifier.load(p, self.device, self.cfg.dataset, key=key))
             if got is not None:
                 model, _, m = got
                 self.stages.cached["classifier"] = True
@@ -155,6 +158,7 @@ class Pipeline:
                     path,
                     self.cfg.dataset,
                     tuple(x.shape[1:]),
+                    key=key,
                     test_accuracy=res.test_accuracy,
                     train_seconds=res.train_seconds,
                 )
@@ -263,7 +267,7 @@ class Pipeline:
         self.stages.artefacts["diffusion"] = str(path)
         # A second run wanting the same model waits here, then finds it cached instead of training it too.
         with checkpoint.exclusive(path.with_name(f".{path.name}.lock"), self.world):
-            prev = self._try_load(path, train.load_checkpoint) if self.world.is_main else None
+            prev = self._try_load(path, lambda p: train.load_checkpoint(p, key)) if self.world.is_main else None
             finished = prev is not None and prev.get("done") and int(prev["step"]) >= cfg.train.steps
             if self.world.broadcast_object(bool(finished)):  # rank 0 decides for every rank
                 self.stages.cached["diffusion"] = True
@@ -285,7 +289,7 @@ class Pipeline:
                     path,
                     device=self.device,
                     resume=True,
-                    extra={"poison": cfg.poison, "dataset": cfg.dataset},
+                    extra={"poison": cfg.poison, "dataset": cfg.dataset, "key": key},
                 )
                 self.stages.timings["diffusion"] = time.perf_counter() - t0
             model, tcfg, ckpt = train.load_ema(path, self.device)
@@ -305,33 +309,55 @@ class Pipeline:
         num = self.cfg.num_samples if num is None else num
         key = checkpoint.fingerprint(key_dict(s), guidance, num, dkey)
         path = self.cache / f"samples-{key}.pt"
-        got = self._try_load(path, lambda p: samples_io.load(p, model.cfg.num_classes)) if self.world.is_main else None
+        labels = balanced_labels(num, model.cfg.num_classes)
+
+        def load(p):
+            got = samples_io.load(p, model.cfg.num_classes, key)
+            if not torch.equal(got["labels"], labels):
+                raise ValueError(f"{p}: its labels are not the {num} balanced labels it was made with")
+            return got
+
+        got = self._try_load(path, load) if self.world.is_main else None
         if self.world.broadcast_object(got is not None):
             if not self.world.is_main:
                 return None
             self.stages.cached[f"samples_w{guidance:g}"] = True
             return Samples(got["images"], got["labels"], float(got.get("seconds", float("nan"))))
-        labels = balanced_labels(num, model.cfg.num_classes)
         x, secs = samples_io.generate(model, tcfg, labels, s, device=self.device, desc=f"sample w={guidance:g}")
         if not self.world.is_main:
             return None
-        samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs)
+        samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs, key=key)
         return Samples(x, labels, secs)
 
     # ---- the whole run ----------------------------------------------------------------------------
-    def run(self) -> RunResult | None:
-        """The whole run; its result on rank 0 (None on the other ranks under torchrun)."""
+    def check_folder(self, overwrite: bool = False) -> Path:
+        """The run's report folder, if it is free for this run: empty, or holding a run of the same settings
+        (its config.json), or ``overwrite``. A run of other settings there is refused with one line naming the
+        first setting that differs, on every rank."""
+        where, err = self.run_dir / self.cfg.folder(), None
+        old = where / "config.json"
+        if self.world.is_main and old.is_file() and not overwrite:
+            try:
+                was = distributed.flatten(json.loads(old.read_text()))
+            except (OSError, ValueError):
+                was = {"config.json": "unreadable"}
+            now = distributed.flatten(json.loads(json.dumps(to_dict(self.cfg))))  # as config.json holds it
+            diff = next((k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)), None)
+            if diff is not None:
+                err = (f"{where} holds a run with other settings ({diff} {was.get(diff)!r} there, {now.get(diff)!r} "
+                       "now); pass --overwrite to replace it, or choose another --run-dir")  # fmt: skip
+        self.world.agree(err)
+        return where
+
+    def run(self, overwrite: bool = False) -> RunResult | None:
+        """The whole run; its result on rank 0 (None on the other ranks under torchrun). Its report folder
+        must be free (:meth:`check_folder`); config.json is written with the report, once the run is done."""
         from . import report
 
-        cfg = self.cfg
         main = self.world.is_main
         t_start = time.perf_counter()
-        where = self.run_dir / cfg.folder()
-        self.fit()  # before config.json, which records the steps trained
-        cfg = self.cfg
-        if main:
-            where.mkdir(parents=True, exist_ok=True)
-            report.write_json(to_dict(cfg), where / "config.json")
+        self.fit()  # before the folder check: config.json records the steps trained
+        cfg, where = self.cfg, self.check_folder(overwrite)
         clf, ckey, cmetrics = self.classifier()
         adv, akey = self.attacked(clf, ckey)
         model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey)
@@ -414,6 +440,8 @@ class Pipeline:
                 "images": zoo.images,
             },
         )
+        where.mkdir(parents=True, exist_ok=True)
+        report.write_json(to_dict(cfg), where / "config.json")
         report.write(out, where, ev, adv, self.data()[0])
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
         return out

@@ -66,7 +66,16 @@ def write_purification(t: PurificationTable, where: Path, title: str) -> None:
     write_json({**asdict(t), "note": NON_ADAPTIVE}, where / "purify.json")
 
 
-def run(pipe, ckpt: str | Path, t_stars, steps: int, limit: int, samples=()) -> PurificationTable:
+#: t* (for T = 1000 steps; scaled to a model's T) and the DDIM steps back, where the command is not told.
+DEFAULT_T_STARS, DEFAULT_STEPS = (50, 100, 200, 300), 20
+
+
+def default_t_stars(T: int) -> list[int]:
+    """DEFAULT_T_STARS scaled from 1000 timesteps to ``T`` (each at least 1, below T, without repeats)."""
+    return sorted({min(T - 1, max(1, round(t * T / 1000))) for t in DEFAULT_T_STARS})
+
+
+def run(pipe, ckpt: str | Path, t_stars, steps: int | None, limit: int, samples=()) -> PurificationTable:
     """``ddmini purify``: purify ``limit`` clean test images, as many PGD-L2 attacks on them made against
     the target, and the deceptive ``samples`` ([NAME=]PATH) with the clean model at ``ckpt`` at every t*;
     writes RUN_DIR/purify/purify.md and purify.json."""
@@ -77,6 +86,10 @@ def run(pipe, ckpt: str | Path, t_stars, steps: int, limit: int, samples=()) -> 
         raise ValueError(f"--limit must be in [1, 1000000]; got {limit}")
     model, tcfg, _ = train.load_ema(ckpt, pipe.device, pipe.cfg.dataset)
     diff = Diffusion(schedule_name=tcfg.schedule, T=tcfg.T)
+    t_stars = default_t_stars(diff.T) if t_stars is None else t_stars
+    steps = min(DEFAULT_STEPS, min(t_stars) + 1) if steps is None else steps
+    if len(set(t_stars)) != len(t_stars):
+        raise ValueError(f"--t-star values must differ; got {','.join(map(str, t_stars))}")
     for t in t_stars:
         if not 1 <= t < diff.T:
             raise ValueError(f"--t-star values must be in [1, {diff.T}); got {t}")

@@ -14,6 +14,7 @@ from PIL import Image, ImageDraw
 
 from . import images
 from .checkpoint import atomic_open
+from .config import AttackConfig, from_dict
 from .result import RunResult, Transfer
 
 W_COLOR = {True: images.RED, False: images.GREEN}
@@ -488,21 +489,68 @@ def per_class_r(success: list[float], misclassified: list[float]) -> float | Non
     return float(np.corrcoef(a, b)[0, 1])
 
 
+def _field(r: dict, keys: tuple, kind, where: Path):
+    """``r``'s field at the path ``keys``, of type ``kind`` (numbers: finite); one line naming the file and
+    the field otherwise."""
+    v, dotted = r, ".".join(keys)
+    for part in keys:
+        v = v.get(part) if isinstance(v, dict) else None
+    ok = isinstance(v, kind) and not isinstance(v, bool)
+    if ok and kind in (float, (int, float)):
+        ok = math.isfinite(v)
+    if not ok or (kind in (dict, list) and not v):
+        what = {dict: "a non-empty object", list: "a non-empty list", str: "text"}.get(kind, "a finite number")
+        raise ValueError(f"{where}: not a report.json of `ddmini run` ({dotted} must be {what}; got {v!r:.60})")
+    return v
+
+
+#: What ``ddmini compare`` reads of a report.json: the field and its type (every guidance scale's entry too).
+REPORT_FIELDS = {
+    "poison": (int, float),
+    "headline_guidance": (int, float),
+    "config": dict,
+    "config.attack": dict,
+    "attack": dict,
+    "attack.success_rate": (int, float),
+    "training_set": dict,
+    "generated": dict,
+}
+GENERATED_FIELDS = {"misclassification.rate": (int, float), "misclassification.n": int,
+                    "cafd.clean_test_soft": dict, "cafd.attacked_soft": dict}  # fmt: skip
+
+
 def load_reports(paths) -> dict[str, dict]:
     """The report.json of each of ``paths`` (a run's report folder or the file itself), by the folder's name
-    (its path where two share a name); one line naming a file that is not a run's report."""
+    (its path where two share a name), each checked for the fields ``compare_table`` reads: one line naming
+    the file and the field otherwise."""
     reports = {}
     for run in paths:
         path = Path(run) / "report.json" if Path(run).is_dir() else Path(run)
         try:
             r = json.loads(path.read_text())
-            if not isinstance(r, dict) or not {"attack", "generated", "config", "poison"} <= set(r):
-                raise ValueError
         except (OSError, ValueError):
-            raise ValueError(f"{path}: not a report.json of `ddmini run`") from None
+            raise ValueError(f"{path}: not a report.json of `ddmini run` (unreadable or not JSON)") from None
+        if not isinstance(r, dict):
+            raise ValueError(f"{path}: not a report.json of `ddmini run` (not a JSON object)")
+        for name, kind in REPORT_FIELDS.items():
+            _field(r, tuple(name.split(".")), kind, path)
+        if not 0 <= r["poison"] <= 1:
+            raise ValueError(f"{path}: not a report.json of `ddmini run` (poison must be in [0, 1]; got {r['poison']})")
+        for g in r["generated"]:
+            for name, kind in GENERATED_FIELDS.items():
+                _field(r, ("generated", g, *name.split(".")), kind, path)
+        try:
+            from_dict(AttackConfig, r["config"]["attack"]).validate()
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{path}: not a report.json of `ddmini run` (config.attack: {e})") from None
         name = path.parent.name
         reports[name if name not in reports else str(path.parent)] = r
     return reports
+
+
+def _cell(v) -> str:
+    """A markdown table cell: no line breaks, no column separators."""
+    return " ".join(str(v).split()).replace("|", "\\|")
 
 
 def compare_table(reports: dict[str, dict]) -> str:
@@ -510,8 +558,6 @@ def compare_table(reports: dict[str, dict]) -> str:
     the attack's success, size and margin, the misclassified share of its samples at every guidance scale
     any run sampled (± binomial standard error), the per-class r of success and misclassified samples at
     the headline scale (runs with p > 0), CAFD there and the diffusion training time."""
-    from .config import AttackConfig, from_dict
-
     scales = list(dict.fromkeys(g for r in reports.values() for g in r["generated"]))
     head = (
         "| run | dataset | p | attack | success | mean L2 | mean L∞ | misclassified at s = 0.8 | "
@@ -533,8 +579,9 @@ def compare_table(reports: dict[str, dict]) -> str:
         attack = from_dict(AttackConfig, cfg["attack"]).describe()
         minutes = _num(secs / 60 if secs is not None else None, ".1f")
         cafd_clean, cafd_att = _num(cafd["clean_test_soft"]["mean"], ".1f"), _num(cafd["attacked_soft"]["mean"], ".1f")
-        cells = [name, cfg.get("dataset", "mnist"), f"{r['poison']:g}", attack, _pct(a["success_rate"]),
-                 _num(a["l2_mean"]), _num(a["linf_mean"]), _pct(s08),
+        cells = [_cell(name), _cell(cfg.get("dataset", "mnist")), f"{r['poison']:g}", _cell(attack),
+                 _pct(a["success_rate"]),
+                 _num(a.get("l2_mean")), _num(a.get("linf_mean")), _pct(s08),
                  *(rate_with_se(m["rate"], m["n"]) if m else "-" for m in mis),
                  "-" if rc is None else f"{rc:.2f} (w = {hg})", f"{cafd_clean} (w = {hg})", cafd_att,
                  f"{minutes} min, {r['training_set'].get('diffusion_steps') or 0:,} steps"]  # fmt: skip

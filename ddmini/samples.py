@@ -83,10 +83,10 @@ def save(path: str | Path, images: torch.Tensor, labels: torch.Tensor, num_class
     checkpoint.save({"kind": KIND, "images": images, "labels": labels, "num_classes": num_classes, **extra}, path)
 
 
-def load(path: str | Path, num_classes: int | None = None) -> dict:
+def load(path: str | Path, num_classes: int | None = None, key: str | None = None) -> dict:
     """Read a samples file, verified (digest, CRC) and checked as :func:`save` checks; ``num_classes``
-    (e.g. the classifier's) bounds the labels when given."""
-    d = checkpoint.load_kind(path, KIND, "samples file", ("images", "labels"))
+    (e.g. the classifier's) bounds the labels when given; ``key``: the cache key it must have been made for."""
+    d = checkpoint.load_kind(path, KIND, "samples file", ("images", "labels"), key)
     check_images(d["images"], f"{path}: images")
     k = num_classes or int(d.get("num_classes", 0)) or None
     check_labels(d["labels"], d["images"].shape[0], k if k else 2**62, f"{path}: labels")

@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from . import checkpoint, distributed
-from .config import DiffusionTrainConfig, UNetConfig, from_dict, to_dict
+from .config import DiffusionTrainConfig, UNetConfig, from_dict, key_dict, to_dict
 from .diffusion import Diffusion, to_model
 from .runtime import cpu_has_native_bf16, progress
 from .unet import UNet
@@ -81,8 +81,25 @@ def save_state(
 CHECKPOINT_KEYS = ("unet", "train", "step", "seconds", "model", "ema", "opt", "gen")
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    return checkpoint.load_kind(path, "diffusion", "diffusion checkpoint", CHECKPOINT_KEYS)
+def load_checkpoint(path: str | Path, key: str | None = None) -> dict:
+    """A diffusion checkpoint, verified and checked: its configs are objects, its step lies within the steps
+    its training config asks for, its seconds are finite, and (with ``key``) it was made for that cache key;
+    one line naming the file otherwise."""
+    ckpt = checkpoint.load_kind(path, "diffusion", "diffusion checkpoint", CHECKPOINT_KEYS, key)
+    bad = f"{path}: not a valid ddmini diffusion checkpoint"
+    if not all(isinstance(ckpt.get(k), dict) for k in ("unet", "train", "extra")):
+        raise ValueError(f"{bad} (its unet, train and extra fields must be objects)")
+    step, steps, secs = ckpt["step"], ckpt["train"].get("steps"), ckpt["seconds"]
+    if not isinstance(steps, int) or not isinstance(step, int) or not 0 <= step <= steps:
+        raise ValueError(f"{bad} (step {step!r} is not within its {steps!r} training steps)")
+    if not isinstance(secs, (int, float)) or not math.isfinite(secs) or secs < 0:
+        raise ValueError(f"{bad} (seconds {secs!r})")
+    return ckpt
+
+
+#: Training settings a resumed run may change: how long it trains, how often it saves, and the fused norm
+#: (its result is the eager ops' to float32 rounding).
+RESUMABLE_CHANGES = ("steps", "time_budget", "checkpoint_every", "fit_minutes", "fused_norm")
 
 
 def load_ema(path: str | Path, device="cpu", dataset: str | None = None) -> tuple[UNet, DiffusionTrainConfig, dict]:
@@ -100,9 +117,18 @@ def load_ema(path: str | Path, device="cpu", dataset: str | None = None) -> tupl
     return model.to(device).eval(), from_dict(DiffusionTrainConfig, ckpt["train"]), ckpt
 
 
-def _restore(ckpt: dict, model_cfg: UNetConfig, cfg: DiffusionTrainConfig, device, path) -> TrainState:
+def _restore(ckpt: dict, model_cfg: UNetConfig, cfg: DiffusionTrainConfig, device, path, extra=None) -> TrainState:
     if from_dict(UNetConfig, ckpt["unet"]) != model_cfg:
         raise ValueError(f"{path}: checkpoint was made with a different U-Net config; cannot resume")
+    was, now = key_dict(from_dict(DiffusionTrainConfig, ckpt["train"])), key_dict(cfg)
+    diff = [k for k in sorted(set(was) | set(now)) if k not in RESUMABLE_CHANGES and was.get(k) != now.get(k)]
+    if diff:
+        k = diff[0]
+        raise ValueError(f"{path}: checkpoint was trained with {k} {was.get(k)!r}, not {now.get(k)!r}; cannot resume "
+                         "(--no-resume starts over, or choose another --out)")  # fmt: skip
+    was_on, now_on = ckpt["extra"].get("dataset", "mnist"), (extra or {}).get("dataset", "mnist")
+    if was_on != now_on:
+        raise ValueError(f"{path}: checkpoint was trained on {was_on}, not {now_on}; cannot resume")
     state = _new_state(model_cfg, cfg, device)
     try:
         state.model.load_state_dict(ckpt["model"])
@@ -206,7 +232,7 @@ def train(
     device = torch.device(device)
     ckpt_path = Path(ckpt_path)
     if resume and ckpt_path.exists():
-        state = _restore(load_checkpoint(ckpt_path), model_cfg, cfg, device, ckpt_path)
+        state = _restore(load_checkpoint(ckpt_path), model_cfg, cfg, device, ckpt_path, extra)
     else:
         state = _new_state(model_cfg, cfg, device)
     diff = Diffusion(schedule_name=cfg.schedule, T=cfg.T)

@@ -50,7 +50,7 @@ def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsy
     assert fit_file.stat().st_mtime_ns == stamp and "diffusion model: cached" in out
     # the model is keyed by its steps: a run given those steps explicitly finds it too
     norm = [] if fit["fused_norm"] else ["--no-train-fused-norm"]  # the norm the fit chose trained it
-    code, out, err = run_cli(base + ["--train-steps", str(fit["steps"])] + norm, capsys)
+    code, out, err = run_cli(base + ["--train-steps", str(fit["steps"]), "--overwrite"] + norm, capsys)
     assert code == 0 and "diffusion model: cached" in out, out
     assert not list((tmp_path / "cache").glob("*.timing.pt*"))
 

@@ -50,7 +50,7 @@ def test_smoke_run_reports_and_caches(data_dir, smoke_dir, capsys):
     for f in (smoke_dir / "cache").glob("diffusion-*.pt"):
         f.write_bytes(b"garbage")
     code, out, _ = _run(base + ["--poison", "0.5"], capsys)
-    assert code == 0 and "unreadable" in out
+    assert code == 0 and "set aside as" in out
     again = json.loads((where / "report.json").read_text())
     assert again["generated"]["1"]["misclassification"] == g["misclassification"]  # same seed, same result
 
@@ -396,6 +396,9 @@ FASHION = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "f
 @pytest.mark.skipif(not (FASHION / "train-labels-idx1-ubyte.gz").exists(), reason="no Fashion-MNIST in shared/data")
 def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DDMINI_DATA", str(data_dir))  # MNIST's variable: never read for another dataset
+    monkeypatch.delenv("DDMINI_DATA_ROOT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty user cache
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     base = ["--preset", "smoke", "--dataset", "fashion-mnist", "--run-dir", str(tmp_path), "--device", "cpu"]
     code, _, err = _run(["run", "--poison", "0.3", *base], capsys)
     assert code == 1 and "fashion-mnist is not in" in err and "downloads are off" in err

@@ -35,7 +35,7 @@ README = REPO / "README.md"
 # "{readme}" stands for the README command's own arguments.
 _TABLE = [  # (README command, how it runs here)
     ("ddmini run [--poison P] [--preset smoke|cpu|cpu-hour|paper] [--<stage>-<knob> V]...",
-     "run --poison 0.5 --preset smoke --train-steps 4 --run-dir {run}"),
+     "run --poison 0.5 --preset smoke --run-dir {run}"),
     ("ddmini sweep --poison 0,0.25,0.5,0.75,1", "{readme} --preset smoke --run-dir {run}"),
     ("ddmini compare RUN... [--out F.md]", "compare {run}/p0.3 {run}/p0.5 --out {run}/compare.md"),
     ("ddmini train-classifier [--epochs --batch-size --lr --width --limit --out]",

@@ -76,7 +76,7 @@ def test_zoo_and_transfer_commands(data_dir, tmp_path, capsys):
     code, _, err = _run(["transfer", *base, "--samples", checkpoint_free], capsys)
     assert code == 1 and "missing labels" in err and len(err.strip().splitlines()) == 1
     # the run's own report gets the matrix with --zoo (the zoo is cached by now)
-    code, out, err = _run(["run", "--poison", "1", "--zoo", *base], capsys)
+    code, out, err = _run(["run", "--poison", "1", "--zoo", "--overwrite", *base], capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "p1" / "report.json").read_text())
     assert r["transfer"]["sources"] == [

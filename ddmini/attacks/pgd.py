@@ -92,6 +92,7 @@ def pgd_linf(
 def project_l2(x_adv: torch.Tensor, x: torch.Tensor, eps: float) -> torch.Tensor:
     """Project x_adv onto the L2 ball of radius eps around x, then clamp to [0, 1] (which keeps it
     inside the ball: clamping moves each coordinate toward x, which is itself in [0, 1])."""
+    check_positive("eps", eps)
     delta = x_adv - x
     scale = (eps / _l2(delta).clamp_min(_TINY)).clamp_(max=1.0)
     return (x + delta * _per_sample(scale, x)).clamp_(0, 1)

@@ -160,7 +160,7 @@ def load_done(out_dir: str | Path, key: str, n: int) -> AttackedSet | None:
         return None
     try:
         done = AttackedSet.load(path)
-    except ValueError:
+    except (ValueError, KeyError, TypeError, RuntimeError, IndexError):  # corrupt or edited: recomputed
         return None
     return done if done.key == key and len(done) == n else None
 
