@@ -21,6 +21,7 @@ from . import (
     classifier,
     data as ddata,
     distributed,
+    export,
     fit,
     harden as hd,
     images,
@@ -34,10 +35,10 @@ from .config import SampleConfig, apply_overrides, parse_floats, parse_ints, to_
 from .evaluate import evaluate_files
 from .pipeline import Pipeline, open_stage
 from .poison import training_set
-from .presets import harden_config, preset as get_preset, unet_config, unet_name
+from .presets import harden_config, preset as get_preset, unet_config
 from .runtime import resolve_device, seed_everything
 from .transfer import write as write_transfer, zoo_matrix, zoo_table
-from .unet import UNet, num_parameters
+from .unet import describe as describe_unet
 
 #: The commands that share their work out over the ranks under torchrun (ddmini.distributed).
 DISTRIBUTED = ("run", "sweep", "train-diffusion", "attack", "sample")
@@ -54,12 +55,6 @@ def _open(o: dict, overrides_: dict | None = None, **kw) -> Pipeline:
 def _echo(pipe: Pipeline):
     """click.echo on rank 0, silent on the other ranks under torchrun."""
     return click.echo if pipe.world.is_main else (lambda *a, **k: None)
-
-
-def _limit(limit: int | None, default: int | None = None) -> int | None:
-    if limit is not None and limit < 1:
-        raise ValueError(f"--limit must be >= 1; got {limit}")
-    return limit if limit is not None else (default or None)
 
 
 @click.group(context_settings=op.CONTEXT)
@@ -127,7 +122,7 @@ def data_download(dest, dataset, mirrors, timeout):
 def train_classifier(limit, out, **o):
     """Train the target classifier and print its test accuracy. It is the classifier stage of `ddmini run`
     (cached in RUN_DIR/cache, where `ddmini attack` and the run find it), copied to --out."""
-    pipe = _open(o, {**op.overrides(o, prefix="classifier."), "data_limit": _limit(limit)})
+    pipe = _open(o, {**op.overrides(o, prefix="classifier."), "data_limit": op.limit_of(limit)})
     out = checkpoint.check_writable(out or pipe.run_dir / "classifier.pt", "classifier checkpoint")
     seed_everything(o["seed"])
     m, cfg, n = pipe.save_classifier(out).metrics, pipe.cfg.classifier, len(pipe.data().x)
@@ -158,7 +153,7 @@ def attack(eps, split, limit, classifier_path, out, **o):
     else:
         model, ckey, _ = pipe.classifier()
     x, y = ddata.load(pipe.data_dir, split, pipe.cfg.dataset)
-    n = _limit(limit, pipe.cfg.data_limit)
+    n = op.limit_of(limit, pipe.cfg.data_limit)
     x, y, rows = x[:n], y[:n], []
     for e in eps_list or [pipe.cfg.attack.eps]:
         cfg = replace(pipe.cfg.attack, eps=e).validate()
@@ -186,13 +181,12 @@ def train_diffusion(unet_preset, attacked, poison, only_successful, limit, out, 
     checkpoint.check_not_input(out, [attacked], "diffusion checkpoint")
     out = checkpoint.check_writable(out or pipe.run_dir / "diffusion.pt", "diffusion checkpoint")
     tcfg, _ = fit.apply(mcfg, cfg.train, pipe.device, pipe.cache, log=echo)
-    n = _limit(limit, cfg.data_limit)
+    n = op.limit_of(limit, cfg.data_limit)
     x, y = training_set(
         pipe.data_dir, attacked, poison, only_successful=only_successful, seed=tcfg.seed, limit=n, dataset=cfg.dataset
     )
     procs = f"; {pipe.world.size} processes" if pipe.world.distributed else ""
-    size = f"{num_parameters(UNet(mcfg)):,} parameters"
-    echo(f"U-Net '{unet_name(mcfg)}': {size}; {x.shape[0]} training images; {pipe.device}{procs}")
+    echo(f"{describe_unet(mcfg)}; {x.shape[0]} training images; {pipe.device}{procs}")
     try:
         st = train.train(mcfg, tcfg, x, y, out, device=pipe.device, resume=resume, extra={"dataset": cfg.dataset})
     except KeyboardInterrupt:
@@ -207,8 +201,9 @@ def train_diffusion(unet_preset, attacked, poison, only_successful, limit, out, 
 
 @cli.command("sample", context_settings=op.CONTEXT)
 @op.sample_options
-def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
-    """Sample images from a trained diffusion model; save a tensor file (--out) and an image grid beside it."""
+def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, png_dir, **kw):
+    """Sample images from a trained diffusion model (a checkpoint or a folder of `ddmini export`); save a tensor
+    file (--out), an image grid beside it and, with --png-dir, an image folder with a manifest.csv."""
     scfg = apply_overrides(get_preset(preset).sample if preset else SampleConfig(), {**op.overrides(kw), "seed": seed})
     out, png = Path(out), Path(out).with_suffix(".png")
     if png == out:
@@ -219,9 +214,10 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
         checkpoint.check_not_input(out, [ckpt, classifier_path], "samples file")
         checkpoint.check_not_input(png, [ckpt, classifier_path], "samples grid")
         checkpoint.check_writable(out, "samples file")
-    model, tcfg, state = train.load_ema(ckpt, dev)
+    model, tcfg, state = (export.load_diffusion if Path(ckpt).is_dir() else train.load_ema)(ckpt, dev)
     k, trained_on = model.cfg.num_classes, state.get("extra", {}).get("dataset", "mnist")
-    clf = classifier.load(classifier_path, dataset=trained_on)[0] if classifier_path else None
+    clf = None if not classifier_path else export.load_classifier(classifier_path) if Path(classifier_path).is_dir() \
+        else classifier.load(classifier_path, dataset=trained_on)[0]  # fmt: skip
     lab = samples.labels_for(num, k, labels)
     x, secs = samples.generate(model, tcfg, lab, scfg, device=dev)
     if not world.is_main:
@@ -232,7 +228,17 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, **kw):
     msg = f"{num} images ({how}) in {secs:.1f} s ({num / secs:.1f} img/s); saved {out} and {png}"
     if clf is not None:
         msg += f"; classifier agrees with the conditioning label on {100 * classifier.accuracy(clf, x, lab):.2f}%"
+    if png_dir:
+        msg += f"; image folder {samples.write_folder(x, lab, png_dir, trained_on, clf).parent}"
     click.echo(msg)
+
+
+@cli.command("export", context_settings=op.CONTEXT)
+@op.export_options
+def export_(report_dir, fmt, out):
+    """Write a run's classifier and diffusion model (EMA) as .safetensors with a config.json (architectures,
+    dataset, class names, cache keys) into --out; `ddmini sample --checkpoint OUT` loads them back."""
+    click.echo(f"written: {export.export_run(report_dir, out)}, classifier.safetensors, diffusion.safetensors")
 
 
 @cli.command("run", context_settings=op.CONTEXT)
@@ -248,7 +254,7 @@ def run(poison, **o):
         f"seed {o['seed']}, {pipe.device}{procs}, run dir {pipe.run_dir}"
     )
     seed_everything(o["seed"])
-    r = pipe.run(o["overwrite"])
+    r = pipe.run(o["overwrite"], png_dir=o["png_dir"])
     if r is not None:  # rank 0
         echo("\n" + "\n".join(rp.summary_lines(r)) + f"\nreport: {pipe.run_dir / pipe.cfg.folder() / 'report.md'}")
 
@@ -268,7 +274,7 @@ def sweep(poison, **o):
         )
         _echo(pipe)(f"--- p = {p:g} (preset {pipe.preset}{f'; {pipe.why}' if pipe.why else ''}) ---")
         seed_everything(o["seed"])
-        rows.append(pipe.run(o["overwrite"]))
+        rows.append(pipe.run(o["overwrite"], png_dir=o["png_dir"] and Path(o["png_dir"]) / f"p{p:g}"))
     if not pipe.world.is_main:
         return  # rank 0 fits and writes the sweep
     where = pipe.run_dir / pipe.cfg.folder("sweep")
@@ -338,12 +344,7 @@ def harden(ckpt, arms, **o):
     arm_names = hd.parse_arms(arms)
     pipe = _open(o)
     hcfg = apply_overrides(harden_config(pipe.preset), {**op.overrides(o), "seed": o["seed"]})
-
-    def said(r):
-        rob = ", ".join(f"eps {e} {100 * v:.1f}%" for e, v in r.robust_accuracy.items())
-        click.echo(f"arm {r.arm}: clean {100 * r.clean_accuracy:.2f}%, robust {rob}")
-
-    table = hd.run(pipe, ckpt, arm_names, hcfg, on_arm=said)
+    table = hd.run(pipe, ckpt, arm_names, hcfg, on_arm=lambda r: click.echo(r.summary_line()))
     click.echo(table.markdown() + f"\nwritten: {pipe.run_dir / 'harden' / 'harden.md'} and harden.json")
 
 

@@ -94,6 +94,10 @@ class ArmResult:
     pool_seconds: float  # sampling the deceptive pool (0 for arms without it)
     examples_seen: int  # epochs x training-set size
 
+    def summary_line(self) -> str:
+        rob = ", ".join(f"eps {e} {100 * v:.1f}%" for e, v in self.robust_accuracy.items())
+        return f"arm {self.arm}: clean {100 * self.clean_accuracy:.2f}%, robust {rob}"
+
     @property
     def seconds_per_example(self) -> float:
         return (self.train_seconds + self.pool_seconds) / max(self.examples_seen, 1)

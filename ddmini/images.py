@@ -41,3 +41,33 @@ def save_png(img: Image.Image, path: str | Path) -> None:
 
 def save_grid(x: torch.Tensor, path: str | Path, nrow: int = 10, frames=None) -> None:
     save_png(grid(x, nrow=nrow, frames=frames), path)
+
+
+def folder_name(class_name: str) -> str:
+    """A class name as a folder name (``T-shirt/top`` -> ``T-shirt-top``)."""
+    name = "".join(c if c.isalnum() or c in "-_. " else "-" for c in class_name).strip(" .")
+    return name or "class"
+
+
+def save_folder(x: torch.Tensor, labels: torch.Tensor, out: str | Path, class_names, pred=None) -> Path:
+    """Images x (N, C, H, W) in [0, 1] as an image folder any tool reads: OUT/<class name>/<index>.png (by
+    conditioning label), and OUT/manifest.csv (file, conditioning class, classifier prediction: empty without
+    ``pred``), written last. Returns the manifest's path."""
+    import csv
+    import io
+
+    if x.ndim != 4 or x.shape[1] not in (1, 3) or labels.shape[0] != x.shape[0]:
+        raise ValueError(f"images must be (N, 1 or 3, H, W) with N labels; got {tuple(x.shape)}")
+    out = Path(out)
+    arr = (x.detach().float().clamp(0, 1).cpu().numpy() * 255 + 0.5).astype(np.uint8)
+    rows = []
+    for i, k in enumerate(labels.tolist()):
+        rel = f"{folder_name(class_names[k])}/{i:06d}.png"
+        img = Image.fromarray(arr[i, 0] if arr.shape[1] == 1 else arr[i].transpose(1, 2, 0))
+        save_png(img, out / rel)
+        rows.append([rel, class_names[k], "" if pred is None else class_names[int(pred[i])]])
+    buf = io.StringIO()
+    csv.writer(buf).writerows([["file", "conditioning_class", "classifier_prediction"], *rows])
+    with atomic_open(out / "manifest.csv", "w") as f:
+        f.write(buf.getvalue())
+    return out / "manifest.csv"

@@ -87,6 +87,11 @@ def preset_option(f, help: str = "Take unset options from this preset (smoke: se
     return click.option("--preset", type=click.Choice(PRESETS), default=None, help=f"{help} {PRESET_DEFAULT}")(f)
 
 
+def png_dir_option(f):
+    help_ = "Also write the samples as an image folder: DIR/<class>/<index>.png and DIR/manifest.csv."
+    return opt("--png-dir", type=click.Path(file_okay=False), help=help_)(f)
+
+
 def stack(*decorators):
     """One decorator applying ``decorators`` so that their options appear in the order given."""
 
@@ -174,6 +179,7 @@ def _section_options(fn):
 run_options = stack(
     preset_option,
     click.option("--overwrite", is_flag=True, help="Replace a report folder that holds a run of other settings."),
+    png_dir_option,
     knob_options(RunConfig, exclude=("poison", "dataset")),
     data_dir_option,
     no_download_option,
@@ -194,6 +200,13 @@ def opt(*decl, help: str, **kw):
 
 def samples_option(help: str):
     return opt("--samples", "samples_paths", multiple=True, metavar="[NAME=]PATH", help=help)
+
+
+def limit_of(limit: int | None, default: int | None = None) -> int | None:
+    """A --limit given (>= 1), else ``default`` (0 or None: no limit)."""
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1; got {limit}")
+    return limit if limit is not None else (default or None)
 
 
 def limit_option(help: str, default: int | None = None):
@@ -235,20 +248,32 @@ train_diffusion_options = stack(
     opt("--resume/--no-resume", default=True, show_default=True, help="Continue from the checkpoint at --out."),
 )  # fmt: skip
 
+
 #: ``ddmini sample``
 sample_options = stack(
     device_option,
-    opt("--checkpoint", "ckpt", type=FILE_IN, required=True, help="A diffusion checkpoint."),
+    opt("--checkpoint", "ckpt", type=click.Path(exists=True), required=True,
+        help="A diffusion checkpoint, or a folder of `ddmini export`."),
     opt("-n", "--num", type=int, default=100, show_default=True, help="Number of images."),
     opt("--labels", help="Comma-separated labels (repeated to --num) [default: balanced]."),
     opt("--preset", type=click.Choice(PRESETS), help="Take unset options from this preset's sampling (guidance 1, "
         "as the study reports) [default: the sampling defaults: DDIM-100 at guidance 2]."),
     knob_options(SampleConfig, exclude=("seed",)),
     seed_option,
-    opt("--classifier", "classifier_path", type=FILE_OUT,
-        help="Also report the share the classifier labels as their conditioning class."),
+    opt("--classifier", "classifier_path", type=click.Path(exists=True),
+        help="A classifier checkpoint (or an export folder): also report the share it labels as their "
+        "conditioning class, and its predictions in --png-dir's manifest."),
     opt("--out", type=FILE_OUT, default="samples.pt", show_default=True,
         help="Tensor file written (images in [0, 1], labels); a grid PNG is written beside it."),
+    png_dir_option,
+)  # fmt: skip
+
+#: ``ddmini export``
+export_options = stack(
+    click.argument("report_dir", type=click.Path(exists=True, file_okay=False)),
+    opt("--format", "fmt", type=click.Choice(["safetensors"]), default="safetensors", show_default=True,
+        help="Weights format."),
+    opt("--out", type=click.Path(file_okay=False), required=True, help="Folder to write."),
 )  # fmt: skip
 
 #: ``ddmini compare``

@@ -349,9 +349,10 @@ class Pipeline:
         self.world.agree(err)
         return where
 
-    def run(self, overwrite: bool = False) -> RunResult | None:
+    def run(self, overwrite: bool = False, png_dir=None) -> RunResult | None:
         """The whole run; its result on rank 0 (None on the other ranks under torchrun). Its report folder
-        must be free (:meth:`check_folder`); config.json is written with the report, once the run is done."""
+        must be free (:meth:`check_folder`); config.json is written with the report, once the run is done.
+        With ``png_dir``, the headline guidance's samples are also written there as an image folder."""
         from . import report
 
         main = self.world.is_main
@@ -443,6 +444,9 @@ class Pipeline:
         where.mkdir(parents=True, exist_ok=True)
         report.write_json(to_dict(cfg), where / "config.json")
         report.write(out, where, ev, adv, self.data()[0])
+        if png_dir:
+            x, labels, pred = ev.samples[f"{cfg.sample.guidance:g}"]
+            samples_io.write_folder(x, labels, png_dir, cfg.dataset, pred=pred)
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
         return out
 

@@ -123,12 +123,6 @@ def unet_config(name: str, like: UNetConfig) -> UNetConfig:
     return replace(UNET_PRESETS[name], **derived)
 
 
-def unet_name(cfg: UNetConfig) -> str:
-    """The U-Net preset ``cfg`` is the size of, or "custom"."""
-    same = (cfg.base_channels, cfg.channel_mult)
-    return next((k for k, v in UNET_PRESETS.items() if (v.base_channels, v.channel_mult) == same), "custom")
-
-
 def harden_config(name: str | None) -> HardenConfig:
     """``ddmini harden``'s settings under preset ``name``: seconds-sized for smoke, the defaults otherwise."""
     return replace(HARDEN_SMOKE) if name == "smoke" else HardenConfig()

@@ -189,5 +189,12 @@ def build(cfg: UNetConfig | str) -> UNet:
     return UNet(cfg)
 
 
+def describe(cfg: UNetConfig) -> str:
+    """The U-Net preset ``cfg`` is the size of ("custom" otherwise) and its parameter count, in a few words."""
+    same = (cfg.base_channels, cfg.channel_mult)
+    name = next((k for k, v in UNET_PRESETS.items() if (v.base_channels, v.channel_mult) == same), "custom")
+    return f"U-Net '{name}': {num_parameters(UNet(cfg)):,} parameters"
+
+
 def num_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())

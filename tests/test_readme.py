@@ -45,8 +45,9 @@ _TABLE = [  # (README command, how it runs here)
     ("ddmini train-diffusion [--unet small|paper|tiny] [--steps --lr ...] [--attacked attacked.pt --poison P]",
      "train-diffusion --unet tiny --steps 4 --batch-size 16 --limit 200 --attacked {attacked} --poison 0.5 "
      "--out {ckpt}"),
-    ("ddmini sample --checkpoint D.pt [-n N] [--steps --eta --guidance --labels] [--classifier C.pt]",
-     "sample --checkpoint {ckpt} -n 20 --steps 3 --classifier {clf} --out {samples}"),
+    ("ddmini sample --checkpoint D.pt [-n N] [--steps --eta --guidance --labels] [--classifier C.pt] [--png-dir DIR]",
+     "sample --checkpoint {ckpt} -n 20 --steps 3 --classifier {clf} --out {samples} --png-dir {run}/png"),
+    ("ddmini export RUN_DIR/p0.3 --out DIR", "export {run}/p0.3 --out {run}/exported"),
     ("ddmini evaluate --samples S.pt --classifier C.pt [--attacked A.pt]",
      "evaluate --samples {samples} --classifier {clf} --attacked {attacked}"),
     ("ddmini zoo [--preset P]", "zoo --preset smoke --run-dir {run}"),
