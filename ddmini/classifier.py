@@ -186,20 +186,23 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 def fast_copy(model: nn.Module, device: torch.device) -> nn.Module:
     """The model prepared for attacking: BatchNorm folded into the convolutions, on ``device``, and
     channels-last on a CPU (oneDNN's faster layout for these convolutions). Outputs equal the original's
-    up to float rounding."""
+    up to float rounding. A classifier made elsewhere (:class:`External`) is used as it is, on ``device``."""
+    if isinstance(model, External):
+        return model.to(device)
     m = fold_batchnorm(model).to(device)
     if device.type == "cpu":
         m = m.to(memory_format=torch.channels_last)
     return m
 
 
-def build(cfg: ClassifierConfig, image_shape=(1, 28, 28)) -> nn.Module:
-    """The classifier ``cfg.arch`` names, for images of ``image_shape``."""
+def build(cfg: ClassifierConfig, image_shape=(1, 28, 28), num_classes: int = 10) -> nn.Module:
+    """The classifier ``cfg.arch`` names, for images of ``image_shape`` and ``num_classes`` classes."""
+    k = num_classes
     if cfg.arch == "mlp":
-        return MLP(width=cfg.width, feature_dim=cfg.feature_dim, in_features=math.prod(image_shape))
+        return MLP(width=cfg.width, feature_dim=cfg.feature_dim, in_features=math.prod(image_shape), num_classes=k)
     if cfg.arch == "resnet":
-        return ResNet(width=cfg.width, feature_dim=cfg.feature_dim, in_channels=image_shape[0])
-    model = Classifier(width=cfg.width, feature_dim=cfg.feature_dim, in_channels=image_shape[0])
+        return ResNet(width=cfg.width, feature_dim=cfg.feature_dim, in_channels=image_shape[0], num_classes=k)
+    model = Classifier(width=cfg.width, feature_dim=cfg.feature_dim, in_channels=image_shape[0], num_classes=k)
     with torch.no_grad():  # materialise the lazy layer
         model.eval()(torch.zeros(1, *image_shape))
     return model
@@ -253,6 +256,7 @@ def train(
     y_test: torch.Tensor | None = None,
     device: torch.device | str = "cpu",
     epoch_extra: tuple | None = None,
+    num_classes: int = 10,
 ) -> TrainResult:
     """Train a classifier on (x, y) with AdamW and a one-cycle learning rate; reproducible by cfg.seed.
     ``epoch_extra`` = (images, labels), ``cfg.epochs`` equal parts of them: epoch e trains on (x, y) plus
@@ -273,7 +277,7 @@ def train(
     device = torch.device(device)
     gen = torch.Generator().manual_seed(cfg.seed)
     torch.manual_seed(cfg.seed)
-    model = build(cfg, tuple(x.shape[1:])).to(device)
+    model = build(cfg, tuple(x.shape[1:]), num_classes).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     n_epoch = x.shape[0] + (parts[0][0].shape[0] if parts else 0)
     steps_per_epoch = math.ceil(n_epoch / cfg.batch_size)
@@ -334,6 +338,7 @@ def save(
             "config": to_dict(cfg),
             "dataset": dataset,
             "image_shape": list(image_shape),
+            "num_classes": int(getattr(model, "num_classes", 10)),
             "state_dict": model.state_dict(),
             "metrics": metrics,
         },
@@ -351,5 +356,76 @@ def load(
     if dataset is not None and trained_on != dataset:
         raise ValueError(f"{path}: a classifier trained on {trained_on}, not {dataset}")
     cfg = from_dict(ClassifierConfig, ckpt["config"])
-    model = checkpoint.load_weights(build(cfg, tuple(ckpt.get("image_shape", (1, 28, 28)))), ckpt["state_dict"], path)
+    shape, k = tuple(ckpt.get("image_shape", (1, 28, 28))), int(ckpt.get("num_classes", 10))
+    model = checkpoint.load_weights(build(cfg, shape, k), ckpt["state_dict"], path)
     return model.to(device).eval(), cfg, ckpt.get("metrics", {})
+
+
+class External(nn.Module):
+    """A classifier made outside ddmini (a ``torch.export`` program or a TorchScript file) with the interface
+    of ddmini's: logits for [N, C, H, W] floats in [0, 1]; its features (for the Fréchet metrics) are its
+    logits. Its mode was fixed when it was exported: ``train``/``eval`` leave it as it is."""
+
+    def __init__(self, inner: nn.Module, num_classes: int):
+        super().__init__()
+        self.inner, self.head = inner, nn.Identity()
+        self.num_classes = self.feature_dim = num_classes
+
+    def forward(self, x):
+        return self.inner(x)
+
+    def features(self, x):
+        return self.inner(x)
+
+    def train(self, mode: bool = True):
+        self.training = mode
+        return self
+
+
+EXPORTED = (".pt2",)  # torch.export.save; anything else that is not a ddmini checkpoint is tried as TorchScript
+
+
+def load_external(path: str | Path, image_shape, num_classes: int, device="cpu") -> External:
+    """The classifier in ``path`` (a ``.pt2`` torch.export program, else TorchScript), checked on three
+    images of ``image_shape`` to return ``num_classes`` logits each. Nothing in it is unpickled beyond
+    tensors: torch.export's loader is held to weights-only loading, TorchScript has its own format."""
+    import os
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: classifier file not found")
+    try:
+        if path.suffix in EXPORTED:
+            saved = {k: os.environ.pop(k, None) for k in ("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD",)}
+            os.environ["TORCH_FORCE_WEIGHTS_ONLY_LOAD"] = "1"
+            try:
+                inner = torch.export.load(str(path)).module()
+            finally:
+                os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD")
+                os.environ.update({k: v for k, v in saved.items() if v is not None})
+        else:
+            inner = torch.jit.load(str(path), map_location="cpu")
+    except Exception as e:  # noqa: BLE001 (torch raises many types for a foreign or damaged file)
+        kind = "torch.export program" if path.suffix in EXPORTED else "TorchScript file (or ddmini classifier)"
+        raise ValueError(f"{path}: not a loadable {kind} ({type(e).__name__})") from None
+    model = External(inner, num_classes)
+    try:
+        with torch.no_grad():  # 3: not a batch size a program is usually exported with
+            out = model(torch.rand(3, *image_shape))
+    except Exception as e:  # noqa: BLE001
+        why = " ".join(str(e).split())[:120]
+        raise ValueError(f"{path}: fails on a batch of 3 images {tuple(image_shape)} ({why}); export it for this "
+                         "image shape with a dynamic batch dimension (torch.export.Dim)") from None  # fmt: skip
+    if tuple(out.shape) != (3, num_classes):
+        raise ValueError(f"{path}: returns {tuple(out.shape)} for 3 images; expected (3, {num_classes}) logits")
+    return model.to(device)
+
+
+def load_any(path: str | Path, image_shape, num_classes: int, device="cpu", dataset: str | None = None) -> nn.Module:
+    """A ddmini classifier checkpoint (:func:`load`) or a classifier made elsewhere (:func:`load_external`)."""
+    try:
+        return load(path, device, dataset)[0]
+    except ValueError as e:
+        if "not a ddmini checkpoint" not in str(e):  # a ddmini file of another kind, a damaged one: said as it is
+            raise
+    return load_external(path, image_shape, num_classes, device)

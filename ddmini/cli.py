@@ -49,7 +49,7 @@ def _open(o: dict, overrides_: dict | None = None, **kw) -> Pipeline:
     """The stage set-up of a command from its shared options ``o`` (ddmini.pipeline.open_stage)."""
     if o.get("no_download"):
         os.environ[ddata.OFFLINE_ENV_VAR] = "1"
-    return open_stage(**{k: o[k] for k in STAGE_KEYS}, overrides=overrides_, **kw)
+    return open_stage(**{k: o[k] for k in STAGE_KEYS}, overrides=overrides_, classifier_file=o.get("given"), **kw)
 
 
 def _echo(pipe: Pipeline):
@@ -143,15 +143,10 @@ def attack(eps, split, limit, classifier_path, out, **o):
     settings = {"eps": eps_list, "split": split, "limit": limit, "classifier": classifier_path, "out": out}
     pipe = _open(o, op.overrides(o, prefix="attack."), settings=settings, log=click.echo)
     echo = _echo(pipe)
-    if classifier_path:
-        if not Path(classifier_path).exists():
-            raise FileNotFoundError(
-                f"{classifier_path}: no classifier checkpoint (`ddmini train-classifier` makes one)"
-            )
-        model = classifier.load(classifier_path, pipe.device, pipe.cfg.dataset)[0]
-        ckey = checkpoint.file_digest(classifier_path)[:16]
-    else:
-        model, ckey, _ = pipe.classifier()
+    if classifier_path and not Path(classifier_path).exists():
+        raise FileNotFoundError(f"{classifier_path}: no classifier checkpoint (`ddmini train-classifier` makes one)")
+    pipe.classifier_file = classifier_path or pipe.classifier_file
+    model, ckey, _ = pipe.classifier()
     x, y = ddata.load(pipe.data_dir, split, pipe.cfg.dataset)
     n = op.limit_of(limit, pipe.cfg.data_limit)
     x, y, rows = x[:n], y[:n], []
@@ -216,8 +211,9 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, png_di
         checkpoint.check_writable(out, "samples file")
     model, tcfg, state = (export.load_diffusion if Path(ckpt).is_dir() else train.load_ema)(ckpt, dev)
     k, trained_on = model.cfg.num_classes, state.get("extra", {}).get("dataset", "mnist")
+    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
     clf = None if not classifier_path else export.load_classifier(classifier_path) if Path(classifier_path).is_dir() \
-        else classifier.load(classifier_path, dataset=trained_on)[0]  # fmt: skip
+        else classifier.load_any(classifier_path, shape, k, dataset=trained_on)  # fmt: skip
     lab = samples.labels_for(num, k, labels)
     x, secs = samples.generate(model, tcfg, lab, scfg, device=dev)
     if not world.is_main:
@@ -229,7 +225,8 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, png_di
     if clf is not None:
         msg += f"; classifier agrees with the conditioning label on {100 * classifier.accuracy(clf, x, lab):.2f}%"
     if png_dir:
-        msg += f"; image folder {samples.write_folder(x, lab, png_dir, trained_on, clf).parent}"
+        names = state.get("class_names") or ddata.class_names(trained_on, k)
+        msg += f"; image folder {samples.write_folder(x, lab, png_dir, names, clf).parent}"
     click.echo(msg)
 
 

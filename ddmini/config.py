@@ -421,8 +421,13 @@ class RunConfig:
         (1.0, 2.0, 3.0), "Guidance scales to sample and report (1: none).", bounds=Range(0, GUIDANCE_MAX)
     )
     # Its images enter every stage's key through the data digest.
-    dataset: str = knob("mnist", "Which dataset.", choices=tuple(DATASET_SHAPES))
+    dataset: str = knob(
+        "mnist", "Which dataset (folder: your own, --data-dir DIR).", choices=(*DATASET_SHAPES, "folder")
+    )
     zoo: bool = knob(False, "Also score the run's images on the classifier zoo (`ddmini zoo`): a transfer section.")
+    # --dataset folder only: the shape images are read to (0: detected; ddmini.folder).
+    channels: int = knob(0, "Image folder: 1 (grayscale) or 3 (RGB) [detected].", bounds=Range(0, 3))
+    image_size: int = knob(0, "Image folder: side of the square images [the commonest size].", bounds=Range(0, 4096))
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     attack: AttackConfig = field(default_factory=AttackConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
@@ -434,6 +439,8 @@ class RunConfig:
     def validate(self) -> RunConfig:
         if isinstance(self.poison, bool) or not isinstance(self.poison, (int, float)) or not 0 <= self.poison <= 1:
             raise ValueError(f"poison fraction p must be in [0, 1]; got {self.poison}")
+        if self.dataset == "folder" and "folder" not in DATASET_SHAPES:
+            raise ValueError("--dataset folder needs --data-dir DIR: an image folder (DIR/<class>/*.png)")
         if self.dataset not in DATASET_SHAPES:
             raise ValueError(f"dataset must be one of {', '.join(DATASET_SHAPES)}; got {self.dataset!r}")
         (c, h, _), k = DATASET_SHAPES[self.dataset]  # what the data decide (UNetConfig's derived fields)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from .checkpoint import file_digest, fsync_dir
+from .errors import DataError
 
 ENV_VAR = "DDMINI_DATA"  # MNIST's folder
 ROOT_ENV_VAR = "DDMINI_DATA_ROOT"  # a folder holding <dataset>/ folders
@@ -114,14 +115,44 @@ CIFAR_FOLDER = "cifar-10-batches-bin"  # the folder inside the archive
 
 
 def get(name: str) -> DatasetSpec:
-    """The registered dataset ``name``; one line listing the names otherwise."""
-    if name not in DATASETS:
-        raise ValueError(f"dataset must be one of {', '.join(DATASETS)}; got {name!r}")
+    """The registered dataset ``name``; one line listing the names otherwise. "folder" is the image folder
+    :func:`register_folder` last read."""
+    if name == FOLDER and FOLDER not in DATASETS:
+        raise DataError("--dataset folder needs --data-dir DIR: an image folder (DIR/<class>/*.png)")
+    if name not in DATASETS and name != FOLDER:
+        names = [*(n for n in DATASETS if n != FOLDER), FOLDER]
+        raise ValueError(f"dataset must be one of {', '.join(names)}; got {name!r}")
     return DATASETS[name]
 
 
-class DataError(ValueError):
-    """A data file is missing, malformed or inconsistent."""
+def class_names(dataset: str, num_classes: int) -> list[str]:
+    """The class names of ``dataset`` where it is known in this process ("0", "1", ... otherwise: an image
+    folder not read here)."""
+    spec = DATASETS.get(dataset)
+    names = list(spec.class_names) if spec is not None else []
+    return names if len(names) == num_classes else [str(k) for k in range(num_classes)]
+
+
+FOLDER = "folder"  # your own images (ddmini.folder)
+_folder_scan = None
+
+
+def register_folder(data_dir, channels: int = 0, image_size: int = 0) -> DatasetSpec:
+    """Scan the image folder ``data_dir`` (ddmini.folder) and register it as the dataset "folder": its class
+    names, and its image shape and class count where the configs look them up (config.DATASET_SHAPES)."""
+    global _folder_scan
+    from . import config, folder
+
+    if data_dir is None:
+        raise DataError("--dataset folder needs --data-dir DIR: an image folder (DIR/<class>/*.png)")
+    s = _folder_scan
+    if s is None or s.root != Path(data_dir) or (channels and channels != s.channels) or (
+            image_size and image_size != s.image_size):  # fmt: skip
+        s = _folder_scan = folder.scan(data_dir, channels, image_size)
+    splits = {"train": ("", "", len(s.files["train"])), "test": ("", "", len(s.files["test"]))}
+    DATASETS[FOLDER] = DatasetSpec(FOLDER, s.shape, s.classes, "folder", splits, {}, ())
+    config.DATASET_SHAPES[FOLDER] = (s.shape, len(s.classes))
+    return DATASETS[FOLDER]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -263,6 +294,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, dataset: str = "
     $DDMINI_DATA_ROOT/<dataset>; each must exist. With none of them, the user's cache
     (:func:`default_root`)/<dataset>, where a missing dataset is downloaded (one line on stderr says where)
     unless :func:`offline`, which makes it one line naming the folder to fill and the command that fills it."""
+    if dataset == FOLDER:  # your own images: never downloaded, never looked for elsewhere
+        return Path(register_folder(data_dir) and _folder_scan.root)
     label = get(dataset).name if dataset != "mnist" else "MNIST"
     if data_dir is None or str(data_dir) == "":
         data_dir = os.environ.get(ENV_VAR) if dataset == "mnist" else None
@@ -322,6 +355,13 @@ def load_split(
     data_dir: str | os.PathLike | None, split: str = "train", verify: bool = False, dataset: str = "mnist"
 ) -> Split:
     """Read and validate one split of ``dataset``; ``verify`` also checks the content checksums."""
+    if dataset == FOLDER:
+        if split not in ("train", "test"):
+            raise ValueError(f"split must be one of ['test', 'train']; got {split!r}")
+        spec = register_folder(data_dir if data_dir is not None else (_folder_scan and _folder_scan.root))
+        from . import folder
+
+        return Split(*folder.read(_folder_scan, split, default_root() / "folders"))
     spec = get(dataset)
     if split not in spec.splits:
         raise ValueError(f"split must be one of {sorted(spec.splits)}; got {split!r}")
@@ -422,7 +462,8 @@ def load_mnist(data_dir: str | os.PathLike | None, split: str = "train") -> tupl
 
 def check(data_dir: str | os.PathLike | None, verify: bool = False, dataset: str = "mnist") -> dict[str, int]:
     """Validate every split; returns {split: number of examples}."""
-    return {split: len(load_split(data_dir, split, verify=verify, dataset=dataset)) for split in get(dataset).splits}
+    splits = ("train", "test") if dataset == FOLDER else get(dataset).splits
+    return {split: len(load_split(data_dir, split, verify=verify, dataset=dataset)) for split in splits}
 
 
 # ---------------------------------------------------------------------------------------------

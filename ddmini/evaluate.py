@@ -19,7 +19,7 @@ class Evaluator:
         logits, self.test_feats = classifier.predict(clf, xt, features=True)
         self.test_probs = logits.softmax(1)
         self.yt = yt
-        self.clean_test = Misclassification(**metrics.misclassification(yt, logits.argmax(1)))
+        self.clean_test = Misclassification(**metrics.misclassification(yt, logits.argmax(1), clf.num_classes))
         self.adv_feats = None
         if adv is not None:
             n = min(ref_limit, len(adv))
@@ -46,7 +46,8 @@ class Evaluator:
                     cafd[f"{ref}_{mode}"] = Cafd(float(mean), per.tolist())
                 except ValueError as e:  # a class with no samples at all (tiny runs)
                     cafd[f"{ref}_{mode}"] = Cafd(float("nan"), error=str(e))
-        return GeneratedResult(Misclassification(**metrics.misclassification(labels, pred)), cafd, probs.shape[1])
+        k = self.clf.num_classes
+        return GeneratedResult(Misclassification(**metrics.misclassification(labels, pred, k)), cafd, probs.shape[1])
 
 
 def evaluate_files(samples_path, classifier_path, *, data_dir=None, dataset: str = "mnist", attacked=None):
@@ -55,8 +56,8 @@ def evaluate_files(samples_path, classifier_path, *, data_dir=None, dataset: str
     (GeneratedResult, the Evaluator, which holds the clean test figures)."""
     from . import data
 
-    clf, _, _ = classifier.load(classifier_path, dataset=dataset)
-    s = samples_io.load(samples_path, clf.num_classes)
     xt, yt = data.load(data_dir, "test", dataset)
+    clf = classifier.load_any(classifier_path, tuple(xt.shape[1:]), data.get(dataset).num_classes, dataset=dataset)
+    s = samples_io.load(samples_path, clf.num_classes)
     ev = Evaluator(clf, xt, yt, AttackedSet.load(attacked) if attacked else None)
     return ev.generated(s["images"], s["labels"], "samples"), ev

@@ -45,19 +45,24 @@ def export_run(report_dir: str | Path, out: str | Path) -> Path:
         raise ValueError(
             f"{report_dir}: not a report folder of `ddmini run` (no report.json naming its models)"
         ) from None
-    clf, ccfg, metrics = classifier.load(paths["classifier"])
     model, tcfg, ckpt = train.load_ema(paths["diffusion"])
+    try:
+        clf, ccfg, metrics = classifier.load(paths["classifier"])
+    except ValueError as e:  # the run's target was given (--classifier FILE): that file is already portable
+        if "not a ddmini checkpoint" not in str(e):
+            raise
+        clf = None
     out.mkdir(parents=True, exist_ok=True)
-    shape = tuple(checkpoint.load(paths["classifier"]).get("image_shape", (1, 28, 28)))
+    shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
     cfg = {
         "format": FORMAT,
         "dataset": dataset,
-        "class_names": list(data.get(dataset).class_names),
+        "class_names": report.get("class_names") or data.class_names(dataset, model.cfg.num_classes),
         "run": report["config"],
-        "classifier": {"file": "classifier.safetensors", "config": to_dict(ccfg), "image_shape": list(shape),
-                       "test_accuracy": metrics.get("test_accuracy"),
-                       "cache_key": checkpoint.file_digest(paths["classifier"])[:16],
-                       "sha256": _save_tensors(clf.state_dict(), out / "classifier.safetensors")},
+        "classifier": None if clf is None else {"file": "classifier.safetensors", "config": to_dict(ccfg),
+            "image_shape": list(shape), "num_classes": clf.num_classes, "test_accuracy": metrics.get("test_accuracy"),
+            "cache_key": checkpoint.file_digest(paths["classifier"])[:16],
+            "sha256": _save_tensors(clf.state_dict(), out / "classifier.safetensors")},
         "diffusion": {"file": "diffusion.safetensors", "unet": to_dict(model.cfg), "train": to_dict(tcfg),
                       "step": int(ckpt["step"]), "cache_key": checkpoint.file_digest(paths["diffusion"])[:16],
                       "sha256": _save_tensors(model.state_dict(), out / "diffusion.safetensors")},
@@ -74,6 +79,8 @@ def _read(folder: Path, part: str) -> tuple[dict, dict]:
     try:
         cfg = json.loads((folder / CONFIG).read_text())
         entry = cfg[part]
+        if entry is None:
+            raise ValueError(f"{folder}: this export holds no {part} (the run's was given as a file)")
         path = folder / entry["file"]
     except (OSError, ValueError, KeyError, TypeError):
         raise ValueError(f"{folder}: not a folder of `ddmini export` (no {CONFIG} naming a {part})") from None
@@ -81,7 +88,9 @@ def _read(folder: Path, part: str) -> tuple[dict, dict]:
         raise ValueError(f"{folder / CONFIG}: format {cfg.get('format')!r}, not {FORMAT}")
     if not path.is_file() or _sha256(path) != entry.get("sha256"):
         raise ValueError(f"{path}: missing, or its sha256 differs from the one in {CONFIG}")
-    return {**entry, "dataset": cfg.get("dataset", "mnist")}, load_file(str(path))
+    return {**entry, "dataset": cfg.get("dataset", "mnist"), "class_names": cfg.get("class_names")}, load_file(
+        str(path)
+    )
 
 
 def load_diffusion(folder: str | Path, device="cpu") -> tuple[UNet, DiffusionTrainConfig, dict]:
@@ -90,12 +99,14 @@ def load_diffusion(folder: str | Path, device="cpu") -> tuple[UNet, DiffusionTra
     entry, state = _read(Path(folder), "diffusion")
     model = checkpoint.load_weights(UNet(from_dict(UNetConfig, entry["unet"]).validate()), state, folder)
     tcfg = from_dict(DiffusionTrainConfig, entry["train"])
-    return model.to(device).eval(), tcfg, {"step": entry.get("step"), "extra": {"dataset": entry["dataset"]}}
+    state = {"step": entry.get("step"), "extra": {"dataset": entry["dataset"]}, "class_names": entry["class_names"]}
+    return model.to(device).eval(), tcfg, state
 
 
 def load_classifier(folder: str | Path, device="cpu") -> torch.nn.Module:
     """The exported classifier (eval mode)."""
     entry, state = _read(Path(folder), "classifier")
     cfg = from_dict(ClassifierConfig, entry["config"]).validate()
-    model = checkpoint.load_weights(classifier.build(cfg, tuple(entry["image_shape"])), state, folder)
+    shape, k = tuple(entry["image_shape"]), int(entry.get("num_classes", 10))
+    model = checkpoint.load_weights(classifier.build(cfg, shape, k), state, folder)
     return model.to(device).eval()

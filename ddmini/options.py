@@ -54,7 +54,11 @@ def no_download_option(f):
 
 def dataset_option(f):
     return click.option(
-        "--dataset", type=click.Choice(list(DATASET_SHAPES)), default="mnist", show_default=True, help="Which dataset."
+        "--dataset",
+        type=click.Choice([*DATASET_SHAPES, "folder"]),
+        default="mnist",
+        show_default=True,
+        help="Which dataset (folder: your own images, --data-dir DIR with DIR/<class>/*.png).",
     )(f)
 
 
@@ -85,6 +89,14 @@ def run_dir_option(f):
 
 def preset_option(f, help: str = "Take unset options from this preset (smoke: seconds; docs/presets.md)."):
     return click.option("--preset", type=click.Choice(PRESETS), default=None, help=f"{help} {PRESET_DEFAULT}")(f)
+
+
+def given_classifier_option(f):
+    help_ = (
+        "The target: your classifier (a torch.export .pt2 program or TorchScript file taking [N, C, H, W] "
+        "floats in [0, 1] and returning logits, or a ddmini checkpoint) [default: the classifier stage's]."
+    )
+    return opt("--classifier", "given", type=click.Path(exists=True, dir_okay=False), help=help_)(f)
 
 
 def png_dir_option(f):
@@ -180,6 +192,7 @@ run_options = stack(
     preset_option,
     click.option("--overwrite", is_flag=True, help="Replace a report folder that holds a run of other settings."),
     png_dir_option,
+    given_classifier_option,
     knob_options(RunConfig, exclude=("poison", "dataset")),
     data_dir_option,
     no_download_option,
@@ -284,7 +297,9 @@ compare_options = stack(
 
 #: ``ddmini transfer``
 transfer_options = stack(
-    stage_options, samples_option("A samples file from `ddmini sample` or a run's cache (repeatable), e.g. p1=S1.pt.")
+    stage_options,
+    given_classifier_option,
+    samples_option("A samples file from `ddmini sample` or a run's cache (repeatable), e.g. p1=S1.pt."),
 )
 
 #: ``ddmini purify``

@@ -81,8 +81,17 @@ class Stages:
 
 class Pipeline:
     def __init__(
-        self, cfg: RunConfig, run_dir: str | Path, data_dir=None, device="cpu", log: Callable[[str], None] = print
+        self,
+        cfg: RunConfig,
+        run_dir: str | Path,
+        data_dir=None,
+        device="cpu",
+        log: Callable[[str], None] = print,
+        classifier_file=None,
     ):
+        """``classifier_file``: the user's classifier (a ddmini checkpoint, a torch.export ``.pt2`` program or
+        a TorchScript file) as the target, instead of the classifier stage's own."""
+        self.classifier_file = classifier_file
         self.cfg = cfg.validate()
         self.run_dir = Path(run_dir)
         self.cache = self.run_dir / "cache"
@@ -131,6 +140,8 @@ class Pipeline:
         member), trained on the run's data and cached by its config and the data's digest. ``extra``
         = (images, labels, key) joins the training images (e.g. a pool of deceptive samples), its key
         the stage's key; with ``per_epoch`` it is cut into ``cfg.epochs`` equal parts, one per epoch."""
+        if cfg is None and self.classifier_file:
+            return self._given_classifier()
         cfg = cfg or self.cfg.classifier
         x, y, xt, yt, dkey = self.data()
         key = checkpoint.fingerprint(
@@ -151,7 +162,8 @@ class Pipeline:
                 self._stage(1, "classifier", f"cached ({path.name}, test accuracy {100 * m['test_accuracy']:.2f}%)")
             else:
                 t0 = time.perf_counter()
-                res = classifier.train(cfg, x, y, xt, yt, device=self.device, epoch_extra=epoch_extra)
+                k = self.cfg.unet.num_classes
+                res = classifier.train(cfg, x, y, xt, yt, device=self.device, epoch_extra=epoch_extra, num_classes=k)
                 classifier.save(
                     res.model,
                     cfg,
@@ -166,6 +178,16 @@ class Pipeline:
                 self.stages.timings["classifier"] = time.perf_counter() - t0
                 self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")
         return TrainedClassifier(model, checkpoint.file_digest(path)[:16], m)
+
+    def _given_classifier(self) -> TrainedClassifier:
+        """The user's classifier (``classifier_file``), keyed by its file's digest, with its test accuracy."""
+        path, data = Path(self.classifier_file), self.data()
+        k = self.cfg.unet.num_classes
+        model = classifier.load_any(path, tuple(data.x.shape[1:]), k, self.device, self.cfg.dataset)
+        acc = classifier.accuracy(model, data.xt, data.yt)
+        self.stages.artefacts["classifier"] = str(path)
+        self._stage(1, "classifier", f"given ({path.name}), test accuracy {100 * acc:.2f}%")
+        return TrainedClassifier(model, checkpoint.file_digest(path)[:16], {"test_accuracy": acc})
 
     def save_classifier(self, out: Path) -> TrainedClassifier:
         """The classifier stage's model (trained or cached), also saved to ``out`` (``ddmini train-classifier``)."""
@@ -405,7 +427,7 @@ class Pipeline:
             classifier={"test_accuracy": cmetrics.get("test_accuracy")},
             attack={
                 **att,
-                "per_class_success": metrics.misclassification(adv.y, adv.pred)["per_class"],
+                "per_class_success": metrics.misclassification(adv.y, adv.pred, clf.num_classes)["per_class"],
                 "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES),
             },
             clean_test=ev.clean_test,
@@ -432,6 +454,7 @@ class Pipeline:
             timings={**self.stages.timings, "total": time.perf_counter() - t_start},
             cached=self.stages.cached,
             artefacts=self.stages.artefacts,
+            class_names=list(ddata.get(cfg.dataset).class_names),
             transfer=None
             if zoo is None
             else {
@@ -446,7 +469,7 @@ class Pipeline:
         report.write(out, where, ev, adv, self.data()[0])
         if png_dir:
             x, labels, pred = ev.samples[f"{cfg.sample.guidance:g}"]
-            samples_io.write_folder(x, labels, png_dir, cfg.dataset, pred=pred)
+            samples_io.write_folder(x, labels, png_dir, out.class_names, pred=pred)
         self._stage(7, "report", f"{where}/report.md, report.json and PNGs")
         return out
 
@@ -463,22 +486,26 @@ def open_stage(
     settings: dict | None = None,
     time_default: bool = False,
     log: Callable[[str], None] | None = None,
+    classifier_file=None,
 ) -> Pipeline:
     """The set-up every stage command shares: preset ``preset`` (or the default, timed in ``run_dir`` with
     ``time_default``) for ``dataset`` with ``seed`` and ``overrides`` (ddmini.config.apply_overrides), on
     ``device``, caching in ``run_dir`` (created if missing). With ``settings`` (a command that runs under
     torchrun), every rank joins the process group and must have been given the same config and settings.
-    ``pipe.preset`` and ``pipe.why`` name the preset used and why it was the default."""
+    ``pipe.preset`` and ``pipe.why`` name the preset used and why it was the default; ``classifier_file``:
+    the user's classifier as the target (:class:`Pipeline`)."""
     from .checkpoint import writable_dir
     from .presets import run_config
     from .runtime import resolve_device
 
     dev = resolve_device(device)
+    timed = run_dir if time_default else None
     chosen = run_config(
-        preset, seed=seed, device=dev, dataset=dataset, overrides=overrides, run_dir=run_dir if time_default else None
+        preset, seed=seed, device=dev, dataset=dataset, overrides=overrides, run_dir=timed, data_dir=data_dir
     )
     if settings is not None:
-        _, dev = distributed.join(dev, {"run": to_dict(chosen.config), "data_dir": data_dir, **settings}, [run_dir])
-    pipe = Pipeline(chosen.config, writable_dir(run_dir), data_dir, dev, log=log or (lambda m: None))
+        given = {"run": to_dict(chosen.config), "data_dir": data_dir, "classifier": classifier_file}
+        _, dev = distributed.join(dev, {**given, **settings}, [run_dir])
+    pipe = Pipeline(chosen.config, writable_dir(run_dir), data_dir, dev, log or (lambda m: None), classifier_file)
     pipe.preset, pipe.why = chosen.name, chosen.why
     return pipe

@@ -204,11 +204,17 @@ def run_config(
     dataset: str = "mnist",
     run_dir: str | Path | None = None,
     overrides: dict | None = None,
+    data_dir: str | Path | None = None,
 ) -> Chosen:
     """The config of a run: preset ``name`` (or the default, :func:`choose_preset`) for ``dataset``, with
     ``seed``, ``poison`` and ``overrides`` (dotted names: ``{"train.steps": 9000}``; see
     :func:`ddmini.config.apply_overrides`) applied, validated."""
     why = ""
+    if dataset == "folder":  # the folder's classes and image shape decide the models' (ddmini.folder)
+        from . import data
+
+        given = overrides or {}
+        data.register_folder(data_dir, given.get("channels") or 0, given.get("image_size") or 0)
     if not name:
         name, why = choose_preset(torch.device(device), dataset, run_dir)
     cfg = for_dataset(name, dataset).with_seed(seed)

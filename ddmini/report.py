@@ -69,7 +69,7 @@ def class_names(r: RunResult) -> list[str]:
     """The run's dataset's class names ("0".."9" for MNIST)."""
     from .data import get
 
-    names = list(get(r.config.get("dataset", "mnist")).class_names)
+    names = list(r.class_names or get(r.config.get("dataset", "mnist")).class_names)
     return names + [str(k) for k in range(len(names), len(r.clean_test.per_class))]
 
 

@@ -120,11 +120,11 @@ def labels_for(num: int, num_classes: int, text: str | None = None) -> torch.Ten
     return torch.tensor(vals, dtype=torch.long).repeat((num + len(vals) - 1) // len(vals))[:num]
 
 
-def write_folder(images: torch.Tensor, labels: torch.Tensor, out, dataset: str, clf=None, pred=None) -> Path:
+def write_folder(images: torch.Tensor, labels: torch.Tensor, out, names, clf=None, pred=None) -> Path:
     """Samples as an image folder (ddmini.images.save_folder): OUT/<class name>/<index>.png named by the
-    dataset's classes, and OUT/manifest.csv with the classifier's predictions (``pred``, or ``clf``'s)."""
-    from . import classifier, data, images as img
+    class ``names``, and OUT/manifest.csv with the classifier's predictions (``pred``, or ``clf``'s)."""
+    from . import classifier, images as img
 
     if pred is None and clf is not None:
         pred = classifier.predict(clf, images).argmax(1)
-    return img.save_folder(images, labels, out, data.get(dataset).class_names, pred)
+    return img.save_folder(images, labels, out, names, pred)
