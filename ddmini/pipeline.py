@@ -355,7 +355,8 @@ class Pipeline:
     def check_folder(self, overwrite: bool = False) -> Path:
         """The run's report folder, if it is free for this run: empty, or holding a run of the same settings
         (its config.json), or ``overwrite``. A run of other settings there is refused with one line naming the
-        first setting that differs, on every rank."""
+        first setting that differs, on every rank. A setting the folder's config.json does not hold (a knob added
+        since) counts as its default there."""
         where, err = self.run_dir / self.cfg.folder(), None
         old = where / "config.json"
         if self.world.is_main and old.is_file() and not overwrite:
@@ -363,7 +364,12 @@ class Pipeline:
                 was = distributed.flatten(json.loads(old.read_text()))
             except (OSError, ValueError):
                 was = {"config.json": "unreadable"}
-            now = distributed.flatten(json.loads(json.dumps(to_dict(self.cfg))))  # as config.json holds it
+
+            def as_saved(cfg):  # as config.json holds it
+                return distributed.flatten(json.loads(json.dumps(to_dict(cfg))))
+
+            now, default = as_saved(self.cfg), as_saved(RunConfig())
+            was = {**{k: v for k, v in default.items() if k not in was}, **was}
             diff = next((k for k in sorted(set(was) | set(now)) if was.get(k) != now.get(k)), None)
             if diff is not None:
                 err = (f"{where} holds a run with other settings ({diff} {was.get(diff)!r} there, {now.get(diff)!r} "

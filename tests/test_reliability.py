@@ -158,6 +158,12 @@ def test_runs_of_other_settings_never_overwrite_a_report(smoke_run, data_dir, tm
     assert (root / "p0.3" / "report.json").read_bytes() == before
     code, _, err = run_cli([*common, "--num-samples", 20, "--overwrite"], capsys)
     assert code == 0 and json.loads((root / "p0.3" / "config.json").read_text())["num_samples"] == 20
+    # a folder written before a knob existed: the knob missing there counts as its default, not as a difference
+    saved = json.loads((root / "p0.3" / "config.json").read_text())
+    del saved["channels"], saved["train"]["snr_gamma"]
+    (root / "p0.3" / "config.json").write_text(json.dumps(saved))
+    code, _, err = run_cli([*common, "--num-samples", 20], capsys)
+    assert code == 0, err
 
 
 def test_a_run_that_fails_on_its_inputs_writes_no_config(tmp_path, capsys, monkeypatch):
