@@ -6,7 +6,6 @@ state for exact resume."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -20,17 +19,13 @@ FORMAT = "ddmini-safetensors/1"
 CONFIG = "config.json"
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def _save_tensors(state: dict, path: Path) -> str:
     from safetensors.torch import save_file
 
     tmp = path.with_name(f".{path.name}.tmp")
     save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp))
     tmp.replace(path)
-    return _sha256(path)
+    return checkpoint.file_digest(path)
 
 
 def export_run(report_dir: str | Path, out: str | Path) -> Path:
@@ -86,7 +81,7 @@ def _read(folder: Path, part: str) -> tuple[dict, dict]:
         raise ValueError(f"{folder}: not a folder of `ddmini export` (no {CONFIG} naming a {part})") from None
     if cfg.get("format") != FORMAT:
         raise ValueError(f"{folder / CONFIG}: format {cfg.get('format')!r}, not {FORMAT}")
-    if not path.is_file() or _sha256(path) != entry.get("sha256"):
+    if not path.is_file() or checkpoint.file_digest(path) != entry.get("sha256"):
         raise ValueError(f"{path}: missing, or its sha256 differs from the one in {CONFIG}")
     return {**entry, "dataset": cfg.get("dataset", "mnist"), "class_names": cfg.get("class_names")}, load_file(
         str(path)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint
 from .errors import DataError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -121,7 +122,7 @@ def _key(s: Scan, split: str) -> str:
     h = hashlib.sha256(f"{s.channels}x{s.image_size}:{split}:{','.join(s.classes)}".encode())
     for p, label in s.files[split]:
         h.update(f"{p.relative_to(s.root)}:{label}:".encode())
-        h.update(hashlib.sha256(p.read_bytes()).digest())
+        h.update(checkpoint.file_digest(p).encode())
     return h.hexdigest()[:16]
 
 
@@ -130,7 +131,6 @@ def read(s: Scan, split: str, cache: Path | None = None):
     content and the shape are those it was made for, else decoded (and cached)."""
     from PIL import Image, ImageOps
 
-    from . import checkpoint
     from .runtime import progress
 
     key = _key(s, split)
