@@ -108,11 +108,8 @@ def data_check(data_dir, dataset, verify):
 def data_download(dest, dataset, mirrors, timeout):
     """Download a dataset's files into DEST [default: `ddmini data where`, the user cache], verify their
     checksums, skip files already good."""
-    from .runtime import progress
-
     dest = dest or ddata.default_dir(dataset)
-    with progress(desc="download", unit="B", total=None) as bar:
-        ddata.download(dest, mirrors or None, timeout=timeout, log=bar.write, on_bytes=bar.update, dataset=dataset)
+    ddata.fetch(dest, dataset, mirrors or None, timeout)
     counts = ddata.check(dest, verify=True, dataset=dataset)
     click.echo(f"{dataset} in {dest}: {counts['train']} train / {counts['test']} test images, checksums ok")
 

@@ -281,12 +281,17 @@ def is_present(root: Path, dataset: str) -> bool:
     return all(_locate(root, n).is_file() for n in spec.content_sha256)
 
 
-def default_dir(dataset: str = "mnist") -> Path:
-    """The folder ``dataset`` is read from when no folder is named: $DDMINI_DATA (MNIST), else
-    $DDMINI_DATA_ROOT/<dataset>, else the user's cache (:func:`default_root`)/<dataset>."""
+def _env_dir(dataset: str) -> Path | None:
+    """The folder the environment names for ``dataset``: $DDMINI_DATA (MNIST), else $DDMINI_DATA_ROOT/<dataset>."""
     env = os.environ.get(ENV_VAR) if dataset == "mnist" else None
     root = os.environ.get(ROOT_ENV_VAR)
-    return Path(env).expanduser() if env else (Path(root) / dataset if root else default_root() / dataset)
+    return Path(env) if env else (Path(root) / dataset if root else None)
+
+
+def default_dir(dataset: str = "mnist") -> Path:
+    """The folder ``dataset`` is read from when no folder is named: the environment's (:func:`_env_dir`), else
+    the user's cache (:func:`default_root`)/<dataset>."""
+    return (_env_dir(dataset) or default_root() / dataset).expanduser()
 
 
 def resolve_data_dir(data_dir: str | os.PathLike | None = None, dataset: str = "mnist") -> Path:
@@ -298,10 +303,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, dataset: str = "
         return Path(register_folder(data_dir) and _folder_scan.root)
     label = get(dataset).name if dataset != "mnist" else "MNIST"
     if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get(ENV_VAR) if dataset == "mnist" else None
-        if not data_dir and os.environ.get(ROOT_ENV_VAR):
-            data_dir = Path(os.environ[ROOT_ENV_VAR]) / dataset
-        if not data_dir:
+        data_dir = _env_dir(dataset)
+        if data_dir is None:
             return _cached(dataset, label)
     path = Path(data_dir).expanduser()
     if not path.is_dir():
@@ -320,11 +323,8 @@ def _cached(dataset: str, label: str) -> Path:
         )
     import sys
 
-    from .runtime import progress
-
     print(f"{label}: not found, downloading into {root}", file=sys.stderr)
-    with progress(desc="download", unit="B", total=None) as bar:
-        download(root, mirrors_for(dataset), log=lambda m: None, on_bytes=bar.update, dataset=dataset)
+    fetch(root, dataset, log=lambda m: None)
     return root
 
 
@@ -513,6 +513,14 @@ def _fetch(
                     on_bytes(len(chunk))
             f.flush()
             os.fsync(f.fileno())
+
+
+def fetch(dest, dataset: str = "mnist", mirrors=None, timeout: float = 30.0, log: Callable[[str], None] | None = None):
+    """:func:`download` with a progress bar of the bytes fetched (``log``: each file's line, above the bar)."""
+    from .runtime import progress
+
+    with progress(desc="download", unit="B", total=None) as bar:
+        return download(dest, mirrors, timeout=timeout, log=log or bar.write, on_bytes=bar.update, dataset=dataset)
 
 
 def download(
