@@ -135,20 +135,26 @@ def class_names(dataset: str, num_classes: int) -> list[str]:
 
 FOLDER = "folder"  # your own images (ddmini.folder)
 _folder_scan = None
+_folder_asked = None  # (root, channels, image_size) the registered scan was made for
 
 
-def register_folder(data_dir, channels: int = 0, image_size: int = 0) -> DatasetSpec:
-    """Scan the image folder ``data_dir`` (ddmini.folder) and register it as the dataset "folder": its class
-    names, and its image shape and class count where the configs look them up (config.DATASET_SHAPES)."""
-    global _folder_scan
+def register_folder(data_dir=None, channels: int = 0, image_size: int = 0, *, reuse: bool = False) -> DatasetSpec:
+    """Scan the image folder ``data_dir`` (ddmini.folder) for the shape asked (0: detected) and register it as
+    the dataset "folder": its class names, and its image shape and class count where the configs look them up
+    (config.DATASET_SHAPES). With ``reuse`` (the readers, which know no shape), the folder registered for the
+    same root (or any, without ``data_dir``) is kept with the shape it was registered for."""
+    global _folder_scan, _folder_asked
     from . import config, folder
 
+    s = _folder_scan
+    if data_dir is None and reuse and s is not None:
+        data_dir = s.root
     if data_dir is None:
         raise DataError("--dataset folder needs --data-dir DIR: an image folder (DIR/<class>/*.png)")
-    s = _folder_scan
-    if s is None or s.root != Path(data_dir) or (channels and channels != s.channels) or (
-            image_size and image_size != s.image_size):  # fmt: skip
-        s = _folder_scan = folder.scan(data_dir, channels, image_size)
+    asked = (Path(data_dir), channels, image_size)
+    if s is None or s.root != asked[0] or (not reuse and asked != _folder_asked):
+        s, _folder_asked = folder.scan(*asked), asked
+        _folder_scan = s
     splits = {"train": ("", "", len(s.files["train"])), "test": ("", "", len(s.files["test"]))}
     DATASETS[FOLDER] = DatasetSpec(FOLDER, s.shape, s.classes, "folder", splits, {}, ())
     config.DATASET_SHAPES[FOLDER] = (s.shape, len(s.classes))
@@ -300,7 +306,8 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None, dataset: str = "
     (:func:`default_root`)/<dataset>, where a missing dataset is downloaded (one line on stderr says where)
     unless :func:`offline`, which makes it one line naming the folder to fill and the command that fills it."""
     if dataset == FOLDER:  # your own images: never downloaded, never looked for elsewhere
-        return Path(register_folder(data_dir) and _folder_scan.root)
+        register_folder(data_dir, reuse=True)
+        return _folder_scan.root
     label = get(dataset).name if dataset != "mnist" else "MNIST"
     if data_dir is None or str(data_dir) == "":
         data_dir = _env_dir(dataset)
@@ -351,20 +358,22 @@ class Split:
         return self.images.float().div_(255.0)
 
 
+def _spec(dataset: str, data_dir) -> DatasetSpec:
+    """The registered ``dataset``; an image folder is registered (scanned) from ``data_dir`` first."""
+    return register_folder(data_dir, reuse=True) if dataset == FOLDER else get(dataset)
+
+
 def load_split(
     data_dir: str | os.PathLike | None, split: str = "train", verify: bool = False, dataset: str = "mnist"
 ) -> Split:
     """Read and validate one split of ``dataset``; ``verify`` also checks the content checksums."""
-    if dataset == FOLDER:
-        if split not in ("train", "test"):
-            raise ValueError(f"split must be one of ['test', 'train']; got {split!r}")
-        spec = register_folder(data_dir if data_dir is not None else (_folder_scan and _folder_scan.root))
+    spec = _spec(dataset, data_dir)
+    if split not in spec.splits:
+        raise ValueError(f"split must be one of {sorted(spec.splits)}; got {split!r}")
+    if spec.format == "folder":
         from . import folder
 
         return Split(*folder.read(_folder_scan, split, default_root() / "folders"))
-    spec = get(dataset)
-    if split not in spec.splits:
-        raise ValueError(f"split must be one of {sorted(spec.splits)}; got {split!r}")
     root = resolve_data_dir(data_dir, dataset)
     if spec.format == "cifar10-binary":
         return _load_cifar10(root, split, spec, verify)
@@ -462,8 +471,10 @@ def load_mnist(data_dir: str | os.PathLike | None, split: str = "train") -> tupl
 
 def check(data_dir: str | os.PathLike | None, verify: bool = False, dataset: str = "mnist") -> dict[str, int]:
     """Validate every split; returns {split: number of examples}."""
-    splits = ("train", "test") if dataset == FOLDER else get(dataset).splits
-    return {split: len(load_split(data_dir, split, verify=verify, dataset=dataset)) for split in splits}
+    return {
+        split: len(load_split(data_dir, split, verify=verify, dataset=dataset))
+        for split in _spec(dataset, data_dir).splits
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -41,6 +41,10 @@ def test_a_folder_is_scanned_read_and_cached(tmp_path, monkeypatch):
     x2, _ = data.load(root, "train", "folder")
     assert (x2 == x).all()
     assert folder.scan(make_folder(tmp_path / "gray", mode="L")).channels == 1
+    # a shape asked for once is not kept when the next command asks for none; the readers keep the registered one
+    assert data.register_folder(root, image_size=24).shape == (3, 24, 24)
+    assert data.register_folder(root, reuse=True).shape == (3, 24, 24)
+    assert data.register_folder(root).shape == (3, 32, 32)
 
 
 def _one_class(r):
