@@ -57,16 +57,16 @@ def writable_dir(path: str | os.PathLike, what: str = "run directory") -> Path:
 def check_not_input(out: str | os.PathLike, inputs, what: str = "output") -> None:
     """OSError when the output ``out`` is (or links to) one of ``inputs`` or the digest beside one: writing
     it would destroy what the command reads."""
-    if out is None:
-        return
     real = os.path.realpath(out)
     for p in (p for p in inputs if p):
         if real in (os.path.realpath(p), os.path.realpath(digest_path(p))):
             raise OSError(f"{out}: the {what} would overwrite the input {p}; choose another --out")
 
 
-def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
-    """Raise OSError naming ``path`` now, before any work, if a file cannot be written there."""
+def check_writable(path: str | os.PathLike, what: str = "output", inputs=()) -> Path:
+    """Raise OSError naming ``path`` now, before any work, if a file cannot be written there, or if it is one of
+    the command's ``inputs`` (:func:`check_not_input`)."""
+    check_not_input(path, inputs, what)
     path = Path(path)
     if path.is_dir():
         raise OSError(f"{path}: is a directory, not a file for the {what}")

@@ -170,8 +170,7 @@ def train_diffusion(unet_preset, attacked, poison, only_successful, limit, out, 
     pipe = _open(o, op.overrides(o, prefix="train."), settings=settings)
     echo, cfg = _echo(pipe), pipe.cfg
     mcfg = unet_config(unet_preset, cfg.unet) if unet_preset else cfg.unet
-    checkpoint.check_not_input(out, [attacked], "diffusion checkpoint")
-    out = checkpoint.check_writable(out or pipe.run_dir / "diffusion.pt", "diffusion checkpoint")
+    out = checkpoint.check_writable(out or pipe.run_dir / "diffusion.pt", "diffusion checkpoint", [attacked])
     tcfg, _ = fit.apply(mcfg, cfg.train, pipe.device, pipe.cache, log=echo)
     n = op.limit_of(limit, cfg.data_limit)
     x, y = training_set(
@@ -203,9 +202,8 @@ def sample(device, ckpt, num, labels, preset, seed, classifier_path, out, png_di
     settings = dict(sample=to_dict(scfg), num=num, labels=labels, checkpoint=ckpt, classifier=classifier_path, out=out)
     world, dev = distributed.join(resolve_device(device), settings, [out.parent])
     if world.is_main:
-        checkpoint.check_not_input(out, [ckpt, classifier_path], "samples file")
         checkpoint.check_not_input(png, [ckpt, classifier_path], "samples grid")
-        checkpoint.check_writable(out, "samples file")
+        checkpoint.check_writable(out, "samples file", [ckpt, classifier_path])
     model, tcfg, state = (export.load_diffusion if Path(ckpt).is_dir() else train.load_ema)(ckpt, dev)
     k, trained_on = model.cfg.num_classes, state.get("extra", {}).get("dataset", "mnist")
     shape = (model.cfg.in_channels, model.cfg.image_size, model.cfg.image_size)
@@ -347,8 +345,7 @@ def harden(ckpt, arms, **o):
 def evaluate(data_dir, dataset, samples_path, classifier_path, attacked, out):
     """Misclassification (overall, per class, confusion) and CAFD of generated images (printed; --out: JSON)."""
     if out:
-        checkpoint.check_not_input(out, [samples_path, classifier_path, attacked], "JSON report")
-        checkpoint.check_writable(out, "JSON report")
+        checkpoint.check_writable(out, "JSON report", [samples_path, classifier_path, attacked])
     r, ev = evaluate_files(samples_path, classifier_path, data_dir=data_dir, dataset=dataset, attacked=attacked)
     click.echo(rp.evaluation_summary(r, ev.clean_test))
     if out:
