@@ -1,6 +1,7 @@
 import contextlib
 import http.server
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -20,6 +21,18 @@ def data_dir() -> Path:
     if not (path / "train-labels-idx1-ubyte.gz").exists() and not (path / "train-labels-idx1-ubyte").exists():
         pytest.skip(f"MNIST not found in {path}; set DDMINI_DATA")
     return path
+
+
+@pytest.fixture
+def copy_dir(data_dir, tmp_path):
+    """A writable copy of the MNIST directory to corrupt."""
+    dst = tmp_path / "mnist"
+    dst.mkdir()
+    from ddmini import data
+
+    for name in data.CONTENT_SHA256:
+        shutil.copy(data_dir / name, dst / name)
+    return dst
 
 
 @pytest.fixture(scope="session")

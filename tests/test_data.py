@@ -17,16 +17,6 @@ def idx_bytes(arr: np.ndarray, magic: int) -> bytes:
     return struct.pack(">I", magic) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.astype(np.uint8).tobytes()
 
 
-@pytest.fixture
-def copy_dir(data_dir, tmp_path):
-    """A writable copy of the MNIST directory to corrupt."""
-    dst = tmp_path / "mnist"
-    dst.mkdir()
-    for name in FILES:
-        shutil.copy(data_dir / name, dst / name)
-    return dst
-
-
 def test_check_reports_counts(data_dir, capsys):
     assert data.check(data_dir) == {"train": 60000, "test": 10000}
     code, out, _ = run_cli(["data", "check", "--data-dir", str(data_dir), "--verify"], capsys)

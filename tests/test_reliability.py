@@ -19,15 +19,6 @@ from ddmini.presets import UNET_PRESETS, preset
 FILES = list(data.CONTENT_SHA256)
 
 
-@pytest.fixture
-def mnist_copy(data_dir, tmp_path):
-    dst = tmp_path / "mnist"
-    dst.mkdir()
-    for name in FILES:
-        shutil.copy(data_dir / name, dst / name)
-    return dst
-
-
 # ---- data files --------------------------------------------------------------------------------
 def test_project_l2_refuses_a_negative_radius():
     x = torch.rand(2, 1, 4, 4)
@@ -35,31 +26,31 @@ def test_project_l2_refuses_a_negative_radius():
         attacks.project_l2(x + 0.5, x, eps=-1)
 
 
-def test_a_fifo_or_a_device_is_refused_not_read(mnist_copy, capsys):
-    (mnist_copy / FILES[0]).unlink()
-    os.mkfifo(mnist_copy / FILES[0])  # reading it would wait forever for a writer
-    code, _, err = run_cli(["data", "check", "--data-dir", mnist_copy], capsys)
+def test_a_fifo_or_a_device_is_refused_not_read(copy_dir, capsys):
+    (copy_dir / FILES[0]).unlink()
+    os.mkfifo(copy_dir / FILES[0])  # reading it would wait forever for a writer
+    code, _, err = run_cli(["data", "check", "--data-dir", copy_dir], capsys)
     assert_one_line(code, err, "not a regular file")
-    (mnist_copy / FILES[0]).unlink()
-    (mnist_copy / FILES[0]).symlink_to("/dev/zero")  # reading it would never end
-    code, _, err = run_cli(["data", "check", "--data-dir", mnist_copy], capsys)
+    (copy_dir / FILES[0]).unlink()
+    (copy_dir / FILES[0]).symlink_to("/dev/zero")  # reading it would never end
+    code, _, err = run_cli(["data", "check", "--data-dir", copy_dir], capsys)
     assert_one_line(code, err, "not a regular file")
 
 
-def test_a_gzip_bomb_stops_at_the_largest_file_size(mnist_copy, capsys):
+def test_a_gzip_bomb_stops_at_the_largest_file_size(copy_dir, capsys):
     header = struct.pack(">IIII", 2051, 60000, 28, 28)
     bomb = gzip.compress(header + bytes(100 << 20), compresslevel=1)  # 100 MiB of zeros in ~100 KiB
     assert len(bomb) < 1 << 20
-    (mnist_copy / FILES[0]).write_bytes(bomb)
-    code, _, err = run_cli(["data", "check", "--data-dir", mnist_copy], capsys)
+    (copy_dir / FILES[0]).write_bytes(bomb)
+    code, _, err = run_cli(["data", "check", "--data-dir", copy_dir], capsys)
     assert_one_line(code, err, "inflates to more than 64 MiB")
 
 
-def test_trailing_data_after_the_gzip_stream_is_an_error(mnist_copy):
-    path = mnist_copy / FILES[1]
+def test_trailing_data_after_the_gzip_stream_is_an_error(copy_dir):
+    path = copy_dir / FILES[1]
     path.write_bytes(path.read_bytes() + b"junk")
     with pytest.raises(data.DataError, match="trailing data"):
-        data.load(mnist_copy, "train")
+        data.load(copy_dir, "train")
 
 
 # ---- artefacts bound to their keys ---------------------------------------------------------------
