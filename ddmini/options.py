@@ -5,8 +5,6 @@ back into the dotted names that :func:`ddmini.config.apply_overrides` sets."""
 
 from __future__ import annotations
 
-from dataclasses import fields
-
 import click
 
 from .config import (
@@ -121,14 +119,18 @@ stage_options = stack(
 )
 
 
+def _parse_list(ctx, param, value):
+    return None if value is None else parse_floats(value, param.opts[0])
+
+
 def _knob_option(f, flags: tuple[str, ...], dest: str):
     default, meta = f.default, f.metadata
     help_ = f"{meta['help']} [preset]"
     if isinstance(default, bool):
         off = meta.get("off_flag") or f"--no-{flags[0][2:]}"
         return click.option(f"{flags[0]}/{off}", dest, default=None, help=help_)
-    if isinstance(default, tuple):
-        return click.option(*flags, dest, type=str, default=None, metavar="A,B,..", help=help_)
+    if isinstance(default, tuple):  # parsed here, so every command receives the list (a bad one: ValueError)
+        return click.option(*flags, dest, default=None, metavar="A,B,..", help=help_, callback=_parse_list)
     if meta.get("choices"):
         return click.option(*flags, dest, type=click.Choice(meta["choices"]), default=None, help=help_)
     return click.option(*flags, dest, type=float if default is None else type(default), default=None, help=help_)
@@ -151,14 +153,12 @@ def knob_options(cls, section: str | None = None, exclude: tuple[str, ...] = ())
 
 
 def overrides(kw: dict, section: str = "cfg", prefix: str = "") -> dict:
-    """The knob values given in ``kw`` for ``section`` (lists parsed), named ``prefix + knob``."""
+    """The knob values given in ``kw`` for ``section``, named ``prefix + knob``."""
     out = {}
     for k, v in kw.items():
         if v is None or not k.startswith(section + "__"):
             continue
         name = k.split("__", 1)[1]
-        if name in TUPLE_KNOBS:
-            v = parse_floats(v, f"--{'' if section == 'cfg' else section + '-'}{name.replace('_', '-')}")
         out[prefix + name] = v
     return out
 
@@ -169,14 +169,6 @@ def run_overrides(kw: dict) -> dict:
     for section in RunConfig.SECTIONS:
         out.update(overrides(kw, section, section + "."))
     return out
-
-
-TUPLE_KNOBS = {
-    f.name
-    for cls in (RunConfig, HardenConfig, *(type(getattr(RunConfig(), s)) for s in RunConfig.SECTIONS))
-    for f in fields(cls)
-    if isinstance(f.default, tuple)
-}
 
 
 def _section_options(fn):
