@@ -7,6 +7,7 @@
     python bench/kernels.py --device cuda --no-compile   # on a GPU (Fréchet: eigvals / eigh on the device)
     python bench/kernels.py --only noise,sampler,inplace --sizes 22,24 --cpu-isa all   # every CPU variant
     python bench/kernels.py --only norm --cpu-isa avx2      # GroupNorm + SiLU at the U-Net's shapes
+    python bench/kernels.py --only load --cpu-isa avx2      # the noise and a step beside a busy torch process
 
 CPU variants: the compiled kernels' hot loops exist for AVX-512, AVX2 + FMA and baseline x86-64.
 ``--cpu-isa all`` (the default on a CPU) runs the chosen tables once per variant this machine supports,
@@ -22,8 +23,11 @@ Every kernel is checked against the reference before it is timed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -368,7 +372,57 @@ def bench_frechet_cuda(dims, B=10):
         )
 
 
-SECTIONS = ("steps", "inplace", "noise", "norm", "sampler", "frechet")
+SECTIONS = ("steps", "inplace", "noise", "norm", "sampler", "frechet", "load")
+
+# What a user's machine may be doing beside a run: torch matrix products on two threads, without end.
+BUSY = "import torch; torch.set_num_threads({t}); a = torch.randn(384, 384)\nwhile True: a @ a"
+
+
+@contextlib.contextmanager
+def competing_process(threads: int = 2):
+    """A second process doing ``threads``-thread torch matmuls for as long as the block runs."""
+    proc = subprocess.Popen([sys.executable, "-c", BUSY.format(t=threads)])
+    time.sleep(3.0)  # torch imported, multiplying
+    try:
+        if proc.poll() is not None:
+            raise RuntimeError("the competing process ended early")
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def bench_under_load(device: str, rounds: int = 3):
+    """Sampler-size noise (200,704 normals) and DDPM step, alone and beside a competing 2-thread torch process
+    (started here): ddmini's ``philox_normal`` against ``torch.randn`` into a preallocated tensor, and
+    ``ddpm_step`` with in-kernel noise against the torch reference given torch.randn noise. Median of
+    ``rounds`` medians, each over 0.5 s (the competing process makes single timings jump)."""
+    if device != "cpu":
+        return
+    g = torch.Generator().manual_seed(0)
+    x, e, z = (torch.randn(256, 1, 28, 28, generator=g) for _ in range(3))
+    out = torch.empty_like(x)
+    ac = schedule.make("linear", T)
+    gen = torch.Generator().manual_seed(0)
+    got = kernels.philox_normal(z, 1, 2)
+    assert (got.flatten() - reference.philox_normal(z.numel(), 1, 2)).abs().max() < 2e-5
+    cases = [
+        ("noise: torch.randn vs philox_normal", lambda: torch.randn(x.shape, generator=gen, out=z),
+         lambda: kernels.philox_normal(x, 1, 2, out=z)),
+        ("DDPM step: torch reference + randn vs in-kernel noise",
+         lambda: reference.ddpm_step(x, e, 500, ac, torch.randn(x.shape, generator=gen)),
+         lambda: kernels.ddpm_step(x, e, 500, ac, kernels.PhiloxNoise(1, 2), out=out)),
+    ]  # fmt: skip
+    print(f"\n## Under load (256x1x28x28, {torch.get_num_threads()} threads): alone, and beside a 2-thread torch "
+          "process\n")  # fmt: skip
+    print("| case | load | torch us | ddmini us | torch / ddmini |")
+    print("|---|---|---|---|---|")
+    for load in ("none", "2-thread torch matmuls"):
+        with competing_process() if load != "none" else contextlib.nullcontext():
+            for name, theirs, ours in cases:
+                t_t = statistics.median(timeit(theirs, min_time=0.5) for _ in range(rounds))
+                t_o = statistics.median(timeit(ours, min_time=0.5) for _ in range(rounds))
+                print(f"| {name} | {load} | {t_t * 1e6:.0f} | {t_o * 1e6:.0f} | {t_t / t_o:.2f} |", flush=True)
 
 
 def bench_norm(batch: int = 64):
@@ -456,6 +510,8 @@ def main():
             if "frechet" in only:
                 dims = [int(s) for s in a.dims.split(",")]
                 bench_frechet_cuda(dims) if a.device == "cuda" else bench_frechet(dims)
+            if "load" in only:
+                bench_under_load(a.device)
 
 
 if __name__ == "__main__":

@@ -69,4 +69,12 @@ inline int num_threads_in_team() { return 1; }
 // Below this many elements a parallel region costs more than it saves.
 constexpr int64_t kParallelGrain = 1 << 15;
 
+// The noise and the sampler steps (a few ns per element on one thread) stay on one thread below this many
+// elements. A parallel region ends when its last thread does, and beside a busy multi-threaded process
+// (torch matrix products on both cores of a 2-core machine) a woken team thread waited a scheduler tick or
+// two for a core: 200,704 normals took 8.0 ms on two threads against 0.5 ms on one (bench/kernels.py --only
+// load, Zen 3). One thread cannot be kept waiting; below 2^21 elements (about 5 ms on one thread) a second
+// saves less than the wait it risks.
+constexpr int64_t kStepParallelGrain = 1 << 21;
+
 }  // namespace ddmini

@@ -94,7 +94,7 @@ DDMINI_MULTIVERSION(void, philox_fill, (float* out, int64_t start, int64_t n, ui
 
 void philox_normal_cpu(float* out, int64_t start, int64_t n, uint64_t seed, uint64_t offset, int num_threads) {
   if (n <= 0) return;
-  const int nt = n >= kParallelGrain ? std::max(1, num_threads) : 1;
+  const int nt = n >= kStepParallelGrain ? std::max(1, num_threads) : 1;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = thread_num(), nth = num_threads_in_team();
@@ -129,7 +129,7 @@ void schedule_step_cpu(const StepArgs& s, int num_threads) {
   const float* c = s.c;
   float* out = s.out;
   const StepCoefs* k = coefs.data();
-  const int nt = total >= kParallelGrain ? std::max(1, num_threads) : 1;
+  const int nt = total >= kStepParallelGrain ? std::max(1, num_threads) : 1;
 #pragma omp parallel num_threads(nt)
   {
     const int tid = thread_num(), nth = num_threads_in_team();
