@@ -425,6 +425,14 @@ class RunConfig:
         "mnist", "Which dataset (folder: your own, --data-dir DIR).", choices=(*DATASET_SHAPES, "folder")
     )
     zoo: bool = knob(False, "Also score the run's images on the classifier zoo (`ddmini zoo`): a transfer section.")
+    # The whole run's budget (ddmini.fit.Plan): the other stages are timed briefly here and training gets the rest;
+    # training stops at the run's deadline if it falls behind (the model's key is its planned steps).
+    run_minutes: float = knob(
+        0.0,
+        "Fit the training so the whole run ends within this many minutes here (the other stages timed "
+        "briefly; 0: off).",
+        bounds=Range(0, 10**6),
+    )
     # --dataset folder only: the shape images are read to (0: detected; ddmini.folder).
     channels: int = knob(0, "Image folder: 1 (grayscale) or 3 (RGB) [detected].", bounds=Range(0, 3))
     image_size: int = knob(0, "Image folder: side of the square images [the commonest size].", bounds=Range(0, 4096))
@@ -449,6 +457,11 @@ class RunConfig:
         self.guidance_scales = tuple(float(g) for g in self.guidance_scales)
         for name in self.SECTIONS:
             getattr(self, name).validate()
+        if self.run_minutes and self.train.fit_minutes:
+            raise ValueError(
+                f"give the whole run's minutes (--run-minutes {self.run_minutes:g}) or the training's "
+                f"(--train-fit-minutes {self.train.fit_minutes:g}), not both"
+            )
         if float(self.sample.guidance) not in self.guidance_scales:
             scales = ", ".join(f"{g:g}" for g in self.guidance_scales)
             raise ValueError(
@@ -492,6 +505,8 @@ def apply_overrides(cfg, overrides: dict):
     train, prefix = (cfg.train, "train.") if run else (cfg, "")
     if f"{prefix}steps" in given and f"{prefix}fit_minutes" not in given and hasattr(train, "fit_minutes"):
         train.fit_minutes = 0.0  # steps given are trained as given: a preset's fit (cpu-hour) gives way
+    if run and "run_minutes" not in given and ("train.steps" in given or "train.fit_minutes" in given):
+        cfg.run_minutes = 0.0  # so does the preset's whole-run budget, to steps or training minutes given
     if run and "guidance_scales" in given and "sample.guidance" not in given:
         scales = tuple(float(g) for g in cfg.guidance_scales)
         if cfg.sample.guidance not in scales:

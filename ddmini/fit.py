@@ -19,11 +19,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, replace
+import time
+from dataclasses import asdict, dataclass, is_dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -110,6 +112,11 @@ def _time(unet: UNetConfig, cfg: DiffusionTrainConfig, x, y, device: torch.devic
     """Seconds per step of ``cfg`` after WARM steps, timed in chunks of TIMED steps until MIN_SECONDS have
     been timed or MAX_TIMED steps (rank 0's clock decides for every rank under torchrun), and the steps timed
     (a throwaway checkpoint at ``path``)."""
+    return _chunks(unet, cfg, x, y, device, path, MIN_SECONDS)
+
+
+def _chunks(unet, cfg, x, y, device, path, min_seconds: float) -> tuple[float, int]:
+    """:func:`_time` until ``min_seconds`` (0: one chunk)."""
     from . import distributed, train
 
     world = distributed.current()
@@ -122,7 +129,7 @@ def _time(unet: UNetConfig, cfg: DiffusionTrainConfig, x, y, device: torch.devic
             unet, replace(cfg, steps=WARM + timed), x, y, path, device=device, resume=True, desc="fit: timing"
         )
         spent = later.seconds - first.seconds
-        if world.broadcast_object(spent >= MIN_SECONDS or timed >= MAX_TIMED):
+        if world.broadcast_object(spent >= min_seconds or timed >= MAX_TIMED):
             return spent / timed, timed
 
 
@@ -167,31 +174,46 @@ def fitted(
     record's lock, so a second run in the same run directory waits and finds it cached."""
     from . import distributed
 
+    path = Path(cache) / f"fit-{key(unet, train_cfg, device, distributed.current().size)}.json"
+
+    def read(d: dict) -> Fit:
+        rec = Fit(**d)
+        rec.check(train_cfg, device)
+        return rec
+
+    def make() -> Fit:
+        if on_measure is not None:
+            on_measure()
+        sec, timed, fused, norms = measure(unet, train_cfg, device, path.with_suffix(".timing.pt"))
+        return Fit(train_cfg.fit_minutes, sec, timed, steps_for(train_cfg, sec), machine(device), fused, norms)
+
+    return _record(path, read, make, lambda m: print(m, file=sys.stderr), "timing again")
+
+
+def _record(path: Path, read: Callable[[dict], object], make: Callable[[], object], log, again: str):
+    """The JSON record at ``path`` as ``read`` takes it (which raises ValueError, TypeError or KeyError for one it
+    refuses: then one line, the file set aside as PATH.rejected, and made again), else ``make()``: on every rank
+    under torchrun, rank 0's result taken by all, written atomically by rank 0. Under the record's lock, so a
+    second run in the same run directory waits and finds it."""
+    from . import distributed
+
     world = distributed.current()
-    path = Path(cache) / f"fit-{key(unet, train_cfg, device, world.size)}.json"
     with checkpoint.exclusive(path.with_name(f".{path.stem}.lock"), world):
         rec = None
         if world.is_main and path.exists():
             try:
-                rec = Fit(**json.loads(path.read_text()))
-                rec.check(train_cfg, device)
-            except (ValueError, TypeError) as e:
-                print(f"{path.name}: {str(e)[:160]}; timing again", file=sys.stderr)
-                path.replace(path.with_name(path.name + ".rejected"))  # kept for inspection
+                rec = read(json.loads(path.read_text()))
+            except (ValueError, TypeError, KeyError) as e:
+                log(f"{path.name}: {str(e)[:160]}; {again}")
+                checkpoint.set_aside(path)  # kept for inspection
                 rec = None
         rec = world.broadcast_object(rec)
         if rec is None:
-            if on_measure is not None:
-                on_measure()
             path.parent.mkdir(parents=True, exist_ok=True)
-            sec, timed, fused, norms = world.broadcast_object(
-                measure(unet, train_cfg, device, path.with_suffix(".timing.pt"))
-            )
-            steps = steps_for(train_cfg, sec)
-            rec = Fit(train_cfg.fit_minutes, sec, timed, steps, machine(device), fused, norms)
+            rec = world.broadcast_object(make())
             if world.is_main:
                 with checkpoint.atomic_open(path, "w") as f:
-                    f.write(json.dumps(asdict(rec), indent=1))
+                    f.write(json.dumps(asdict(rec) if is_dataclass(rec) else rec, indent=1))
     return rec
 
 
@@ -212,3 +234,207 @@ def apply(
     if warning := rec.warning(train_cfg.batch_size):
         log(f"warning: {warning}")
     return replace(train_cfg, steps=rec.steps, fused_norm=rec.fused_norm), rec
+
+
+# ---- the whole run: what each stage costs here, and what a budget leaves for training ---------------------
+#
+# ``--run-minutes M`` (cpu-hour: 57) fits the training so the whole run ends within M minutes: each other stage's
+# unit of work (a classifier batch, an attacked image, a sampled image-step, an evaluated image) is timed
+# briefly on this machine (:func:`rates`, cached per machine and config), the run's work is counted, and
+# training gets the rest. The budget is decided once per run directory (:func:`budget`), so the runs of a
+# sweep train the same steps and a repeated run finds its model cached.
+
+#: A unit's timing: this many classifier batches, attack images (at most a batch) and sampled image-steps.
+RATE_BATCHES, RATE_SAMPLE_STEPS, RATE_PREDICT = 12, 2, 1000
+#: The share of a run's budget kept back for what the estimates do not count (start-up, the report, pictures).
+BUDGET_SLACK = 0.03
+
+
+@dataclass
+class Rates:
+    """Seconds per unit of each stage's work on this machine: a classifier training batch, an attacked image,
+    a sampled image-step without and with guidance (two passes of the U-Net), an image through the classifier
+    with its features (evaluation), and a diffusion training step (timed briefly where no fit times it)."""
+
+    machine: str
+    classifier_batch: float
+    attack_image: float
+    sample_step: float
+    guided_step: float
+    predict_image: float
+    train_step: float
+
+    def check(self, device: torch.device) -> None:
+        for name, v in asdict(self).items():
+            if name != "machine" and (not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0):
+                raise ValueError(f"{name} {v!r} is not a positive time")
+        if self.machine != machine(device):
+            raise ValueError("made on another machine")
+
+
+def rates_key(cfg, device: torch.device, world_size: int) -> str:
+    """The rates' key: what sets them (the stages' configs but not their sizes, the image shape, the machine)."""
+    base = replace(cfg.train, steps=1, fit_minutes=0.0, time_budget=0.0, checkpoint_every=1)
+    sample = replace(cfg.sample, steps=1, guidance=1.0, seed=0)
+    return checkpoint.fingerprint(
+        key_dict(cfg.classifier), key_dict(cfg.attack), key_dict(cfg.unet), key_dict(base), key_dict(sample),
+        machine(device), world_size,
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet():
+    """No progress bars while a stage is timed on a slice of its work."""
+    was = os.environ.get("DDMINI_QUIET")
+    os.environ["DDMINI_QUIET"] = "1"
+    try:
+        yield
+    finally:
+        if was is None:
+            os.environ.pop("DDMINI_QUIET", None)
+        else:
+            os.environ["DDMINI_QUIET"] = was
+
+
+def _clock(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def measure_rates(cfg, device: torch.device, path: Path) -> Rates:
+    """Time a slice of each stage's work here on random images of the run's shape with untrained models (the
+    cost of a batch does not depend on the weights): :class:`Rates` (a throwaway checkpoint at ``path``)."""
+    from . import classifier, samples
+    from .attacks.stage import run_attack
+    from .diffusion import balanced_labels
+    from .unet import UNet
+
+    u = cfg.unet
+    k, shape = u.num_classes, (u.in_channels, u.image_size, u.image_size)
+    g = torch.Generator().manual_seed(0)
+    c = cfg.classifier
+    n = c.batch_size * RATE_BATCHES
+    x, y = torch.rand((n, *shape), generator=g), torch.randint(0, k, (n,), generator=g)
+    with _quiet():
+        # the classifier: one epoch of RATE_BATCHES batches (its first batch's set-up included: a slight over-count)
+        res = classifier.train(replace(c, epochs=1), x, y, device=device, num_classes=k)
+        per_batch = res.train_seconds / RATE_BATCHES
+        model = res.model.eval()
+        m = min(n, cfg.attack.batch_size)
+        per_image = _clock(lambda: run_attack(classifier.fast_copy(model, device), x[:m].to(device), y[:m].to(device),
+                                              cfg.attack)) / m  # fmt: skip
+        p = min(n, RATE_PREDICT)
+        per_predict = _clock(lambda: classifier.predict(model, x[:p], features=True)) / p
+        unet = UNet(u).to(device).eval()
+        b = min(cfg.sample.batch_size, cfg.num_samples)
+        labels = balanced_labels(b, k)
+        step = {}
+        for name, w in (("sample", 1.0), ("guided", 2.0)):
+            s = replace(cfg.sample, sampler="ddim", steps=RATE_SAMPLE_STEPS, guidance=w, seed=0)
+            samples.generate(unet, cfg.train, labels[:1], replace(s, steps=1), device=device)  # warm
+            step[name] = samples.generate(unet, cfg.train, labels, s, device=device)[1] / (b * RATE_SAMPLE_STEPS)
+        train_cfg = replace(cfg.train, fit_minutes=0.0, time_budget=0.0, checkpoint_every=10**8)
+        tx = torch.rand((max(train_cfg.batch_size, 256), *shape), generator=g)
+        ty = torch.randint(0, k, (tx.shape[0],), generator=g)
+        try:
+            sec, _ = _chunks(u, train_cfg, tx, ty, device, path, 0.0)  # one chunk: the fit, where asked, times longer
+        finally:
+            path.unlink(missing_ok=True)
+            Path(str(path) + ".sha256").unlink(missing_ok=True)
+    return Rates(machine(device), per_batch, per_image, step["sample"], step["guided"], per_predict, sec)
+
+
+def rates(cfg, device: torch.device, cache: Path, log: Callable[[str], None] = print) -> Rates:
+    """:func:`measure_rates`, cached in ``cache/rates-<key>.json`` (an edited or foreign record is timed again)."""
+    from . import distributed
+
+    path = Path(cache) / f"rates-{rates_key(cfg, device, distributed.current().size)}.json"
+
+    def read(d: dict) -> Rates:
+        rec = Rates(**d)
+        rec.check(device)
+        return rec
+
+    def make() -> Rates:
+        log("timing a slice of each stage here (once per run dir and machine)")
+        return measure_rates(cfg, device, path.with_suffix(".timing.pt"))
+
+    return _record(path, read, make, log, "timing again")
+
+
+@dataclass
+class Work:
+    """What a run has left to compute: training images and test images, the classifier's epochs unless cached,
+    the images to attack, the training steps left, and the image-steps to sample (unguided, guided)."""
+
+    classifier_batches: int
+    attack_images: int
+    train_steps: int
+    sample_steps: int
+    guided_steps: int
+    predict_images: int
+
+
+def work(cfg, n_train: int, n_test: int, cached: dict, steps_done: int = 0) -> Work:
+    """The run's work: ``cached`` says which stages are found cached (classifier, attack, diffusion, and
+    samples_w<g> per guidance scale); ``steps_done`` the training steps a checkpoint holds already."""
+    from .config import REFERENCE_IMAGES
+
+    c, s = cfg.classifier, cfg.sample
+    per_image = s.steps if s.sampler == "ddim" else cfg.train.T
+    scales = [g for g in cfg.guidance_scales if not cached.get(f"samples_w{g:g}")]
+    ref = min(cfg.test_limit or REFERENCE_IMAGES, n_train)
+    return Work(
+        0 if cached.get("classifier") else c.epochs * math.ceil(n_train / c.batch_size),
+        0 if cached.get("attack") else n_train,
+        0 if cached.get("diffusion") else max(cfg.train.steps - steps_done, 0),
+        per_image * cfg.num_samples * sum(1 for g in scales if g == 1.0),
+        per_image * cfg.num_samples * sum(1 for g in scales if g != 1.0),
+        n_test + 2 * ref + cfg.num_samples * len(cfg.guidance_scales),
+    )
+
+
+STAGES = ("classifier", "attack", "training", "sampling", "evaluation")
+
+
+def expected(w: Work, r: Rates, seconds_per_step: float | None = None) -> dict:
+    """Each stage's expected seconds for the work ``w`` at the rates ``r`` (the fit's time per step where given)."""
+    return {
+        "classifier": w.classifier_batches * r.classifier_batch,
+        "attack": w.attack_images * r.attack_image,
+        "training": w.train_steps * (seconds_per_step or r.train_step),
+        "sampling": w.sample_steps * r.sample_step + w.guided_steps * r.guided_step,
+        "evaluation": w.predict_images * r.predict_image,
+    }
+
+
+def budget(minutes: float, others: float, spent: float, key: str, cache: Path) -> float:
+    """The training minutes of a run of ``minutes`` in all: what is left after the other stages' expected
+    ``others`` seconds, the ``spent`` seconds so far and BUDGET_SLACK, to 0.1 min (at least 0.1). Decided
+    once per run directory for ``key`` (``cache/budget-<key>.json``), so every run there trains the same
+    steps (a sweep's runs, a repeated run)."""
+    path = Path(cache) / f"budget-{checkpoint.fingerprint(key, minutes)}.json"
+
+    def read(d: dict) -> dict:
+        got = d["train_minutes"]
+        if not isinstance(got, (int, float)) or not 0 < got <= minutes:
+            raise ValueError(f"train_minutes {got!r} is not within the run's {minutes:g}")
+        return d
+
+    def make() -> dict:
+        got = max(0.1, math.floor((minutes * (1 - BUDGET_SLACK) - (others + spent) / 60) * 10) / 10)
+        return {"minutes": minutes, "train_minutes": got, "others_seconds": others}
+
+    return float(_record(path, read, make, lambda m: print(m, file=sys.stderr), "deciding again")["train_minutes"])
+
+
+def estimate_line(seconds: dict, start: float, minutes: float = 0.0) -> str:
+    """One line: each stage's expected minutes, the total, and the expected finish (wall clock) from
+    ``start`` (a time.time()); with the run's budget ``minutes`` when there is one."""
+    total = sum(seconds.values())
+    parts = ", ".join(f"{k} {v / 60:.1f}" for k, v in seconds.items())
+    finish = time.strftime("%H:%M", time.localtime(start + total))
+    return f"expected minutes: {parts}; {total / 60:.1f} in all, done ≈ {finish}" + (
+        f" (budget {minutes:g} min)" if minutes else ""
+    )

@@ -26,7 +26,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from . import __version__, checkpoint, classifier, data as ddata, distributed, metrics, samples as samples_io, train
-from .attacks.stage import AttackedSet, attack_dataset, attack_key, load_done_on_all
+from .attacks.stage import RESULT_NAME, AttackedSet, attack_dataset, attack_key, load_done_on_all
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import balanced_labels
 from .evaluate import Evaluator
@@ -144,9 +144,7 @@ class Pipeline:
             return self._given_classifier()
         cfg = cfg or self.cfg.classifier
         x, y, xt, yt, dkey = self.data()
-        key = checkpoint.fingerprint(
-            key_dict(cfg), dkey, *((extra[2],) if extra else ()), *(("per-epoch",) if per_epoch else ())
-        )
+        key = self._classifier_key(cfg, extra, per_epoch)
         epoch_extra = (extra[0], extra[1]) if extra and per_epoch else None
         if extra and not per_epoch:
             x, y = torch.cat([x, extra[0].to(x.dtype)]), torch.cat([y, extra[1]])
@@ -178,6 +176,11 @@ class Pipeline:
                 self.stages.timings["classifier"] = time.perf_counter() - t0
                 self._stage(1, "classifier", f"trained, test accuracy {100 * res.test_accuracy:.2f}%")
         return TrainedClassifier(model, checkpoint.file_digest(path)[:16], m)
+
+    def _classifier_key(self, cfg, extra=None, per_epoch: bool = False) -> str:
+        return checkpoint.fingerprint(
+            key_dict(cfg), self.data().key, *((extra[2],) if extra else ()), *(("per-epoch",) if per_epoch else ())
+        )
 
     def _given_classifier(self) -> TrainedClassifier:
         """The user's classifier (``classifier_file``), keyed by its file's digest, with its test accuracy."""
@@ -217,7 +220,7 @@ class Pipeline:
         x, y = images if images is not None else self.data()[:2]
         key = attack_key(cfg, ckey, int(x.shape[0]), split)
         out = Path(out_dir) if out_dir else self.attack_dir(key)
-        done = out / "attacked.pt"
+        done = out / RESULT_NAME
         self.stages.artefacts["attack"] = str(done)
         t0 = time.perf_counter()
         with checkpoint.exclusive(
@@ -242,16 +245,74 @@ class Pipeline:
         )
         return Attacked(res, key)
 
-    # ---- 3a. the steps that fit a time budget here ----------------------------------------------
-    def fit(self):
-        """With ``train.fit_minutes``: the fit stage (ddmini.fit) sets ``train.steps`` to what fits the
-        budget on this machine (cached, so a repeated run trains the same steps); None otherwise."""
+    # ---- 3a. the run's plan: each stage's expected time, and the steps that fit a budget here -----------
+    def plan(self, start: float) -> dict:
+        """Each stage's expected seconds here from now (0 for a stage found cached; ddmini.fit.Rates, timed
+        once per run dir), logged as one line with the expected finish. With ``run_minutes`` training first
+        gets what the run's budget, counted from ``start`` (a time.time()), leaves after the other stages
+        (ddmini.fit.budget, decided once per run dir); with that or ``train.fit_minutes`` the fit stage sets
+        ``train.steps`` (:meth:`fit`)."""
+        from . import fit
+
+        t0 = time.perf_counter()
+        cfg, data = self.cfg, self.data()
+        rates = fit.rates(cfg, self.device, self.cache, self.log)
+        minutes = None
+        if cfg.run_minutes > 0:
+            cached, done = self._found_cached()
+            others = fit.expected(fit.work(cfg, len(data.x), len(data.xt), cached, done), rates)
+            others.pop("training")
+            key = fit.rates_key(cfg, self.device, self.world.size)
+            minutes = fit.budget(cfg.run_minutes, sum(others.values()), time.time() - start, key, self.cache)
+        rec = self.fit(minutes)
+        cached, done = self._found_cached()  # now that the steps, and so the model's key, are known
+        w = fit.work(cfg, len(data.x), len(data.xt), cached, done)
+        est = fit.expected(w, rates, rec.seconds_per_step if rec else None)
+        self.stages.timings["plan"] = time.perf_counter() - t0
+        self.log(fit.estimate_line(est, time.time(), cfg.run_minutes))
+        return est
+
+    def _found_cached(self) -> tuple[dict, int]:
+        """The stages a run would find cached now, by their keys (classifier, attack, diffusion and
+        samples_w<g>; a file found counts, the stage itself checks it), and the steps a diffusion checkpoint
+        holds already."""
+        cached, cfg = {}, self.cfg
+        if self.classifier_file:
+            path = Path(self.classifier_file)
+        else:
+            path = self.cache / f"classifier-{self._classifier_key(cfg.classifier)}.pt"
+        if not path.is_file():
+            return cached, 0
+        cached["classifier"] = True
+        akey = attack_key(cfg.attack, checkpoint.file_digest(path)[:16], len(self.data().x))
+        if not (self.attack_dir(akey) / RESULT_NAME).is_file():
+            return cached, 0
+        cached["attack"] = True
+        path = self.cache / f"diffusion-{self._diffusion_key(akey)}.pt"
+        try:
+            ckpt = train.load_checkpoint(path) if path.is_file() else None
+        except ValueError:
+            ckpt = None
+        if ckpt is None or not ckpt.get("done") or ckpt["step"] < cfg.train.steps:
+            return cached, int(ckpt["step"]) if ckpt else 0
+        cached["diffusion"] = True
+        dkey = checkpoint.file_digest(path)[:16]
+        for g in cfg.guidance_scales:
+            if (self.cache / f"samples-{self._samples_key(dkey, g, cfg.num_samples)}.pt").is_file():
+                cached[f"samples_w{g:g}"] = True
+        return cached, int(ckpt["step"])
+
+    def fit(self, minutes: float | None = None):
+        """With ``train.fit_minutes`` (or ``minutes``, the run's budget's share for training): the fit stage
+        (ddmini.fit) sets ``train.steps`` to what fits those minutes on this machine (cached, so a repeated run
+        trains the same steps); None otherwise."""
         t = self.cfg.train
-        if t.fit_minutes <= 0:
+        minutes = minutes or t.fit_minutes
+        if minutes <= 0:
             return None
         from . import fit
 
-        rec = fit.fitted(self.cfg.unet, t, self.device, self.cache)
+        rec = fit.fitted(self.cfg.unet, replace(t, fit_minutes=minutes), self.device, self.cache)
         self.cfg.train = replace(t, steps=rec.steps, fused_norm=rec.fused_norm)
         norm = ""
         if rec.norm_seconds:
@@ -271,7 +332,9 @@ class Pipeline:
         return rec
 
     # ---- 3 + 4. poisoned set and diffusion model ------------------------------------------------
-    def diffusion(self, adv: AttackedSet, akey: str) -> DiffusionModel:
+    def diffusion(self, adv: AttackedSet, akey: str, deadline: train.Deadline | None = None) -> DiffusionModel:
+        """The poisoned set and the diffusion model trained on it (cached by its key; an unfinished checkpoint
+        is resumed). At ``deadline`` training stops unfinished (:class:`ddmini.train.Deadline`)."""
         x, y, _, _, dkey = self.data()
         cfg = self.cfg
         ps = poisoned_set((x, y), adv, cfg.poison, seed=cfg.train.seed, only_successful=cfg.only_successful)
@@ -281,10 +344,7 @@ class Pipeline:
             f"{len(ps)} images, {int(ps.attacked.sum())} attacked "
             f"(p = {cfg.poison:g}{', successful attacks only' if cfg.only_successful else ''})",
         )
-        inputs = dkey if cfg.poison == 0 and not cfg.only_successful else akey
-        # a fitted run's model is keyed by the steps it trains, as if they had been given (fit_minutes left out)
-        tkey = key_dict(replace(cfg.train, fit_minutes=0.0))
-        key = checkpoint.fingerprint(key_dict(cfg.unet), tkey, inputs, cfg.poison, cfg.only_successful)
+        key = self._diffusion_key(akey)
         path = self.cache / f"diffusion-{key}.pt"
         self.stages.artefacts["diffusion"] = str(path)
         # A second run wanting the same model waits here, then finds it cached instead of training it too.
@@ -312,10 +372,18 @@ class Pipeline:
                     device=self.device,
                     resume=True,
                     extra={"poison": cfg.poison, "dataset": cfg.dataset, "key": key},
+                    deadline=deadline,
                 )
-                self.stages.timings["diffusion"] = time.perf_counter() - t0
+                self.stages.timings["training"] = time.perf_counter() - t0
             model, tcfg, ckpt = train.load_ema(path, self.device)
         return DiffusionModel(model, tcfg, ckpt, ps, checkpoint.file_digest(path)[:16])
+
+    def _diffusion_key(self, akey: str) -> str:
+        cfg = self.cfg
+        inputs = self.data().key if cfg.poison == 0 and not cfg.only_successful else akey
+        # a fitted run's model is keyed by the steps it trains, as if they had been given (fit_minutes left out)
+        tkey = key_dict(replace(cfg.train, fit_minutes=0.0))
+        return checkpoint.fingerprint(key_dict(cfg.unet), tkey, inputs, cfg.poison, cfg.only_successful)
 
     # ---- 5. samples ---------------------------------------------------------------------------
     def samples(
@@ -323,13 +391,9 @@ class Pipeline:
     ) -> Samples | None:
         """The sampling stage at one guidance scale (``num`` images, the run's by default, with sampling
         seed ``seed``): (images, labels, seconds) on rank 0, None elsewhere."""
-        s = replace(
-            self.cfg.sample, guidance=guidance
-        )  # the scale sampled; which one a report headlines is no part of it
-        if seed is not None:
-            s.seed = seed
+        s = replace(self.cfg.sample, guidance=guidance, **({} if seed is None else {"seed": seed}))
         num = self.cfg.num_samples if num is None else num
-        key = checkpoint.fingerprint(key_dict(s), guidance, num, dkey)
+        key = self._samples_key(dkey, guidance, num, seed)
         path = self.cache / f"samples-{key}.pt"
         labels = balanced_labels(num, model.cfg.num_classes)
 
@@ -351,7 +415,19 @@ class Pipeline:
         samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs, key=key)
         return Samples(x, labels, secs)
 
+    def _samples_key(self, dkey: str, guidance: float, num: int, seed: int | None = None) -> str:
+        # the scale sampled; which one a report headlines is no part of it
+        s = replace(self.cfg.sample, guidance=guidance, **({} if seed is None else {"seed": seed}))
+        return checkpoint.fingerprint(key_dict(s), guidance, num, dkey)
+
     # ---- the whole run ----------------------------------------------------------------------------
+    def _close_timings(self, t_eval: float, t_start: float) -> None:
+        """The evaluation's seconds (from the evaluator's start, sampling left out) and the run's in all, taken
+        just before the report is written."""
+        now, t = time.perf_counter(), self.stages.timings
+        t["evaluation"] = now - t_eval - t.get("sampling", 0.0)
+        t["total"] = now - t_start
+
     def check_folder(self, overwrite: bool = False) -> Path:
         """The run's report folder, if it is free for this run: empty, or holding a run of the same settings
         (its config.json), or ``overwrite``. A run of other settings there is refused with one line naming the
@@ -384,17 +460,24 @@ class Pipeline:
         from . import report
 
         main = self.world.is_main
-        t_start = time.perf_counter()
-        self.fit()  # before the folder check: config.json records the steps trained
+        t_start, wall_start = time.perf_counter(), time.time()
+        est = self.plan(wall_start)  # before the folder check: config.json records the steps trained
         cfg, where = self.cfg, self.check_folder(overwrite)
         clf, ckey, cmetrics = self.classifier()
         adv, akey = self.attacked(clf, ckey)
-        model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey)
+        deadline = None
+        if cfg.run_minutes > 0:  # what sampling and evaluation need is kept back from training
+            at = wall_start + 60 * cfg.run_minutes - est["sampling"] - est["evaluation"]
+            deadline = train.Deadline(at, self.log)
+        model, tcfg, ckpt, ps, dkey = self.diffusion(adv, akey, deadline)
         _, _, xt, yt, _ = self.data()
+        t_eval = time.perf_counter()
         ev = Evaluator(clf, xt, yt, adv, self.cfg.test_limit or REFERENCE_IMAGES) if main else None
-        results = {}
+        spent_sampling, results = 0.0, {}
         for g in cfg.guidance_scales:
+            t_sample = time.perf_counter()
             got = self.samples(model, tcfg, dkey, g)
+            spent_sampling += time.perf_counter() - t_sample
             if not main:
                 continue  # rank 0 evaluates
             x, labels, secs = got
@@ -442,6 +525,8 @@ class Pipeline:
                 "attacked": int(ps.attacked.sum()),
                 "diffusion_steps": int(ckpt["step"]),
                 "diffusion_train_seconds": float(ckpt["seconds"]),
+                "planned_steps": int(cfg.train.steps),
+                "stopped_at_deadline": bool(deadline is not None and deadline.hit),
                 **(
                     {"fit": asdict(self.stages.fit), "fit_warning": self.stages.fit.warning(self.cfg.train.batch_size)}
                     if self.stages.fit
@@ -457,7 +542,8 @@ class Pipeline:
                 },
                 "diffusion_training_seconds": float(ckpt["seconds"]),
             },
-            timings={**self.stages.timings, "total": time.perf_counter() - t_start},
+            timings=self.stages.timings,
+            estimates=est,
             cached=self.stages.cached,
             artefacts=self.stages.artefacts,
             class_names=list(ddata.get(cfg.dataset).class_names),
@@ -470,8 +556,10 @@ class Pipeline:
                 "images": zoo.images,
             },
         )
+        self.stages.timings["sampling"] = spent_sampling
         where.mkdir(parents=True, exist_ok=True)
         report.write_json(to_dict(cfg), where / "config.json")
+        self._close_timings(t_eval, t_start)  # the report's pictures, a second or two, are left out
         report.write(out, where, ev, adv, self.data()[0])
         if png_dir:
             x, labels, pred = ev.samples[f"{cfg.sample.guidance:g}"]

@@ -73,6 +73,22 @@ def class_names(r: RunResult) -> list[str]:
     return names + [str(k) for k in range(len(names), len(r.clean_test.per_class))]
 
 
+def time_table(r: RunResult) -> list[str]:
+    """Each stage's minutes, expected when the run started beside measured (blank: cached, or not counted)."""
+    est, got = r.estimates or {}, r.timings
+    rows = ["| stage | expected min | actual min |", "|---|---|---|"]
+    for k in [*est, *(k for k in got if k not in est)]:
+        cells = [f"{v / 60:.1f}" if isinstance(v := d.get(k), (int, float)) else "" for d in (est, got)]
+        rows.append(f"| {k} | {cells[0]} | {cells[1]} |")
+    if est:
+        rows.append(f"| expected in all | {sum(est.values()) / 60:.1f} | |")
+    ts = r.training_set
+    if ts.get("stopped_at_deadline"):
+        rows += ["", f"Training stopped at the run's deadline after {ts['diffusion_steps']:,} of "
+                     f"{ts['planned_steps']:,} steps; a later run resumes it."]  # fmt: skip
+    return rows
+
+
 def markdown(r: RunResult) -> str:
     fit = r.training_set.get("fit")
     fitted = (
@@ -167,9 +183,9 @@ def markdown(r: RunResult) -> str:
         ],
         f"- plus a one-off {c['diffusion_training_seconds']:.0f} s of diffusion training",
         "",
-        "## Timings (s)",
+        "## Time",
         "",
-        *[f"- {k}: {v:.1f}" for k, v in r.timings.items()],
+        *time_table(r),
         "",
         "Pictures: `samples.png` (rows = conditioning class; red frame = classifier disagrees), "
         "`comparison.png` (clean / attacked / generated), `confusion.png`.",

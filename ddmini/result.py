@@ -66,6 +66,7 @@ class RunResult:
     artefacts: dict
     transfer: dict | None = None  # with --zoo: sources, classifiers, misclassified, images
     class_names: list | None = None  # the dataset's (an image folder's are its folder names)
+    estimates: dict | None = None  # each stage's expected seconds when the run started (ddmini.fit.expected)
 
     def headline(self) -> tuple[str, GeneratedResult]:
         """The headline guidance scale's name and result (the first sampled if it is not among them)."""

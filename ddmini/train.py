@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
@@ -142,6 +143,34 @@ def _restore(ckpt: dict, model_cfg: UNetConfig, cfg: DiffusionTrainConfig, devic
     return state
 
 
+@dataclass
+class Deadline:
+    """A wall-clock time (``at``, a time.time()) at which training stops if it has not finished: the run's
+    budget (``--run-minutes``) minus what sampling and evaluation are expected to take. The checkpoint keeps
+    its planned steps (and the model its cache key), unfinished, so a later run resumes it. ``log`` hears
+    once, early, when the loop's rate projects past the deadline, and once when training stops there."""
+
+    at: float
+    log: Callable[[str], None] = print
+    hit: bool = False
+    warned: bool = False
+
+    def passed(self) -> bool:
+        return time.time() >= self.at
+
+    def check_rate(self, step: int, steps: int, seconds_per_step: float) -> None:
+        """Warn once when ``steps - step`` more steps at ``seconds_per_step`` end after the deadline."""
+        left = self.at - time.time()
+        if self.warned or (steps - step) * seconds_per_step <= left:
+            return
+        self.warned = True
+        reach = step + max(int(left / seconds_per_step), 0)
+        self.log(
+            f"  training runs at {seconds_per_step:.3f} s/step here: at that rate it reaches the run's deadline "
+            f"after ≈ {reach:,} of {steps:,} steps, stops there, and a later run resumes it"
+        )
+
+
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     ep, mp = list(ema.parameters()), list(model.parameters())
@@ -198,12 +227,14 @@ def train(
     extra: dict | None = None,
     desc: str = "train diffusion",
     world: distributed.World | None = None,
+    deadline: Deadline | None = None,
 ) -> TrainState:
     """Train on images ``x`` (N, C, H, W) in [0, 1] with labels ``y`` (N,) int64 until ``cfg.steps``
     (or ``cfg.time_budget`` minutes of training). With ``resume=True`` an existing checkpoint at
     ``ckpt_path`` is continued exactly. Ctrl-C finishes the step, writes a checkpoint, then raises
     KeyboardInterrupt (further Ctrl-Cs meanwhile change nothing). ``world`` (default: the one
-    :func:`ddmini.distributed.init` joined) shares each batch out over its ranks."""
+    :func:`ddmini.distributed.init` joined) shares each batch out over its ranks. At ``deadline`` (rank 0's
+    clock) training stops unfinished: the checkpoint is saved with ``done`` false, to be resumed."""
     world = world or distributed.current()
     cfg.validate()
     if cfg.compile and torch.device(device).type == "cpu":
@@ -260,15 +291,16 @@ def train(
     with _deferred_interrupt(signals) as flag:  # Ctrl-C stays deferred until the last save is on disk
         try:
             _loop(
-                state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag, world
-            )
+                state, model_cfg, cfg, diff, net, data, y, device, amp, null, budget, bar, ckpt_path, extra, flag,
+                world, deadline,
+            )  # fmt: skip
         except KeyboardInterrupt:
             bar.close()
             if world.is_main:
                 save_state(state, model_cfg, cfg, ckpt_path, extra)
             raise
         bar.close()
-        state.done = True
+        state.done = not (deadline is not None and deadline.hit)
         if world.is_main:
             save_state(state, model_cfg, cfg, ckpt_path, extra)
         world.barrier()  # the others read the finished checkpoint only once it is on disk
@@ -297,12 +329,17 @@ def learning_rate(cfg: DiffusionTrainConfig, step: int) -> float:
     return cfg.lr
 
 
-def _stop(state, cfg, budget, flag, world, device) -> bool:
-    """Whether to stop before the next step: steps done, the time budget spent (rank 0's clock decides),
-    or an interrupt on any rank (KeyboardInterrupt on every rank). One small collective under DDP."""
+def _stop(state, cfg, budget, flag, world, device, deadline=None) -> bool:
+    """Whether to stop before the next step: steps done, the time budget spent or the deadline passed (rank
+    0's clock decides), or an interrupt on any rank (KeyboardInterrupt on every rank). One small collective
+    under DDP."""
     spent = bool(budget and state.seconds >= budget) and world.is_main
-    spent, stop = world.any(spent, flag["stop"], device=device if device.type == "cuda" else None)
-    over = state.step >= cfg.steps or spent
+    late = deadline is not None and state.step < cfg.steps and world.is_main and deadline.passed()
+    spent, late, stop = world.any(spent, late, flag["stop"], device=device if device.type == "cuda" else None)
+    if late and deadline is not None:
+        deadline.hit = True
+        deadline.log(f"  training stopped at the run's deadline after {state.step:,} of {cfg.steps:,} steps")
+    over = state.step >= cfg.steps or spent or late
     if stop and not over:
         raise KeyboardInterrupt
     return over
@@ -325,12 +362,14 @@ def _loop(
     extra,
     flag,
     world=distributed.SINGLE,
+    deadline=None,
 ):
     run_loss, run_n = 0.0, 0
     t_last = time.perf_counter()
+    first, first_seconds = state.step, state.seconds
     share = cfg.batch_size // world.size  # this rank's slice of the global batch
     lo, hi = world.rank * share, (world.rank + 1) * share
-    while not _stop(state, cfg, budget, flag, world, device):
+    while not _stop(state, cfg, budget, flag, world, device, deadline):
         g = state.gen
         idx = torch.randint(0, data.shape[0], (cfg.batch_size,), generator=g)
         t = _timesteps(cfg, g)
@@ -368,6 +407,8 @@ def _loop(
             state.losses.append((state.step, run_loss / run_n))
             bar.set_postfix(loss=f"{run_loss / run_n:.4f}", lr=f"{lr:.1e}")
             run_loss, run_n = 0.0, 0
+            if deadline is not None and state.step - first >= 100 and world.is_main:  # the loop's own rate
+                deadline.check_rate(state.step, cfg.steps, (state.seconds - first_seconds) / (state.step - first))
         if state.step % cfg.checkpoint_every == 0 and world.is_main:
             save_state(state, model_cfg, cfg, ckpt_path, extra)
             t_last = time.perf_counter()  # checkpoint I/O is not training time

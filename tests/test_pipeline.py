@@ -1,4 +1,5 @@
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -76,6 +77,9 @@ def test_interrupted_smoke_run_resumes(data_dir, tmp_path, capsys, monkeypatch):
 
     monkeypatch.setattr(train, "_ema_update", interrupt_at_4)
     part = tmp_path / "part"
+    (part / "cache").mkdir(parents=True)
+    for rates in (tmp_path / "whole" / "cache").glob("rates-*.json"):  # the plan's timings, found: no steps there
+        shutil.copy(rates, part / "cache" / rates.name)
     code, _, err = _run(base + ["--run-dir", str(part)], capsys)
     assert code == 130 and "interrupted" in err
     assert not (part / "p0.5" / "report.json").exists()
