@@ -1,6 +1,6 @@
 """The default preset's choice and the fit stage's timing on this machine, and how steady that timing is.
 
-    python bench/fit.py [--windows 4] [--steps 30] [--checkpoint D]
+    python bench/fit.py [--windows 4] [--steps 30] [--checkpoint D] [--images mnist] [--no-fit]
 
 1. The default preset ``ddmini run`` chooses here (``presets.choose_preset``: on a native-bf16 CPU it times the
    cpu preset's step) and the steps cpu-hour's fit buys in its 48 minutes (``ddmini.fit.fitted``), both in a
@@ -8,7 +8,8 @@
 2. Windows of ``--steps`` training steps of the cpu-hour recipe (``ddmini.train.train``, as the fit times
    them), in turn from a fresh model and, with ``--checkpoint D`` (a cpu-hour diffusion checkpoint), from
    the trained one, each with and without ``torch.set_flush_denormal``: the spread of the windows says how
-   far one 25-step timing can be from the loop's sustained speed on this machine.
+   far one 25-step timing can be from the loop's sustained speed on this machine. ``--images mnist``: on MNIST's
+   first 256 training images (``$DDMINI_DATA_ROOT``) as well as on the fit's random ones, in turn.
 """
 
 from __future__ import annotations
@@ -31,17 +32,21 @@ from ddmini.presets import choose_preset, preset  # noqa: E402
 WARM = 5
 
 
-def windows(tmp: Path, n_windows: int, steps: int, checkpoint: Path | None) -> None:
+def windows(tmp: Path, n_windows: int, steps: int, checkpoint: Path | None, images=("random",)) -> None:
     cfg = preset("cpu-hour")
     cfg.validate()
     unet, t = cfg.unet, replace(cfg.train, fit_minutes=0.0, checkpoint_every=10**8)
     g = torch.Generator().manual_seed(0)
-    x = torch.rand((256, 1, 28, 28), generator=g)
-    y = torch.randint(0, 10, (256,), generator=g)
+    sets = {"random": (torch.rand((256, 1, 28, 28), generator=g), torch.randint(0, 10, (256,), generator=g))}
+    if "mnist" in images:
+        from ddmini import data
+
+        xm, ym = data.load(None, "train", "mnist")
+        sets["mnist"] = (xm[:256].clone(), ym[:256].clone())
     kinds = ["fresh"] + (["trained"] if checkpoint else [])
     got: dict = {}
     for _ in range(n_windows):
-        for kind in kinds:
+        for kind, (which, (x, y)) in ((k, s) for k in kinds for s in sets.items()):
             for flush in (False, True):
                 torch.set_flush_denormal(flush)
                 p = tmp / "w.pt"
@@ -52,7 +57,7 @@ def windows(tmp: Path, n_windows: int, steps: int, checkpoint: Path | None) -> N
                     base = int(torch.load(p, map_location="cpu", weights_only=False)["step"])
                 a = train.train(unet, replace(t, steps=base + WARM), x, y, p, resume=kind == "trained", desc="window")
                 b = train.train(unet, replace(t, steps=base + WARM + steps), x, y, p, resume=True, desc="window")
-                got.setdefault((kind, flush), []).append(1000 * (b.seconds - a.seconds) / steps)
+                got.setdefault((f"{kind}, {which} images", flush), []).append(1000 * (b.seconds - a.seconds) / steps)
     torch.set_flush_denormal(False)
     print(f"\n| model | flush denormal | ms per step, {steps}-step windows in turn | min-max |")
     print("| --- | --- | --- | --- |")
@@ -67,6 +72,8 @@ def main() -> None:
     ap.add_argument("--windows", type=int, default=2)
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--checkpoint", type=Path, default=None, help="a cpu-hour diffusion checkpoint (optional)")
+    ap.add_argument("--images", default="random", help="random, or random,mnist: the images the windows train on")
+    ap.add_argument("--no-fit", action="store_true", help="skip the default preset's choice and the fit")
     args = ap.parse_args()
     if args.checkpoint is not None and not args.checkpoint.is_file():
         sys.exit(f"bench/fit.py: {args.checkpoint}: no such checkpoint")
@@ -74,6 +81,9 @@ def main() -> None:
     cpu = torch.device("cpu")
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        if args.no_fit:
+            windows(tmp, args.windows, args.steps, args.checkpoint, args.images.split(","))
+            return
         name, why = choose_preset(cpu, "mnist", tmp / "run")
         print(f"default preset here: {name}" + (f" ({why})" if why else " (no timing: the native-bf16 rule)"))
         hour = preset("cpu-hour")
@@ -89,7 +99,7 @@ def main() -> None:
             f"{rec.steps:,} steps in {rec.minutes:g} min" + (f"; warning: {w}" if (w := rec.warning(64)) else "")
         )
         if args.windows > 0:
-            windows(tmp, args.windows, args.steps, args.checkpoint)
+            windows(tmp, args.windows, args.steps, args.checkpoint, args.images.split(","))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,9 @@ LOSS_WEIGHTINGS = ("mse", "min_snr")  # diffusion training loss (ddmini.diffusio
 SAMPLERS = ("ddim", "ddpm")  # ddmini.diffusion.Diffusion.sample
 LR_SCHEDULES = ("constant", "cosine")  # ddmini.train.learning_rate
 ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
+# What the gradient attacks ascend (ddmini.attacks.base.OBJECTIVES) and the targeted modes besides a class index.
+ATTACK_OBJECTIVES = ("ce", "margin", "scaled")
+TARGET_MODES = ("shift", "random")
 CLASSIFIER_ARCHS = ("cnn", "mlp", "resnet")  # ddmini.classifier.build
 # The datasets (ddmini.data.DATASETS holds their files and readers; a test keeps the two equal): image
 # shape (C, H, W) and number of classes, which decide the U-Net's in_channels, image_size and classes.
@@ -339,9 +342,36 @@ class AttackConfig:
     batch_size: int = knob(128, "Images per batch.", bounds=SIZE)
     chunk_size: int = knob(5000, "Images per resumable chunk.", bounds=Range(1, 10**8))
     seed: int = knob(0, "Random seed.", bounds=SEED)
+    # Added after attacks were cached: at their defaults (the paper's untargeted cross-entropy PGD) keys are unchanged.
+    objective: str = knob(
+        "ce",
+        "What PGD and FGSM ascend: ce (cross-entropy), margin (the logit margin), scaled (the margin over "
+        "0.5-1 x the perturbation).",
+        choices=ATTACK_OBJECTIVES,
+        key_neutral=True,
+    )
+    margin: float = knob(
+        0.0,
+        "Logit margin kappa an image must reach to count as attacked; PGD leaves an image there (0: misclassified).",
+        bounds=Range(0, 1000),
+        key_neutral=True,
+    )
+    target: str = knob(
+        "",
+        "Targeted: shift (y -> y+1 mod C), random (a seeded other class) or a class index K (empty: untargeted).",
+        key_neutral=True,
+    )
 
     def validate(self) -> AttackConfig:
         check_fields(self, "attack")
+        t = self.target
+        if not isinstance(t, str) or not (t in ("", *TARGET_MODES) or (t.isdigit() and t.isascii())):
+            raise ValueError(f"attack target must be shift, random or a class index K (0, 1, ...); got {t!r}")
+        if self.attack == "cw_l2" and (self.objective != "ce" or self.margin):
+            raise ValueError("cw_l2 has its own margin (--attack-kappa); --attack-objective and --attack-margin "
+                             "are for pgd_l2, pgd_linf and fgsm")  # fmt: skip
+        if self.attack == "fgsm" and self.margin:
+            raise ValueError("fgsm takes one step: --attack-margin is for pgd_l2 and pgd_linf")
         return self
 
     @property
@@ -349,12 +379,21 @@ class AttackConfig:
         return self.alpha if self.alpha is not None else 2.5 * self.eps / self.steps
 
     def describe(self) -> str:
-        """The settings that define this attack, as a short line (no step size for FGSM, c and kappa for CW)."""
+        """The settings that define this attack, as a short line (no step size for FGSM, c and kappa for CW;
+        the objective, margin and target where they are not the defaults)."""
         if self.attack == "fgsm":
-            return f"fgsm eps={self.eps:g}"
-        if self.attack == "cw_l2":
-            return f"cw_l2 c={self.c:g} kappa={self.kappa:g} steps={self.steps} lr={self.lr:g}"
-        return f"{self.attack} eps={self.eps:g} alpha={self.step_size:.4g} steps={self.steps}"
+            line = f"fgsm eps={self.eps:g}"
+        elif self.attack == "cw_l2":
+            line = f"cw_l2 c={self.c:g} kappa={self.kappa:g} steps={self.steps} lr={self.lr:g}"
+        else:
+            line = f"{self.attack} eps={self.eps:g} alpha={self.step_size:.4g} steps={self.steps}"
+        return line + "".join(f" {k}={v}" for k, v in self.variant().items())
+
+    def variant(self) -> dict:
+        """The objective, margin and target where they differ from the paper's untargeted cross-entropy."""
+        out = {"objective": self.objective} if self.objective != "ce" else {}
+        out.update({"margin": f"{self.margin:g}"} if self.margin else {})
+        return {**out, **({"target": self.target} if self.target else {})}
 
     def with_attack(self, name: str) -> AttackConfig:
         """This config switched to attack ``name`` with that attack's own defaults (ATTACK_DEFAULTS:
@@ -425,8 +464,9 @@ class RunConfig:
         "mnist", "Which dataset (folder: your own, --data-dir DIR).", choices=(*DATASET_SHAPES, "folder")
     )
     zoo: bool = knob(False, "Also score the run's images on the classifier zoo (`ddmini zoo`): a transfer section.")
-    # The whole run's budget (ddmini.fit.Plan): the other stages are timed briefly here and training gets the rest;
-    # training stops at the run's deadline if it falls behind (the model's key is its planned steps).
+    # The whole run's budget (ddmini.fit): the other stages are timed briefly here and training gets the rest (a run
+    # then ignores train.fit_minutes, which the stage commands keep); training stops at the run's deadline if it
+    # falls behind (the model's key is its planned steps).
     run_minutes: float = knob(
         0.0,
         "Fit the training so the whole run ends within this many minutes here (the other stages timed "
@@ -457,11 +497,6 @@ class RunConfig:
         self.guidance_scales = tuple(float(g) for g in self.guidance_scales)
         for name in self.SECTIONS:
             getattr(self, name).validate()
-        if self.run_minutes and self.train.fit_minutes:
-            raise ValueError(
-                f"give the whole run's minutes (--run-minutes {self.run_minutes:g}) or the training's "
-                f"(--train-fit-minutes {self.train.fit_minutes:g}), not both"
-            )
         if float(self.sample.guidance) not in self.guidance_scales:
             scales = ", ".join(f"{g:g}" for g in self.guidance_scales)
             raise ValueError(
@@ -474,11 +509,14 @@ class RunConfig:
         """The run's report folder in RUN_DIR: ``p0.3`` for an MNIST run with PGD-L2 (the study's own);
         another dataset or attack is named in it (``fashion-mnist-p1``, ``p1-fgsm``), so that runs sharing
         one run dir and its cache never overwrite each other's reports; a seed other than 0 is named too
-        (``p0.3-seed1``). ``what`` replaces ``p<p>``."""
+        (``p0.3-seed1``), and an attack's objective, margin and target (``p1-margin2``, ``p1-target-shift``).
+        ``what`` replaces ``p<p>``."""
         name = (what or f"p{self.poison:g}") + (f"-seed{self.train.seed}" if self.train.seed else "")
         if self.dataset != "mnist":
             name = f"{self.dataset}-{name}"
-        return name if self.attack.attack == "pgd_l2" else f"{name}-{self.attack.attack}"
+        name = name if self.attack.attack == "pgd_l2" else f"{name}-{self.attack.attack}"
+        suffix = {"objective": "-{}", "margin": "-margin{}", "target": "-target-{}"}  # p1-scaled-margin2-target-shift
+        return name + "".join(suffix[k].format(v) for k, v in self.attack.variant().items())
 
     def with_seed(self, seed: int) -> RunConfig:
         for name in ("classifier", "attack", "train", "sample"):
@@ -505,6 +543,11 @@ def apply_overrides(cfg, overrides: dict):
     train, prefix = (cfg.train, "train.") if run else (cfg, "")
     if f"{prefix}steps" in given and f"{prefix}fit_minutes" not in given and hasattr(train, "fit_minutes"):
         train.fit_minutes = 0.0  # steps given are trained as given: a preset's fit (cpu-hour) gives way
+    if run and given.get("run_minutes") and given.get("train.fit_minutes"):
+        raise ValueError(
+            f"give the whole run's minutes (--run-minutes {given['run_minutes']:g}) or the training's "
+            f"(--train-fit-minutes {given['train.fit_minutes']:g}), not both"
+        )
     if run and "run_minutes" not in given and ("train.steps" in given or "train.fit_minutes" in given):
         cfg.run_minutes = 0.0  # so does the preset's whole-run budget, to steps or training minutes given
     if run and "guidance_scales" in given and "sample.guidance" not in given:

@@ -61,3 +61,30 @@ def evaluate_files(samples_path, classifier_path, *, data_dir=None, dataset: str
     s = samples_io.load(samples_path, clf.num_classes)
     ev = Evaluator(clf, xt, yt, AttackedSet.load(attacked) if attacked else None)
     return ev.generated(s["images"], s["labels"], "samples"), ev
+
+
+def targeted_shares(samples: dict, cfg, num_classes: int) -> dict | None:
+    """A targeted attack's figures on the generated images: per guidance scale, the share classified as the
+    target of their conditioning class (shift: y + 1 mod C; K: K) overall and per class. ``samples``: the
+    Evaluator's (images, labels, predictions) by scale. Samples conditioned on the target class K itself are
+    left out (their class is their target). None for an untargeted attack; for random targets, which are
+    drawn per training image, a generated image has no target of its own: the mode alone is recorded."""
+    from .attacks.stage import targets
+
+    if not cfg.target:
+        return None
+    out = {"mode": cfg.target, "by_guidance": {}}
+    if cfg.target == "random":
+        out["note"] = "random targets are drawn per training image; a generated image has none of its own"
+        return out
+    for g, (_, labels, pred) in samples.items():
+        t = targets(cfg, labels, num_classes)
+        keep = t != labels
+        hit = (pred == t) & keep
+        per = []
+        for k in range(num_classes):
+            m = keep & (labels == k)
+            per.append(float(hit[m].sum()) / int(m.sum()) if bool(m.any()) else None)
+        n = int(keep.sum())
+        out["by_guidance"][g] = {"rate": float(hit.sum()) / n if n else None, "n": n, "per_class": per}
+    return out

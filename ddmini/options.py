@@ -133,6 +133,8 @@ def _knob_option(f, flags: tuple[str, ...], dest: str):
         return click.option(*flags, dest, default=None, metavar="A,B,..", help=help_, callback=_parse_list)
     if meta.get("choices"):
         return click.option(*flags, dest, type=click.Choice(meta["choices"]), default=None, help=help_)
+    if isinstance(default, str):  # free-form, checked by the config (the attack's target: shift, random or K)
+        return click.option(*flags, dest, default=None, metavar="MODE", help=help_)
     return click.option(*flags, dest, type=float if default is None else type(default), default=None, help=help_)
 
 

@@ -29,7 +29,7 @@ from . import __version__, checkpoint, classifier, data as ddata, distributed, m
 from .attacks.stage import RESULT_NAME, AttackedSet, attack_dataset, attack_key, load_done_on_all
 from .config import REFERENCE_IMAGES, RunConfig, key_dict, to_dict
 from .diffusion import balanced_labels
-from .evaluate import Evaluator
+from .evaluate import Evaluator, targeted_shares
 from .poison import poisoned_set
 from .result import RunResult
 
@@ -303,7 +303,7 @@ class Pipeline:
         return cached, int(ckpt["step"])
 
     def fit(self, minutes: float | None = None):
-        """With ``train.fit_minutes`` (or ``minutes``, the run's budget's share for training): the fit stage
+        """With ``minutes`` (the run's budget's share for training) or ``train.fit_minutes``: the fit stage
         (ddmini.fit) sets ``train.steps`` to what fits those minutes on this machine (cached, so a repeated run
         trains the same steps); None otherwise."""
         t = self.cfg.train
@@ -516,6 +516,7 @@ class Pipeline:
             classifier={"test_accuracy": cmetrics.get("test_accuracy")},
             attack={
                 **att,
+                **({"target": cfg.attack.target} if cfg.attack.target else {}),
                 "per_class_success": metrics.misclassification(adv.y, adv.pred, clf.num_classes)["per_class"],
                 "margin": adv.margin(clf, self.data()[0], limit=self.cfg.test_limit or REFERENCE_IMAGES),
             },
@@ -544,6 +545,7 @@ class Pipeline:
             },
             timings=self.stages.timings,
             estimates=est,
+            targeted=targeted_shares(ev.samples, cfg.attack, clf.num_classes),
             cached=self.stages.cached,
             artefacts=self.stages.artefacts,
             class_names=list(ddata.get(cfg.dataset).class_names),

@@ -73,6 +73,22 @@ def class_names(r: RunResult) -> list[str]:
     return names + [str(k) for k in range(len(names), len(r.clean_test.per_class))]
 
 
+def targeted_lines(r: RunResult) -> list[str]:
+    """report.md's section on a targeted attack: the share of samples classified as their class's target."""
+    t = r.targeted
+    if not t:
+        return []
+    out = ["", f"## Targeted ({t['mode']})", ""]
+    if not t.get("by_guidance"):
+        return out + [f"- {t.get('note', '')}"]
+    names = class_names(r)
+    out += ["| guidance | in their target class | " + " | ".join(names) + " |", "|---" * (len(names) + 2) + "|"]
+    for g, v in t["by_guidance"].items():
+        cells = " | ".join("" if c is None else _pct(c) for c in v["per_class"])
+        out.append(f"| {g} | {rate_with_se(v['rate'], v['n'])} | {cells} |")
+    return out
+
+
 def time_table(r: RunResult) -> list[str]:
     """Each stage's minutes, expected when the run started beside measured (blank: cached, or not counted)."""
     est, got = r.estimates or {}, r.timings
@@ -127,6 +143,7 @@ def markdown(r: RunResult) -> str:
             f"| {_num(c['attacked_hard'].mean)} | {_num(v.seconds_per_image, '.4f')} "
             f"| {_num(v.seconds_per_misleading_image, '.4f')} |"
         )
+    out += targeted_lines(r)
     out += [
         "",
         "## Misclassification per class",
@@ -434,8 +451,18 @@ def write_sweep(rows: list[RunResult], where: Path, guidance: str) -> dict:
             "",
         ]
     )
+    tg = [((r.targeted or {}).get("by_guidance") or {}).get(guidance) for r in rows]
+    targeted = None
+    if all(t and t["rate"] is not None for t in tg):  # a targeted sweep: the share in the target class, against p
+        shares = [t["rate"] for t in tg]
+        targeted = {"mode": rows[0].targeted["mode"], "share": shares, "fit": linear_fit(ps, shares)}
+        ft = targeted["fit"]
+        text += (f"\n## In their target class ({targeted['mode']})\n\n" + "\n".join(
+            f"- p = {p:g}: {_pct(v)}" for p, v in zip(ps, shares))
+            + f"\n- share = {ft['slope']:.4f} p + {ft['intercept']:.4f}, R² = {_num(ft['r2'], '.4f')}\n")  # fmt: skip
     write_text(text, where / "sweep.md")
     out = {
+        "targeted": targeted,
         "guidance": guidance,
         "poison": ps,
         "misclassification": mis,

@@ -67,6 +67,7 @@ class RunResult:
     transfer: dict | None = None  # with --zoo: sources, classifiers, misclassified, images
     class_names: list | None = None  # the dataset's (an image folder's are its folder names)
     estimates: dict | None = None  # each stage's expected seconds when the run started (ddmini.fit.expected)
+    targeted: dict | None = None  # a targeted attack's: mode, share of samples in their target class per scale
 
     def headline(self) -> tuple[str, GeneratedResult]:
         """The headline guidance scale's name and result (the first sampled if it is not among them)."""

@@ -198,11 +198,11 @@ def test_stage_resumes_and_caches(small_classifier, batch, tmp_path, monkeypatch
 
     real = stage.run_attack
 
-    def counting(model, xb, yb, c):
+    def counting(model, xb, yb, c, target=None):
         calls.append(xb.shape[0])
         if len(calls) == 3:
             raise KeyboardInterrupt  # interrupted during the third chunk
-        return real(model, xb, yb, c)
+        return real(model, xb, yb, c, target=target)
 
     monkeypatch.setattr(stage, "run_attack", counting)
     with pytest.raises(KeyboardInterrupt):

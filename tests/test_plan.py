@@ -65,9 +65,9 @@ def test_the_work_counts_only_what_is_not_cached():
     assert (some.classifier_batches, some.attack_images, some.train_steps) == (0, 0, cfg.train.steps - 100)
     assert (some.sample_steps, some.guided_steps) == (50 * 1000, 50 * 1000)
     r = _rates()
-    e = fit.expected(some, r, seconds_per_step=0.5)
-    assert e["classifier"] == 0 and e["training"] == (cfg.train.steps - 100) * 0.5
-    assert e["sampling"] == pytest.approx(50 * 1000 * (r.sample_step + r.guided_step))
+    e = fit.expected(some, r, seconds_per_step=0.5)  # sustained: SUSTAINED times the brief timings
+    assert e["classifier"] == 0 and e["training"] == pytest.approx(fit.SUSTAINED * (cfg.train.steps - 100) * 0.5)
+    assert e["sampling"] == pytest.approx(fit.SUSTAINED * 50 * 1000 * (r.sample_step + r.guided_step))
     line = fit.estimate_line({"classifier": 60.0, "training": 1800.0}, 0.0, 57)
     assert line.startswith("expected minutes: classifier 1.0, training 30.0; 31.0 in all, done ≈ ")
     assert line.endswith("(budget 57 min)")
@@ -77,10 +77,11 @@ def test_run_minutes_gives_training_what_the_other_stages_leave_once_per_run_dir
     data_dir, tmp_path, capsys, monkeypatch
 ):
     """Fixed rates and a fixed training step (the timings faked): the classifier's 57 batches of 32 at 0.48 s and
-    the attack's 600 images at 0.0504 s are 57.6 s of a 2-minute budget; with 3 % kept back and the seconds the
-    run spent before (data, timings: under 4.7 s), training gets 0.9 minutes (to 0.1 min below), 0.9 * 60 /
-    1.0 = 54 steps. The p = 1 run in the same directory, whose
-    classifier and attack are cached, trains the same steps (its model's key: the sweep's runs compare)."""
+    the attack's 600 images at 0.0504 s are 57.6 s, sustained 72.1 s, of a 2-minute budget; with 3 % kept back
+    and the seconds the run spent before (data, timings: under 6 s), 0.6-0.74 min are left, which the fit's brief
+    timing buys as 0.5 minutes (over SUSTAINED, to 0.1 min below): 0.5 * 60 / 1.0 = 30 steps. The p = 1 run in
+    the same directory, whose classifier and attack are cached, trains the same steps (its model's key: the
+    sweep's runs compare)."""
     from ddmini import fit
 
     rates = _rates(classifier_batch=0.48, attack_image=0.0504)
@@ -91,15 +92,15 @@ def test_run_minutes_gives_training_what_the_other_stages_leave_once_per_run_dir
     code, out, err = run_cli([*base, "--poison", "0.5"], capsys)
     assert code == 0, err
     (budget,) = (tmp_path / "cache").glob("budget-*.json")
-    assert json.loads(budget.read_text())["train_minutes"] == 0.9
-    assert "fitted to 0.9 min here: 1.000 s/step" in out and "-> 54 steps" in out
+    assert fit.SUSTAINED == 1.25 and json.loads(budget.read_text())["train_minutes"] == 0.5
+    assert "fitted to 0.5 min here: 1.000 s/step" in out and "-> 30 steps" in out
     assert "(budget 2 min)" in out
     cfg = json.loads((tmp_path / "p0.5" / "config.json").read_text())
-    assert (cfg["run_minutes"], cfg["train"]["steps"], cfg["train"]["fit_minutes"]) == (2.0, 54, 0.0)
+    assert (cfg["run_minutes"], cfg["train"]["steps"]) == (2.0, 30)
     code, out, err = run_cli([*base, "--poison", "1"], capsys)
-    assert code == 0 and "-> 54 steps" in out, out
+    assert code == 0 and "-> 30 steps" in out, out
     rep = json.loads((tmp_path / "p1" / "report.json").read_text())
-    assert rep["training_set"]["diffusion_steps"] == 54 and not rep["training_set"]["stopped_at_deadline"]
+    assert rep["training_set"]["diffusion_steps"] == 30 and not rep["training_set"]["stopped_at_deadline"]
     assert rep["estimates"]["classifier"] == 0 and rep["estimates"]["attack"] == 0  # cached: they cost nothing
 
 
@@ -166,14 +167,14 @@ def test_an_edited_rates_record_is_timed_again(data_dir, tmp_path, capsys, monke
     assert rates.with_name(rates.name + ".rejected").exists()
 
 
-def test_the_cpu_hour_preset_budgets_the_whole_run_and_steps_given_turn_that_off():
+def test_the_cpu_hour_preset_budgets_the_whole_run_and_steps_or_training_minutes_given_turn_that_off():
     from ddmini.presets import run_config
 
     cpu = torch.device("cpu")
     cfg = run_config("cpu-hour", poison=0.3, device=cpu).config
-    assert (cfg.run_minutes, cfg.train.fit_minutes) == (57.0, 0.0)
+    assert (cfg.run_minutes, cfg.train.fit_minutes) == (57.0, 48.0)  # a run fits the run; train-diffusion 48 min
     cfg = run_config("cpu-hour", poison=0.3, device=cpu, overrides={"train.steps": 9000}).config
-    assert (cfg.run_minutes, cfg.train.steps) == (0.0, 9000)
+    assert (cfg.run_minutes, cfg.train.fit_minutes, cfg.train.steps) == (0.0, 0.0, 9000)
     cfg = run_config("cpu-hour", poison=0.3, device=cpu, overrides={"train.fit_minutes": 30.0}).config
     assert (cfg.run_minutes, cfg.train.fit_minutes) == (0.0, 30.0)
     with pytest.raises(ValueError, match="not both"):

@@ -105,6 +105,59 @@ def input_grad(model, x: torch.Tensor, y: torch.Tensor, target: torch.Tensor | N
     return g
 
 
+#: What a gradient attack ascends: cross-entropy (the paper's PGD), the logit margin, or the margin averaged
+#: over a range of the perturbation's scale (so that the image stays misclassified when a generator trained on
+#: it reproduces only part of the perturbation).
+OBJECTIVES = ("ce", "margin", "scaled")
+#: The scales the scale-robust objective averages over: a deceptive model's samples were measured to carry
+#: about 0.8 of their training perturbations' strength (docs/experiments.md).
+OBJECTIVE_SCALES = (0.5, 0.75, 1.0)
+
+
+def logit_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
+    """Per sample, how far the prediction is past the decision boundary in logits (Carlini & Wagner's f,
+    negated): max_{j != y} z_j - z_y untargeted (> 0: misclassified), z_t - max_{j != t} z_j targeted (> 0:
+    the target wins)."""
+    k = y if target is None else target
+    own = logits.gather(1, k[:, None]).squeeze(1)
+    other = logits.masked_fill(F.one_hot(k, logits.shape[1]).bool(), float("-inf")).amax(1)
+    return other - own if target is None else own - other
+
+
+def objective_grad(
+    model,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    target: torch.Tensor | None = None,
+    *,
+    objective: str = "ce",
+    x0: torch.Tensor | None = None,
+    kappa: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(gradient w.r.t. ``x`` of what the attack ascends, each sample's logit margin at ``x``). ``ce``: the
+    cross-entropy of :func:`input_grad`; ``margin``: :func:`logit_margin`, clipped at ``kappa`` when it is > 0
+    (an image past it pulls no further: Carlini & Wagner's confidence); ``scaled``: that margin averaged over
+    ``x0 + s (x - x0)`` for s in OBJECTIVE_SCALES (``x0``: the clean images). Summed over the batch, so each
+    row is its sample's own gradient."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    x = x.detach().requires_grad_(True)
+    with torch.enable_grad():
+        logits = model(x)
+        margin = logit_margin(logits, y, target)
+        if objective == "ce":
+            loss = F.cross_entropy(logits, y if target is None else target, reduction="sum")
+            loss = loss if target is None else -loss
+        else:
+            scales = OBJECTIVE_SCALES if objective == "scaled" else (1.0,)
+            loss = 0.0
+            for s in scales:
+                m = margin if s == 1.0 else logit_margin(model((x0 + s * (x - x0)).clamp(0, 1)), y, target)
+                loss = loss + (m.clamp(max=kappa) if kappa > 0 else m).sum() / len(scales)
+        (g,) = torch.autograd.grad(loss, x)
+    return g, margin.detach()
+
+
 def batches(n: int, batch_size: int) -> Iterator[slice]:
     for i in range(0, n, batch_size):
         yield slice(i, min(i + batch_size, n))

@@ -26,7 +26,7 @@ from ..classifier import fast_copy
 from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, key_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
-from .base import MARGIN_SCALES, check_inputs, norms, predict_labels, scaled_success
+from .base import MARGIN_SCALES, batches, check_inputs, frozen, logit_margin, norms, num_outputs, scaled_success
 
 RESULT_NAME = "attacked.pt"
 
@@ -46,6 +46,7 @@ class AttackedSet:
     seconds: float = 0.0
     key: str = ""
     extra: dict = field(default_factory=dict)
+    target: torch.Tensor | None = None  # (N,) int64 for a targeted attack: success is pred == target
 
     def __len__(self) -> int:
         return self.y.shape[0]
@@ -102,6 +103,7 @@ class AttackedSet:
                 "config": to_dict(self.config),
                 "seconds": self.seconds,
                 "extra": self.extra,
+                "target": self.target,
                 **{k: getattr(self, k) for k in _TENSORS},
             },
             path,
@@ -111,7 +113,8 @@ class AttackedSet:
     def load(cls, path: str | Path) -> AttackedSet:
         d = checkpoint.load_kind(path, "attacked", "attacked-set file", (*_TENSORS, "config"))
         n = d["y"].shape[0]
-        if any(d[k].shape[0] != n for k in _TENSORS):
+        target = d.get("target")
+        if any(d[k].shape[0] != n for k in _TENSORS) or (target is not None and target.shape != (n,)):
             raise ValueError(f"{path}: attacked-set arrays disagree in length")
         return cls(
             **{k: d[k] for k in _TENSORS},
@@ -119,6 +122,7 @@ class AttackedSet:
             seconds=float(d.get("seconds", 0.0)),
             key=d.get("key", ""),
             extra=d.get("extra", {}),
+            target=target,
         )
 
 
@@ -132,13 +136,18 @@ def attack_key(cfg: AttackConfig, classifier_key: str, n: int, split: str = "tra
     return checkpoint.fingerprint(*parts)
 
 
-def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig) -> torch.Tensor:
-    """Apply the attack ``cfg`` describes to (x, y) and return x_adv (same shape)."""
+def run_attack(
+    model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, target: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Apply the attack ``cfg`` describes to (x, y) (towards ``target`` when given) and return x_adv (same
+    shape)."""
     fn = ATTACKS[cfg.attack]
     if cfg.attack == "fgsm":
-        return fn(model, x, y, cfg.eps, batch_size=cfg.batch_size)
+        return fn(model, x, y, cfg.eps, batch_size=cfg.batch_size, target=target, objective=cfg.objective)
     if cfg.attack == "cw_l2":
-        return fn(model, x, y, c=cfg.c, kappa=cfg.kappa, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size)
+        return fn(
+            model, x, y, c=cfg.c, kappa=cfg.kappa, steps=cfg.steps, lr=cfg.lr, batch_size=cfg.batch_size, target=target
+        )
     return fn(
         model,
         x,
@@ -149,7 +158,41 @@ def run_attack(model: nn.Module, x: torch.Tensor, y: torch.Tensor, cfg: AttackCo
         random_start=cfg.random_start,
         seed=cfg.seed,
         batch_size=cfg.batch_size,
+        target=target,
+        objective=cfg.objective,
+        margin=cfg.margin,
     )
+
+
+def targets(cfg: AttackConfig, y: torch.Tensor, num_classes: int) -> torch.Tensor | None:
+    """The target class of each image under ``cfg.target`` (None when untargeted): shift, y + 1 mod C;
+    random, a class other than y drawn with ``cfg.seed``; K, class K for every image (an image of class K
+    itself is left out of the attack's successes). One ValueError line for a K that is no class or a set whose
+    every image is of class K."""
+    mode = cfg.target
+    if not mode:
+        return None
+    if mode == "shift":
+        return (y + 1) % num_classes
+    if mode == "random":
+        g = torch.Generator().manual_seed(cfg.seed)
+        return (y + torch.randint(1, num_classes, y.shape, generator=g)) % num_classes
+    k = int(mode)
+    if k >= num_classes:
+        raise ValueError(f"attack target {k} is not a class: the classifier has {num_classes} (0 to {num_classes - 1})")
+    if y.numel() and bool((y == k).all()):
+        raise ValueError(f"attack target {k}: every image is of class {k} already; nothing to attack")
+    return torch.full_like(y, k)
+
+
+def succeeded(logits: torch.Tensor, y: torch.Tensor, cfg: AttackConfig, target: torch.Tensor | None) -> torch.Tensor:
+    """Per image: the attack ``cfg`` worked, by the classifier's ``logits`` on the attacked image: misclassified
+    (or classified as its target, never its own class), with a logit margin of at least ``cfg.margin``."""
+    if cfg.margin > 0:
+        ok = logit_margin(logits, y, target) >= cfg.margin
+    else:
+        ok = logits.argmax(1) != y if target is None else logits.argmax(1) == target
+    return ok if target is None else ok & (target != y)
 
 
 def load_done(out_dir: str | Path, key: str, n: int) -> AttackedSet | None:
@@ -214,6 +257,7 @@ def attack_dataset(
         chunk_dir.mkdir(parents=True, exist_ok=True)
     world.barrier()
     fast = fast_copy(model, device)
+    tgt = targets(cfg, y, num_outputs(fast, x[:1].to(device))) if cfg.target else None
     starts = list(range(0, n, cfg.chunk_size))
     mine = [starts[i] for i in distributed.shares(len(starts), world)]
     bar = progress(
@@ -224,13 +268,13 @@ def attack_dataset(
     )
     for start in mine:
         stop = min(start + cfg.chunk_size, n)
-        _chunk(fast, x, y, cfg, key, start, stop, chunk_dir, device)
+        _chunk(fast, x, y, tgt, cfg, key, start, stop, chunk_dir, device)
         bar.update(stop - start)
         bar.set_postfix(done=f"{stop}/{n}")
     bar.close()
     world.barrier()  # every rank's chunks are on disk
     if world.is_main:
-        result = _merge(fast, x, y, cfg, key, starts, chunk_dir, device)
+        result = _merge(fast, x, y, tgt, cfg, key, starts, chunk_dir, device)
         result.save(out_dir / RESULT_NAME)
         for p in chunk_dir.glob("*.pt"):
             p.unlink(missing_ok=True)
@@ -238,7 +282,7 @@ def attack_dataset(
     return result if world.is_main else _read_merged(out_dir, key, n)
 
 
-def _chunk(fast, x, y, cfg: AttackConfig, key: str, start: int, stop: int, chunk_dir: Path, device) -> dict:
+def _chunk(fast, x, y, tgt, cfg: AttackConfig, key: str, start: int, stop: int, chunk_dir: Path, device) -> dict:
     """Chunk [start, stop) of the attack: read back if finished, else computed and written."""
     path = chunk_dir / f"{start:06d}.pt"
     part = _load_chunk(path, key, start, stop)
@@ -248,34 +292,43 @@ def _chunk(fast, x, y, cfg: AttackConfig, key: str, start: int, stop: int, chunk
         if device.type == "cpu" and xb.ndim == 4:
             xb = xb.contiguous(memory_format=torch.channels_last)
         chunk_cfg = AttackConfig(**{**to_dict(cfg), "seed": cfg.seed + start})
-        xa = run_attack(fast, xb, y[start:stop].to(device), chunk_cfg)
+        tb = None if tgt is None else tgt[start:stop].to(device)
+        xa = run_attack(fast, xb, y[start:stop].to(device), chunk_cfg, target=tb)
         xa = xa.float().cpu().contiguous()
         part = {"key": key, "start": start, "stop": stop, "x_adv": xa, "seconds": time.perf_counter() - t0}
         checkpoint.save(part, path)
     return part
 
 
-def _merge(fast, x, y, cfg: AttackConfig, key: str, starts: list[int], chunk_dir: Path, device) -> AttackedSet:
+@torch.no_grad()
+def _logits(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    with frozen(model):
+        out = [model(x[s]).float().cpu() for s in batches(x.shape[0], batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 0)
+
+
+def _merge(fast, x, y, tgt, cfg: AttackConfig, key: str, starts: list[int], chunk_dir: Path, device) -> AttackedSet:
     """The attacked set from its chunks (a chunk missing or unreadable is computed here)."""
     n = x.shape[0]
-    parts = [_chunk(fast, x, y, cfg, key, s, min(s + cfg.chunk_size, n), chunk_dir, device) for s in starts]
+    parts = [_chunk(fast, x, y, tgt, cfg, key, s, min(s + cfg.chunk_size, n), chunk_dir, device) for s in starts]
     seconds = sum(float(p["seconds"]) for p in parts)
     x_adv = torch.cat([p["x_adv"] for p in parts]) if parts else torch.empty_like(x)
-    pred = predict_labels(fast, x_adv.to(device)).cpu()
-    q = torch.round(x_adv * 255) / 255
-    pred_q = predict_labels(fast, q.to(device)).cpu()
+    logits = _logits(fast, x_adv.to(device))
+    logits_q = _logits(fast, (torch.round(x_adv * 255) / 255).to(device))
     l2, linf = norms(x_adv, x.float().cpu())
+    y = y.cpu().clone()
     return AttackedSet(
         x_adv=x_adv,
-        y=y.cpu().clone(),
-        pred=pred,
-        success=pred != y.cpu(),
-        success_uint8=pred_q != y.cpu(),
+        y=y,
+        pred=logits.argmax(1) if n else torch.empty(0, dtype=torch.int64),
+        success=succeeded(logits, y, cfg, tgt) if n else torch.empty(0, dtype=torch.bool),
+        success_uint8=succeeded(logits_q, y, cfg, tgt) if n else torch.empty(0, dtype=torch.bool),
         l2=l2,
         linf=linf,
         config=cfg,
         seconds=seconds,
         key=key,
+        target=None if tgt is None else tgt.cpu().clone(),
     )
 
 
