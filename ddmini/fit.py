@@ -19,7 +19,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -133,6 +132,12 @@ def _chunks(unet, cfg, x, y, device, path, min_seconds: float) -> tuple[float, i
             return spent / timed, timed
 
 
+def _remove_checkpoint(path: Path) -> None:
+    """A throwaway timing checkpoint and its digest."""
+    path.unlink(missing_ok=True)
+    Path(str(path) + ".sha256").unlink(missing_ok=True)
+
+
 def measure(
     unet: UNetConfig, train_cfg: DiffusionTrainConfig, device: torch.device, path: Path
 ) -> tuple[float, int, bool, dict | None]:
@@ -154,8 +159,7 @@ def measure(
     finally:
         world.barrier()
         if world.is_main:
-            path.unlink(missing_ok=True)
-            Path(str(path) + ".sha256").unlink(missing_ok=True)
+            _remove_checkpoint(path)
     # every rank takes rank 0's figures (fitted broadcasts them), so the ranks agree on the norm too
     fused = sec <= eager
     best, timed = (sec, n_sec) if fused else (eager, n_eager)
@@ -288,20 +292,6 @@ def rates_key(cfg, device: torch.device, world_size: int) -> str:
     )  # fmt: skip
 
 
-@contextlib.contextmanager
-def _quiet():
-    """No progress bars while a stage is timed on a slice of its work."""
-    was = os.environ.get("DDMINI_QUIET")
-    os.environ["DDMINI_QUIET"] = "1"
-    try:
-        yield
-    finally:
-        if was is None:
-            os.environ.pop("DDMINI_QUIET", None)
-        else:
-            os.environ["DDMINI_QUIET"] = was
-
-
 def _clock(fn) -> float:
     t0 = time.perf_counter()
     fn()
@@ -311,9 +301,10 @@ def _clock(fn) -> float:
 def measure_rates(cfg, device: torch.device, path: Path) -> Rates:
     """Time a slice of each stage's work here on random images of the run's shape with untrained models (the
     cost of a batch does not depend on the weights): :class:`Rates` (a throwaway checkpoint at ``path``)."""
-    from . import classifier, samples
+    from . import classifier, distributed, samples
     from .attacks.stage import run_attack
     from .diffusion import balanced_labels
+    from .runtime import quiet
     from .unet import UNet
 
     u = cfg.unet
@@ -322,7 +313,7 @@ def measure_rates(cfg, device: torch.device, path: Path) -> Rates:
     c = cfg.classifier
     n = c.batch_size * RATE_BATCHES
     x, y = torch.rand((n, *shape), generator=g), torch.randint(0, k, (n,), generator=g)
-    with _quiet():
+    with quiet():  # no progress bars while a slice of each stage is timed
         # the classifier: one epoch of RATE_BATCHES batches (its first batch's set-up included: a slight over-count)
         res = classifier.train(replace(c, epochs=1), x, y, device=device, num_classes=k)
         per_batch = res.train_seconds / RATE_BATCHES
@@ -346,8 +337,9 @@ def measure_rates(cfg, device: torch.device, path: Path) -> Rates:
         try:
             sec, _ = _chunks(u, train_cfg, tx, ty, device, path, 0.0)  # one chunk: the fit, where asked, times longer
         finally:
-            path.unlink(missing_ok=True)
-            Path(str(path) + ".sha256").unlink(missing_ok=True)
+            distributed.current().barrier()
+            if distributed.current().is_main:
+                _remove_checkpoint(path)
     return Rates(machine(device), per_batch, per_image, step["sample"], step["guided"], per_predict, sec)
 
 
@@ -401,19 +393,17 @@ def work(cfg, n_train: int, n_test: int, cached: dict, steps_done: int = 0) -> W
     )
 
 
-STAGES = ("classifier", "attack", "training", "sampling", "evaluation")
-
-
 def expected(w: Work, r: Rates, seconds_per_step: float | None = None) -> dict:
     """Each stage's expected seconds for the work ``w`` at the rates ``r`` (the fit's time per step where given),
     sustained (SUSTAINED times the brief timings)."""
-    return {
-        "classifier": SUSTAINED * w.classifier_batches * r.classifier_batch,
-        "attack": SUSTAINED * w.attack_images * r.attack_image,
-        "training": SUSTAINED * w.train_steps * (seconds_per_step or r.train_step),
-        "sampling": SUSTAINED * (w.sample_steps * r.sample_step + w.guided_steps * r.guided_step),
-        "evaluation": SUSTAINED * w.predict_images * r.predict_image,
+    brief = {
+        "classifier": w.classifier_batches * r.classifier_batch,
+        "attack": w.attack_images * r.attack_image,
+        "training": w.train_steps * (seconds_per_step or r.train_step),
+        "sampling": w.sample_steps * r.sample_step + w.guided_steps * r.guided_step,
+        "evaluation": w.predict_images * r.predict_image,
     }
+    return {stage: SUSTAINED * v for stage, v in brief.items()}
 
 
 def budget(minutes: float, others: float, spent: float, key: str, cache: Path) -> float:

@@ -391,7 +391,7 @@ class Pipeline:
     ) -> Samples | None:
         """The sampling stage at one guidance scale (``num`` images, the run's by default, with sampling
         seed ``seed``): (images, labels, seconds) on rank 0, None elsewhere."""
-        s = replace(self.cfg.sample, guidance=guidance, **({} if seed is None else {"seed": seed}))
+        s = self._sample_config(guidance, seed)
         num = self.cfg.num_samples if num is None else num
         key = self._samples_key(dkey, guidance, num, seed)
         path = self.cache / f"samples-{key}.pt"
@@ -415,10 +415,13 @@ class Pipeline:
         samples_io.save(path, x, labels, model.cfg.num_classes, seconds=secs, key=key)
         return Samples(x, labels, secs)
 
+    def _sample_config(self, guidance: float, seed: int | None = None):
+        """The run's sampling config at ``guidance`` (with sampling seed ``seed`` where given): the scale sampled;
+        which one a report headlines is no part of it."""
+        return replace(self.cfg.sample, guidance=guidance, **({} if seed is None else {"seed": seed}))
+
     def _samples_key(self, dkey: str, guidance: float, num: int, seed: int | None = None) -> str:
-        # the scale sampled; which one a report headlines is no part of it
-        s = replace(self.cfg.sample, guidance=guidance, **({} if seed is None else {"seed": seed}))
-        return checkpoint.fingerprint(key_dict(s), guidance, num, dkey)
+        return checkpoint.fingerprint(key_dict(self._sample_config(guidance, seed)), guidance, num, dkey)
 
     # ---- the whole run ----------------------------------------------------------------------------
     def _close_timings(self, t_eval: float, t_start: float) -> None:

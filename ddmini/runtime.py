@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
@@ -69,6 +70,20 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+@contextlib.contextmanager
+def quiet():
+    """No progress bars (DDMINI_QUIET=1) for as long as the block runs; the variable is restored after."""
+    was = os.environ.get("DDMINI_QUIET")
+    os.environ["DDMINI_QUIET"] = "1"
+    try:
+        yield
+    finally:
+        if was is None:
+            os.environ.pop("DDMINI_QUIET", None)
+        else:
+            os.environ["DDMINI_QUIET"] = was
 
 
 def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool | None = None):

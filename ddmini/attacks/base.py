@@ -114,6 +114,13 @@ OBJECTIVES = ("ce", "margin", "scaled")
 OBJECTIVE_SCALES = (0.5, 0.75, 1.0)
 
 
+def check_objective(objective: str, margin: float = 0.0) -> None:
+    """ValueError unless ``objective`` is one of OBJECTIVES and ``margin`` a finite number >= 0."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    check_positive("margin", margin)
+
+
 def logit_margin(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None = None) -> torch.Tensor:
     """Per sample, how far the prediction is past the decision boundary in logits (Carlini & Wagner's f,
     negated): max_{j != y} z_j - z_y untargeted (> 0: misclassified), z_t - max_{j != t} z_j targeted (> 0:
@@ -139,8 +146,7 @@ def objective_grad(
     (an image past it pulls no further: Carlini & Wagner's confidence); ``scaled``: that margin averaged over
     ``x0 + s (x - x0)`` for s in OBJECTIVE_SCALES (``x0``: the clean images). Summed over the batch, so each
     row is its sample's own gradient."""
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
+    check_objective(objective)
     x = x.detach().requires_grad_(True)
     with torch.enable_grad():
         logits = model(x)
@@ -164,11 +170,18 @@ def batches(n: int, batch_size: int) -> Iterator[slice]:
 
 
 @torch.no_grad()
+def predict_logits(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's logits for ``x`` in batches, on ``x``'s device (N, 0 for no images)."""
+    with frozen(model):
+        out = [model(x[s]) for s in batches(x.shape[0], batch_size)]
+    return torch.cat(out) if out else torch.empty(0, 0, device=x.device)
+
+
 def predict_labels(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Predicted labels for ``x`` in batches, on ``x``'s device."""
-    with frozen(model):
-        out = [model(x[s]).argmax(1) for s in batches(x.shape[0], batch_size)]
-    return torch.cat(out) if out else torch.empty(0, dtype=torch.int64, device=x.device)
+    if x.shape[0] == 0:
+        return torch.empty(0, dtype=torch.int64, device=x.device)
+    return predict_logits(model, x, batch_size).argmax(1)
 
 
 def success(

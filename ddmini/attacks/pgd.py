@@ -20,9 +20,9 @@ import torch
 
 from ..config import AttackConfig
 from .base import (
-    OBJECTIVES,
     batches,
     check_inputs,
+    check_objective,
     check_positive,
     frozen,
     generator,
@@ -42,12 +42,6 @@ def _l2(v: torch.Tensor) -> torch.Tensor:
     return v.flatten(1).norm(dim=1)
 
 
-def _check_objective(objective: str, margin: float) -> None:
-    if objective not in OBJECTIVES:
-        raise ValueError(f"objective must be one of {', '.join(OBJECTIVES)}; got {objective!r}")
-    check_positive("margin", margin)
-
-
 def _grad(model, x, y, target, objective: str, x0, margin: float):
     """(the step's gradient, the logit margin, or None where the plain cross-entropy step needs none)."""
     if objective == "ce" and not margin:
@@ -62,7 +56,7 @@ def fgsm(
     check_inputs(model, x, y, target)
     check_positive("eps", eps)
     check_positive("batch_size", batch_size, integer=True)
-    _check_objective(objective, 0.0)
+    check_objective(objective)
     xm = x.to(model_dtype(model, x))
     out = torch.empty_like(xm)
     with frozen(model):
@@ -83,7 +77,7 @@ def _pgd(
     check_positive("alpha", alpha)
     check_positive("steps", steps, integer=True)
     check_positive("batch_size", batch_size, integer=True)
-    _check_objective(objective, margin)
+    check_objective(objective, margin)
     gen = generator(seed, x.device)
     xm = x.to(model_dtype(model, x))
     out = torch.empty_like(xm)

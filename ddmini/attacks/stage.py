@@ -26,7 +26,7 @@ from ..classifier import fast_copy
 from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, key_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
-from .base import MARGIN_SCALES, batches, check_inputs, frozen, logit_margin, norms, num_outputs, scaled_success
+from .base import MARGIN_SCALES, check_inputs, logit_margin, norms, num_outputs, predict_logits, scaled_success
 
 RESULT_NAME = "attacked.pt"
 
@@ -300,21 +300,14 @@ def _chunk(fast, x, y, tgt, cfg: AttackConfig, key: str, start: int, stop: int, 
     return part
 
 
-@torch.no_grad()
-def _logits(model, x: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    with frozen(model):
-        out = [model(x[s]).float().cpu() for s in batches(x.shape[0], batch_size)]
-    return torch.cat(out) if out else torch.empty(0, 0)
-
-
 def _merge(fast, x, y, tgt, cfg: AttackConfig, key: str, starts: list[int], chunk_dir: Path, device) -> AttackedSet:
     """The attacked set from its chunks (a chunk missing or unreadable is computed here)."""
     n = x.shape[0]
     parts = [_chunk(fast, x, y, tgt, cfg, key, s, min(s + cfg.chunk_size, n), chunk_dir, device) for s in starts]
     seconds = sum(float(p["seconds"]) for p in parts)
     x_adv = torch.cat([p["x_adv"] for p in parts]) if parts else torch.empty_like(x)
-    logits = _logits(fast, x_adv.to(device))
-    logits_q = _logits(fast, (torch.round(x_adv * 255) / 255).to(device))
+    logits = predict_logits(fast, x_adv.to(device)).float().cpu()
+    logits_q = predict_logits(fast, (torch.round(x_adv * 255) / 255).to(device)).float().cpu()
     l2, linf = norms(x_adv, x.float().cpu())
     y = y.cpu().clone()
     return AttackedSet(
