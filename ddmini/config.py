@@ -19,6 +19,7 @@ SCHEDULES = ("linear", "cosine")  # noise schedules (ddmini.schedule)
 LOSS_WEIGHTINGS = ("mse", "min_snr")  # diffusion training loss (ddmini.diffusion)
 SAMPLERS = ("ddim", "ddpm")  # ddmini.diffusion.Diffusion.sample
 LR_SCHEDULES = ("constant", "cosine")  # ddmini.train.learning_rate
+UPSAMPLES = ("nearest", "shuffle")  # how the U-Net's decoder goes up a level (ddmini.unet)
 ATTACK_NAMES = ("pgd_l2", "pgd_linf", "fgsm", "cw_l2")
 # What the gradient attacks ascend (ddmini.attacks.base.OBJECTIVES) and the targeted modes besides a class index.
 ATTACK_OBJECTIVES = ("ce", "margin", "scaled")
@@ -204,6 +205,20 @@ class UNetConfig:
     num_heads: int = knob(4, "Attention heads.", bounds=Range(1, 64))
     groups: int = knob(8, "GroupNorm groups (capped at the channel count).", bounds=Range(1, 1024))
     dropout: float = knob(0.0, "Dropout in the residual blocks.", bounds=PROB)
+    # Added after models were cached (key-neutral at their defaults): a cheaper decoder top (the cpu-hour floor).
+    upsample: str = knob(
+        "nearest",
+        "How the decoder goes up a level: nearest (nearest neighbour, then a 3x3 conv at the higher resolution), or "
+        "shuffle (a 3x3 conv at the lower resolution to 4x the next level's channels, then a pixel shuffle).",
+        choices=UPSAMPLES,
+        key_neutral=True,
+    )
+    top_blocks: int = knob(
+        0,
+        "Decoder blocks at full resolution (0: num_res_blocks + 1, as at every other level).",
+        bounds=Range(0, 16),
+        key_neutral=True,
+    )
     # Decided by the data (channels, image side) and the classes (plus one null class for guidance).
     num_classes: int = knob(10, "Classes.", bounds=Range(1, 100000), derived=True)
     in_channels: int = knob(1, "Image channels.", bounds=Range(1, 64), derived=True)
@@ -212,6 +227,10 @@ class UNetConfig:
     def validate(self) -> UNetConfig:
         check_fields(self, "unet")
         f = 2 ** (len(self.channel_mult) - 1)
+        if self.top_blocks > self.num_res_blocks + 1:
+            raise ValueError(
+                f"unet top_blocks must be at most num_res_blocks + 1 = {self.num_res_blocks + 1}; got {self.top_blocks}"
+            )
         if self.image_size < f or self.image_size % f:
             raise ValueError(
                 f"unet with {len(self.channel_mult)} levels needs an image size divisible by {f}; got {self.image_size}"
@@ -222,6 +241,10 @@ class UNetConfig:
 UNET_PRESETS = {
     # ~0.7 M parameters, the CPU model: few channels at 28x28, most parameters at 7x7, attention there.
     "small": UNetConfig(base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention=True),
+    # small with a cheaper decoder: pixel-shuffle upsampling and one block at 28x28 (the cpu-hour floor on AVX2).
+    "lean": UNetConfig(
+        base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1, attention=True, upsample="shuffle", top_blocks=1
+    ),
     # Tens of millions of parameters, comparable to the diffusers UNet2DModel used for MNIST.
     "paper": UNetConfig(
         base_channels=64, channel_mult=(1, 2, 4), num_res_blocks=2, attention=True, groups=32, dropout=0.1
@@ -459,6 +482,9 @@ class RunConfig:
     guidance_scales: tuple[float, ...] = knob(
         (1.0, 2.0, 3.0), "Guidance scales to sample and report (1: none).", bounds=Range(0, GUIDANCE_MAX)
     )
+    other_samples: int = knob(
+        0, "Generated images per guidance scale besides the headline's (0: num_samples).", bounds=Range(0, 10**7)
+    )
     # Its images enter every stage's key through the data digest.
     dataset: str = knob(
         "mnist", "Which dataset (folder: your own, --data-dir DIR).", choices=(*DATASET_SHAPES, "folder")
@@ -483,6 +509,11 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=run_sample_config)
 
     SECTIONS = ("classifier", "attack", "unet", "train", "sample")
+
+    def samples_at(self, guidance: float) -> int:
+        """How many images the run generates at ``guidance``: num_samples at the headline scale, other_samples
+        (where set) at the others."""
+        return self.num_samples if guidance == self.sample.guidance or not self.other_samples else self.other_samples
 
     def validate(self) -> RunConfig:
         if isinstance(self.poison, bool) or not isinstance(self.poison, (int, float)) or not 0 <= self.poison <= 1:

@@ -387,9 +387,9 @@ def work(cfg, n_train: int, n_test: int, cached: dict, steps_done: int = 0) -> W
         0 if cached.get("classifier") else c.epochs * math.ceil(n_train / c.batch_size),
         0 if cached.get("attack") else n_train,
         0 if cached.get("diffusion") else max(cfg.train.steps - steps_done, 0),
-        per_image * cfg.num_samples * sum(1 for g in scales if g == 1.0),
-        per_image * cfg.num_samples * sum(1 for g in scales if g != 1.0),
-        n_test + 2 * ref + cfg.num_samples * len(cfg.guidance_scales),
+        per_image * sum(cfg.samples_at(g) for g in scales if g == 1.0),
+        per_image * sum(cfg.samples_at(g) for g in scales if g != 1.0),
+        n_test + 2 * ref + sum(cfg.samples_at(g) for g in cfg.guidance_scales),
     )
 
 

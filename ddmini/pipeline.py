@@ -298,7 +298,7 @@ class Pipeline:
         cached["diffusion"] = True
         dkey = checkpoint.file_digest(path)[:16]
         for g in cfg.guidance_scales:
-            if (self.cache / f"samples-{self._samples_key(dkey, g, cfg.num_samples)}.pt").is_file():
+            if (self.cache / f"samples-{self._samples_key(dkey, g, cfg.samples_at(g))}.pt").is_file():
                 cached[f"samples_w{g:g}"] = True
         return cached, int(ckpt["step"])
 
@@ -479,7 +479,7 @@ class Pipeline:
         spent_sampling, results = 0.0, {}
         for g in cfg.guidance_scales:
             t_sample = time.perf_counter()
-            got = self.samples(model, tcfg, dkey, g)
+            got = self.samples(model, tcfg, dkey, g, num=cfg.samples_at(g))
             spent_sampling += time.perf_counter() - t_sample
             if not main:
                 continue  # rank 0 evaluates

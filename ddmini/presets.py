@@ -33,8 +33,8 @@ PRESETS = ("smoke", "cpu", "cpu-hour", "paper", "paper-short", "cifar10")
 DESCRIPTIONS = {
     "smoke": "seconds: tests and trying the commands",
     "cpu": "2 cores with native bf16: the 12,000-step recipe",
-    "cpu-hour": "2 cores without native bf16: half the batch, steps fitted so the run ends in 57 min here, "
-    "stochastic DDIM",
+    "cpu-hour": "2 cores without native bf16: half the batch, the lean U-Net, steps fitted so the run ends in 57 min "
+    "here, stochastic DDIM",
     "paper": "a GPU: the paper's model size and 40,000 steps",
     "paper-short": "a GPU lease of minutes: the paper's model, 4,500 steps in 5.5 min",
     "cifar10": "a GPU, CIFAR-10 (unmeasured)",
@@ -96,10 +96,14 @@ def preset(name: str) -> RunConfig:
         p.sample = run_sample_config(steps=50, batch_size=1000)
         return p
     if name == "cpu-hour":
-        # Half the batch halves a step's cost; eta 1 took a 9,000-step p = 0 model from 12.4 % to 4.8 %.
+        # Half the batch halves a step's cost; eta 1 took a 9,000-step p = 0 model from 12.4 % to 4.8 %. The lean
+        # U-Net's decoder top costs a quarter less per step, and the guidance scales besides the headline get a
+        # quarter of its samples: the training steps an AVX2 CPU's hour buys (docs/presets.md).
         p = preset("cpu")
+        p.unet = replace(UNET_PRESETS["lean"])
         p.train = replace(p.train, batch_size=64, fit_minutes=48.0)  # what `ddmini train-diffusion` fits
         p.run_minutes = 57.0  # a run fits the whole run instead: three minutes left for what the estimates miss
+        p.other_samples = 250
         p.sample = replace(p.sample, eta=1.0)
         return p
     if name == "cifar10":
@@ -229,7 +233,7 @@ def markdown_table() -> str:
     """The presets side by side (the knobs that differ between them), as docs/presets.md shows them."""
     cfgs = {n: preset(n) for n in PRESETS}
     rows = [("what it is for", {n: DESCRIPTIONS[n] for n in PRESETS})]
-    top = ["only_successful", "data_limit", "test_limit", "num_samples", "dataset", "run_minutes"]
+    top = ["only_successful", "data_limit", "test_limit", "num_samples", "other_samples", "dataset", "run_minutes"]
     for name in top:
         rows.append((name, {n: getattr(c, name) for n, c in cfgs.items()}))
     for section in RunConfig.SECTIONS:

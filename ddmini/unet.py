@@ -127,13 +127,18 @@ class UNet(nn.Module):
         self.mid2 = ResBlock(ch, ch, emb_dim, cfg.groups, cfg.dropout)
         self.up = nn.ModuleList()
         self.upsample = nn.ModuleList()
+        per_level = cfg.num_res_blocks + 1
+        top = cfg.top_blocks or per_level  # fewer at the top leave its first skips (conv_in's first) unused
         for i, c in reversed(list(enumerate(chans))):
             blocks = nn.ModuleList()
-            for _ in range(cfg.num_res_blocks + 1):
+            for _ in range(top if i == 0 else per_level):
                 blocks.append(ResBlock(ch + skips.pop(), c, emb_dim, cfg.groups, cfg.dropout))
                 ch = c
             self.up.append(blocks)
-            if i > 0:
+            if i > 0 and cfg.upsample == "shuffle":  # to the next level's channels at a quarter of the pixels
+                self.upsample.append(nn.Sequential(nn.Conv2d(ch, 4 * chans[i - 1], 3, padding=1), nn.PixelShuffle(2)))
+                ch = chans[i - 1]
+            elif i > 0:
                 self.upsample.append(nn.Conv2d(ch, ch, 3, padding=1))
         self.norm_out = _norm(ch, cfg.groups)
         self.conv_out = nn.Conv2d(ch, cfg.in_channels, 3, padding=1)
@@ -174,7 +179,8 @@ class UNet(nn.Module):
             for block in blocks:
                 h = block(torch.cat([h, hs.pop()], dim=1), emb)
             if i < len(self.upsample):
-                h = self.upsample[i](F.interpolate(h, scale_factor=2.0, mode="nearest"))
+                up = h if self.cfg.upsample == "shuffle" else F.interpolate(h, scale_factor=2.0, mode="nearest")
+                h = self.upsample[i](up)
         return self.conv_out(norm_silu(self.norm_out, h, fused=self.fused_norm))
 
 
@@ -191,8 +197,11 @@ def build(cfg: UNetConfig | str) -> UNet:
 
 def describe(cfg: UNetConfig) -> str:
     """The U-Net preset ``cfg`` is the size of ("custom" otherwise) and its parameter count, in a few words."""
-    same = (cfg.base_channels, cfg.channel_mult)
-    name = next((k for k, v in UNET_PRESETS.items() if (v.base_channels, v.channel_mult) == same), "custom")
+
+    def shape(c: UNetConfig) -> tuple:
+        return c.base_channels, c.channel_mult, c.upsample, c.top_blocks
+
+    name = next((k for k, v in UNET_PRESETS.items() if shape(v) == shape(cfg)), "custom")
     return f"U-Net '{name}': {num_parameters(UNet(cfg)):,} parameters"
 
 

@@ -56,18 +56,19 @@ def test_the_work_counts_only_what_is_not_cached():
     from ddmini import fit
     from ddmini.presets import preset
 
-    cfg = preset("cpu-hour").validate()  # 3 epochs of 128, 1,000 samples at 1, 2, 3 with 50 DDIM steps
+    cfg = preset("cpu-hour").validate()  # 3 epochs of 128; 1,000 samples at 1, 250 at 2 and 3; 50 DDIM steps
+    assert [cfg.samples_at(g) for g in cfg.guidance_scales] == [1000, 250, 250]
     w = fit.work(cfg, 60000, 10000, {})
     assert w.classifier_batches == 3 * 469 and w.attack_images == 60000 and w.train_steps == cfg.train.steps
-    assert (w.sample_steps, w.guided_steps) == (50 * 1000, 2 * 50 * 1000)
-    assert w.predict_images == 10000 + 2 * 10000 + 3 * 1000
+    assert (w.sample_steps, w.guided_steps) == (50 * 1000, 2 * 50 * 250)
+    assert w.predict_images == 10000 + 2 * 10000 + 1000 + 2 * 250
     some = fit.work(cfg, 60000, 10000, {"classifier": True, "attack": True, "samples_w2": True}, steps_done=100)
     assert (some.classifier_batches, some.attack_images, some.train_steps) == (0, 0, cfg.train.steps - 100)
-    assert (some.sample_steps, some.guided_steps) == (50 * 1000, 50 * 1000)
+    assert (some.sample_steps, some.guided_steps) == (50 * 1000, 50 * 250)
     r = _rates()
     e = fit.expected(some, r, seconds_per_step=0.5)  # sustained: SUSTAINED times the brief timings
     assert e["classifier"] == 0 and e["training"] == pytest.approx(fit.SUSTAINED * (cfg.train.steps - 100) * 0.5)
-    assert e["sampling"] == pytest.approx(fit.SUSTAINED * 50 * 1000 * (r.sample_step + r.guided_step))
+    assert e["sampling"] == pytest.approx(fit.SUSTAINED * 50 * (1000 * r.sample_step + 250 * r.guided_step))
     line = fit.estimate_line({"classifier": 60.0, "training": 1800.0}, 0.0, 57)
     assert line.startswith("expected minutes: classifier 1.0, training 30.0; 31.0 in all, done ≈ ")
     assert line.endswith("(budget 57 min)")
@@ -179,3 +180,19 @@ def test_the_cpu_hour_preset_budgets_the_whole_run_and_steps_or_training_minutes
     assert (cfg.run_minutes, cfg.train.fit_minutes) == (0.0, 30.0)
     with pytest.raises(ValueError, match="not both"):
         run_config("cpu-hour", poison=0.3, device=cpu, overrides={"train.fit_minutes": 30.0, "run_minutes": 50.0})
+
+
+def test_other_samples_sizes_the_scales_besides_the_headline(data_dir, tmp_path, capsys):
+    """--other-samples N: the headline scale gets num_samples images, every other scale N (0: num_samples); the
+    second run finds them all cached under those counts."""
+    args = ["run", "--preset", "smoke", "--device", "cpu", "--no-train-cpu-bf16", "--guidance-scales", "1,2"]
+    args += ["--other-samples", "12", "--poison", "0"]
+    args += ["--data-dir", data_dir, "--run-dir", tmp_path]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    rep = json.loads((tmp_path / "p0" / "report.json").read_text())
+    n = {g: r["misclassification"]["n"] for g, r in rep["generated"].items()}
+    assert n == {"1": 40, "2": 12}
+    code, out, err = run_cli(args, capsys)
+    rep = json.loads((tmp_path / "p0" / "report.json").read_text())
+    assert code == 0 and rep["cached"].get("samples_w1") and rep["cached"].get("samples_w2"), rep["cached"]

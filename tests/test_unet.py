@@ -94,3 +94,26 @@ def test_fused_norm_under_bf16_autocast_gives_the_eager_result():
     f32 = m(x, t, y)
     assert torch.isfinite(out[True]).all()
     assert (out[True] - out[False]).norm() <= 2 * (out[False] - f32).norm()
+
+
+def test_the_lean_decoder_upsamples_by_pixel_shuffle_and_keeps_one_block_at_the_top():
+    """UNET_PRESETS['lean'] (cpu-hour's): each level goes up by a conv at the lower resolution to 4x the next
+    level's channels and a pixel shuffle, and the top has one decoder block, fed by the top encoder block's skip;
+    the knobs at their defaults leave the cache keys of the models trained before them as they were."""
+    from ddmini.config import key_dict
+
+    small, lean = unet.build("small"), unet.build("lean")
+    x, t, y = torch.randn(2, 1, 28, 28), torch.tensor([3, 700]), torch.tensor([4, 10])
+    assert lean(x, t, y).shape == x.shape
+    assert [len(b) for b in lean.up] == [2, 2, 1] and [len(b) for b in small.up] == [2, 2, 2]
+    conv, shuffle = lean.upsample[-1]  # 14 -> 28: 32 channels at 14x14 to 4 x 16, then 16 channels at 28x28
+    assert (conv.in_channels, conv.out_channels, shuffle.upscale_factor) == (32, 64, 2)
+    assert lean.up[-1][0].conv1.in_channels == 16 + 16  # the shuffled 16 and the top encoder block's 16
+    assert "upsample" not in key_dict(small.cfg) and "top_blocks" not in key_dict(small.cfg)
+    assert key_dict(lean.cfg)["upsample"] == "shuffle" and key_dict(lean.cfg)["top_blocks"] == 1
+    assert unet.describe(lean.cfg).startswith("U-Net 'lean'") and unet.describe(small.cfg).startswith("U-Net 'small'")
+
+
+def test_top_blocks_beyond_the_levels_blocks_is_one_line():
+    with pytest.raises(ValueError, match="top_blocks must be at most num_res_blocks \\+ 1 = 2; got 3"):
+        unet.UNet(replace(UNET_PRESETS["tiny"], top_blocks=3))
