@@ -14,10 +14,11 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import json
 import os
 import tempfile
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -254,3 +255,32 @@ def exclusive(path: Path, world=None):
         except (ImportError, OSError):  # no flock (e.g. Windows): run unlocked
             pass
         yield
+
+
+def record(path: Path, read: Callable[[dict], object], make: Callable[[], object], log, again: str):
+    """The JSON record at ``path`` as ``read`` takes it (which raises ValueError, TypeError or KeyError for one it
+    refuses: then one line, the file set aside as PATH.rejected, and made again), else ``make()``: on every rank
+    under torchrun, rank 0's result taken by all, written atomically by rank 0. Under the record's lock, so a
+    second run in the same run directory waits and finds it."""
+    from dataclasses import asdict, is_dataclass
+
+    from . import distributed
+
+    world = distributed.current()
+    with exclusive(path.with_name(f".{path.stem}.lock"), world):
+        rec = None
+        if world.is_main and path.exists():
+            try:
+                rec = read(json.loads(path.read_text()))
+            except (ValueError, TypeError, KeyError) as e:
+                log(f"{path.name}: {str(e)[:160]}; {again}")
+                set_aside(path)  # kept for inspection
+                rec = None
+        rec = world.broadcast_object(rec)
+        if rec is None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            rec = world.broadcast_object(make())
+            if world.is_main:
+                with atomic_open(path, "w") as f:
+                    f.write(json.dumps(asdict(rec) if is_dataclass(rec) else rec, indent=1))
+    return rec

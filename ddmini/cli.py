@@ -28,6 +28,7 @@ from . import (
     options as op,
     purify as pf,
     report as rp,
+    robust as rb,
     samples,
     train,
 )
@@ -301,14 +302,14 @@ def zoo(**o):
 
 @cli.command("transfer", context_settings=op.CONTEXT)
 @op.transfer_options
-def transfer(samples_paths, **o):
+def transfer(samples_paths, autoattack_limit, **o):
     """The transfer matrix: how often the target and every zoo member (`ddmini zoo`, trained here if not
     cached) misclassify generated images, the attacked training images, and fresh PGD-L2 attacks on test
     images made against the target. Writes RUN_DIR/transfer/transfer.md, .json and .png."""
     pipe = _open(o)
     target, ckey, _ = pipe.classifier()
     named = samples.load_named(samples_paths, target.num_classes)
-    t = zoo_matrix(pipe, target, ckey, {f"generated: {k}": v for k, v in named.items()})
+    t = zoo_matrix(pipe, target, ckey, {f"generated: {k}": v for k, v in named.items()}, autoattack_limit)
     write_transfer(
         t, pipe.run_dir / "transfer", f"Transfer matrix (preset {pipe.preset}, attack {pipe.cfg.attack.describe()})"
     )
@@ -317,14 +318,34 @@ def transfer(samples_paths, **o):
 
 @cli.command("purify", context_settings=op.CONTEXT)
 @op.purify_options
-def purify(ckpt, t_stars, steps, limit, samples_paths, **o):
+def purify(ckpt, t_stars, steps, limit, samples_paths, adaptive, norm, eps, attack_steps, eot, attempts, **o):
     """Diffusion purification with the clean model (DiffPure, non-adaptive): noise each input to t*, run
     DDIM back with the null label, classify. Accuracy of the target on clean test images, on PGD-L2 test
     attacks made against it and on deceptive samples, per t*: RUN_DIR/purify/purify.md and .json."""
-    pipe = _open(o)
+    pipe = _open(o, log=click.echo)
     ts = parse_ints(t_stars, "--t-star") if t_stars is not None else None
-    table = pf.run(pipe, ckpt, ts, steps, limit, samples_paths)
-    click.echo(table.markdown() + f"\nwritten: {pipe.run_dir / 'purify' / 'purify.md'} and purify.json")
+    how = None
+    if adaptive:
+        eps = rb.default_eps(pipe.cfg.dataset, norm) if eps is None else eps
+        how = {"norm": norm, "eps": eps, "attack_steps": attack_steps, "eot": eot, "attempts": attempts}
+    table, adapt = pf.run(pipe, ckpt, ts, steps, limit, samples_paths, adaptive=how)
+    click.echo(table.markdown() + ("" if adapt is None else "\n\nadaptive:\n" + adapt.markdown()))
+    click.echo(f"written: {pipe.run_dir / 'purify' / 'purify.md'} and purify.json")
+
+
+@cli.command("robust", context_settings=op.CONTEXT)
+@op.robust_options
+def robust(norm, eps, version, limit, **o):
+    """Robust accuracy by AutoAttack on test images: the target's (or --classifier's) clean accuracy, and what
+    stands after APGD-CE, APGD-T, FAB-T and Square (the standard protocol), each on the images still standing.
+    Cached in RUN_DIR/cache/robust-<key>.json."""
+    pipe = _open(o, log=click.echo)
+    eps = rb.default_eps(pipe.cfg.dataset, norm) if eps is None else eps
+    model, ckey, _ = pipe.classifier()
+    res, path = rb.robust(
+        pipe, model, ckey, norm=norm, eps=eps, version=version, limit=op.limit_of(limit), seed=o["seed"]
+    )
+    click.echo(res.markdown() + f"\n\n{res.line()}\nrecord: {path}")
 
 
 @cli.command("harden", context_settings=op.CONTEXT)

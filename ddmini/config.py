@@ -610,6 +610,12 @@ class HardenConfig:
     )
     eval_steps: int = knob(50, "PGD-L2 steps of the evaluation.", bounds=Range(1, 10**5))
     eval_restarts: int = knob(5, "Random restarts of the evaluation (the worst case counts).", bounds=Range(1, 1000))
+    autoattack_limit: int = knob(
+        1000,
+        "Test images (the first N) each arm is also attacked with AutoAttack on, L-inf and L2 at the dataset's radii "
+        "(`ddmini robust`; 0: no AutoAttack columns).",
+        bounds=Range(0, 10**7),
+    )
     seed: int = knob(0, "Random seed.", bounds=SEED)
 
     def validate(self) -> HardenConfig:

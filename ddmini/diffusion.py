@@ -159,6 +159,38 @@ class Diffusion:
             model.train(was_training)
         return torch.cat(out) if out else torch.empty_like(x01)
 
+    def purify_differentiable(
+        self, model, x01: torch.Tensor, t_star: int, steps: int, noise: torch.Tensor, *, checkpointed: bool = True
+    ) -> torch.Tensor:
+        """:meth:`purify`'s chain (noise to t*, DDIM back with eta 0 and the null label) from the given ``noise``
+        (model space, x01's shape) in plain torch ops, so that gradients flow from the purified images (in [0, 1])
+        back to x01 through every denoising step: the adaptive attacker's view of the purifier. With
+        ``checkpointed`` each step's U-Net pass is recomputed in the backward pass instead of kept, so memory
+        stays flat in the number of steps (torch.utils.checkpoint)."""
+        from torch.utils.checkpoint import checkpoint
+
+        from . import reference
+
+        if isinstance(t_star, bool) or not isinstance(t_star, int) or not 1 <= t_star < self.T:
+            raise ValueError(f"t* must be an integer in [1, {self.T}); got {t_star!r}")
+        if not isinstance(steps, int) or not 1 <= steps <= t_star + 1:
+            raise ValueError(f"purification steps must be in [1, t* + 1 = {t_star + 1}]; got {steps!r}")
+        if noise.shape != x01.shape:
+            raise ValueError(f"noise must have the images' shape {tuple(x01.shape)}; got {tuple(noise.shape)}")
+        table = self.table(x01.device)
+        ts = sorted(set(torch.linspace(t_star, 0, steps).round().long().tolist()), reverse=True)
+        y = torch.full((x01.shape[0],), model.null_label, dtype=torch.long, device=x01.device)
+        x = reference.q_sample(to_model(x01.float()), noise.float(), t_star, table)
+
+        def step(x, t, t_prev):
+            eps = model(x, torch.full_like(y, t), y).float()
+            return reference.ddim_step(x, eps, t, t_prev, table)
+
+        for i, t in enumerate(ts):
+            t_prev = ts[i + 1] if i + 1 < len(ts) else -1
+            x = checkpoint(step, x, t, t_prev, use_reentrant=False) if checkpointed else step(x, t, t_prev)
+        return ((x + 1) / 2).clamp(0, 1)
+
     @torch.inference_mode()
     def sample(
         self,

@@ -19,12 +19,11 @@
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, is_dataclass, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -191,34 +190,7 @@ def fitted(
         sec, timed, fused, norms = measure(unet, train_cfg, device, path.with_suffix(".timing.pt"))
         return Fit(train_cfg.fit_minutes, sec, timed, steps_for(train_cfg, sec), machine(device), fused, norms)
 
-    return _record(path, read, make, lambda m: print(m, file=sys.stderr), "timing again")
-
-
-def _record(path: Path, read: Callable[[dict], object], make: Callable[[], object], log, again: str):
-    """The JSON record at ``path`` as ``read`` takes it (which raises ValueError, TypeError or KeyError for one it
-    refuses: then one line, the file set aside as PATH.rejected, and made again), else ``make()``: on every rank
-    under torchrun, rank 0's result taken by all, written atomically by rank 0. Under the record's lock, so a
-    second run in the same run directory waits and finds it."""
-    from . import distributed
-
-    world = distributed.current()
-    with checkpoint.exclusive(path.with_name(f".{path.stem}.lock"), world):
-        rec = None
-        if world.is_main and path.exists():
-            try:
-                rec = read(json.loads(path.read_text()))
-            except (ValueError, TypeError, KeyError) as e:
-                log(f"{path.name}: {str(e)[:160]}; {again}")
-                checkpoint.set_aside(path)  # kept for inspection
-                rec = None
-        rec = world.broadcast_object(rec)
-        if rec is None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            rec = world.broadcast_object(make())
-            if world.is_main:
-                with checkpoint.atomic_open(path, "w") as f:
-                    f.write(json.dumps(asdict(rec) if is_dataclass(rec) else rec, indent=1))
-    return rec
+    return checkpoint.record(path, read, make, lambda m: print(m, file=sys.stderr), "timing again")
 
 
 def apply(
@@ -358,7 +330,7 @@ def rates(cfg, device: torch.device, cache: Path, log: Callable[[str], None] = p
         log("timing a slice of each stage here (once per run dir and machine)")
         return measure_rates(cfg, device, path.with_suffix(".timing.pt"))
 
-    return _record(path, read, make, log, "timing again")
+    return checkpoint.record(path, read, make, log, "timing again")
 
 
 @dataclass
@@ -425,7 +397,8 @@ def budget(minutes: float, others: float, spent: float, key: str, cache: Path) -
         got = max(0.1, math.floor(left / SUSTAINED * 10) / 10)
         return {"minutes": minutes, "train_minutes": got, "others_seconds": others}
 
-    return float(_record(path, read, make, lambda m: print(m, file=sys.stderr), "deciding again")["train_minutes"])
+    got = checkpoint.record(path, read, make, lambda m: print(m, file=sys.stderr), "deciding again")
+    return float(got["train_minutes"])
 
 
 def estimate_line(seconds: dict, start: float, minutes: float = 0.0) -> str:

@@ -16,8 +16,9 @@ arm's extra pools are one more cached samples stage, cut into one part per epoch
 clean test accuracy; robust accuracy under PGD-L2 at each ``eval_eps`` (``eval_steps`` steps, worst case
 over ``eval_restarts`` random restarts, the first ``eval_limit`` test images); the misclassified share of
 held-out deceptive samples (another sampling seed); the misclassified share of PGD-L2 attacks made against
-the undefended target (transfer); and wall seconds per training example, pool sampling included. Rates come
-with their binomial standard errors (``report.rate_with_se``).
+the undefended target (transfer); AutoAttack's robust accuracy, L-inf and L2 at the dataset's radii, on the
+first ``autoattack_limit`` test images (:mod:`ddmini.robust`, cached per arm); and wall seconds per training
+example, pool sampling included. Rates come with their binomial standard errors (``report.rate_with_se``).
 """
 
 from __future__ import annotations
@@ -93,10 +94,13 @@ class ArmResult:
     train_seconds: float
     pool_seconds: float  # sampling the deceptive pool (0 for arms without it)
     examples_seen: int  # epochs x training-set size
+    autoattack: dict = field(default_factory=dict)  # "linf 0.3" / "l2 1.5" -> AutoAttack accuracy (ddmini.robust)
+    autoattack_images: int = 0
 
     def summary_line(self) -> str:
         rob = ", ".join(f"eps {e} {100 * v:.1f}%" for e, v in self.robust_accuracy.items())
-        return f"arm {self.arm}: clean {100 * self.clean_accuracy:.2f}%, robust {rob}"
+        auto = "".join(f", AutoAttack {k} {100 * v:.1f}%" for k, v in self.autoattack.items())
+        return f"arm {self.arm}: clean {100 * self.clean_accuracy:.2f}%, robust (PGD-L2) {rob}{auto}"
 
     @property
     def seconds_per_example(self) -> float:
@@ -112,17 +116,21 @@ class HardenTable:
 
     def markdown(self) -> str:
         eps = list(self.arms[0].robust_accuracy) if self.arms else []
+        auto = list(self.arms[0].autoattack) if self.arms else []
+        norm_name = {"linf": "L-inf", "l2": "L2"}
         head = (
             "| arm | clean test accuracy | "
             + " | ".join(f"robust, L2 eps {e}" for e in eps)
+            + "".join(f" | AutoAttack, {norm_name[k.split()[0]]} eps {k.split()[1]}" for k in auto)
             + " | held-out deceptive misclassified | transferred PGD misclassified | s per training example |"
         )
-        rows = [head, "|---" * (5 + len(eps)) + "|"]
+        rows = [head, "|---" * (5 + len(eps) + len(auto)) + "|"]
 
         for a in self.arms:
             rows.append(
                 f"| {a.arm} | {rate_with_se(a.clean_accuracy, a.clean_images)} | "
                 + " | ".join(rate_with_se(a.robust_accuracy[e], a.robust_images) for e in eps)
+                + "".join(f" | {rate_with_se(a.autoattack[k], a.autoattack_images)}" for k in auto)
                 + f" | {rate_with_se(a.heldout_misclassified, a.heldout_images)}"
                 f" | {rate_with_se(a.transfer_misclassified, a.transfer_images)}"
                 f" | {1e3 * a.seconds_per_example:.2f} ms |"
@@ -131,7 +139,7 @@ class HardenTable:
         published = ", ".join(f"{100 * v:.0f} % at eps {e}" for e, v in anc["robust"].items())
         rows.append(
             f"| anchor: {anc['source']} | {100 * anc['clean_accuracy']:.1f} % | {published} |"
-            + " - |" * (len(eps) - 1)
+            + " - |" * (len(eps) - 1 + len(auto))
             + " - | - | - |"
         )
         return "\n".join(rows)
@@ -157,8 +165,10 @@ def evaluate_arm(
     pool_seconds: float,
     examples_seen: int,
     device="cpu",
+    autoattack: tuple[dict, int] = ({}, 0),
 ) -> ArmResult:
-    """Score one arm's classifier (see the module docstring)."""
+    """Score one arm's classifier (see the module docstring); ``autoattack``: its AutoAttack accuracies (measured
+    by :func:`ddmini.robust.robust`) and on how many images."""
     xt, yt = test
     x, y = xt[: cfg.eval_limit].to(device), yt[: cfg.eval_limit].to(device)
     fast = fast_copy(model, torch.device(device))
@@ -182,6 +192,8 @@ def evaluate_arm(
         train_seconds=float(metrics.get("train_seconds") or 0.0),
         pool_seconds=pool_seconds,
         examples_seen=examples_seen,
+        autoattack=dict(autoattack[0]),
+        autoattack_images=autoattack[1],
     )
 
 
@@ -193,7 +205,9 @@ def write(t: HardenTable, where: Path, title: str) -> None:
         f"2.5 eps / steps from a random start, worst case over {c['eval_restarts']} restarts, first "
         f"{c['eval_limit']} test images. Held-out deceptive samples: another sampling seed than the pool's, "
         f"scored against their conditioning labels. Transferred PGD: PGD-L2 (eps {t.attack_eps:g}) attacks "
-        f"made against the undefended target that fooled it. ± one binomial standard error. Seconds per "
+        f"made against the undefended target that fooled it. AutoAttack (`ddmini robust`): the standard protocol "
+        f"(APGD-CE, APGD-T, FAB-T, Square), first {c['autoattack_limit']} test images. ± one binomial standard "
+        f"error. Seconds per "
         f"training example include sampling the deceptive pool.\n\n{t.markdown()}\n",
         where / "harden.md",
     )
@@ -210,7 +224,7 @@ def run(
     """``ddmini harden``: train every arm of ``arm_names`` as a cached classifier stage of ``pipe`` (the pool
     sampled from the deceptive diffusion model at ``ckpt``), score each (``on_arm`` sees each result) and
     write RUN_DIR/harden/harden.md and harden.json."""
-    from . import checkpoint, train
+    from . import checkpoint, robust, train
     from .transfer import attacked_source
 
     dev, base = pipe.device, pipe.cfg
@@ -245,7 +259,12 @@ def run(
             extra = (torch.cat([pool.images, more.images]), torch.cat([pool.labels, more.labels]), key)
             pool_seconds += more.seconds
         cfg = arm_config(base.classifier, name, base.attack.eps)
-        clf, _, m = pipe.classifier(cfg, extra=extra, per_epoch=arm.fresh)
+        clf, akey, m = pipe.classifier(cfg, extra=extra, per_epoch=arm.fresh)
+        auto, n_auto = {}, min(hcfg.autoattack_limit, xt.shape[0])
+        for norm in ("linf", "l2") if n_auto else ():
+            e = robust.default_eps(base.dataset, norm)
+            got, _ = robust.robust(pipe, clf, akey, norm=norm, eps=e, limit=n_auto, seed=seed)
+            auto[f"{norm} {e:g}"] = got.robust
         n_train = x.shape[0] + (hcfg.pool if arm.pool else 0)
         rows.append(
             evaluate_arm(
@@ -259,6 +278,7 @@ def run(
                 pool_seconds=pool_seconds,
                 examples_seen=cfg.epochs * n_train,
                 device=dev,
+                autoattack=(auto, n_auto),
             )
         )
         on_arm(rows[-1])

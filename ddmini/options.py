@@ -294,7 +294,10 @@ transfer_options = stack(
     stage_options,
     given_classifier_option,
     samples_option("A samples file from `ddmini sample` or a run's cache (repeatable), e.g. p1=S1.pt."),
-)
+    opt("--autoattack-limit", type=click.IntRange(0), default=1000, show_default=True,
+        help="Also each classifier's AutoAttack accuracy (L-inf and L2, `ddmini robust`) on this many test images "
+        "(0: none)."),
+)  # fmt: skip
 
 #: ``ddmini purify``
 purify_options = stack(
@@ -306,6 +309,28 @@ purify_options = stack(
     opt("--steps", type=int, help="DDIM steps back from t* to 0 [default: 20, at most the smallest t* + 1]."),
     limit_option("Test images (clean and PGD-L2-attacked) and samples per source to purify.", 1000),
     samples_option("Deceptive samples to purify (their conditioning labels are the ground truth); repeatable."),
+    opt("--adaptive", is_flag=True, help="Also attack the purified target adaptively (BPDA and full gradients "
+        "through the chain, EOT; worst of --attempts purifications) on the --limit clean test images."),
+    opt("--norm", type=click.Choice(["linf", "l2"]), default="l2", show_default=True, help="--adaptive: threat model."),
+    opt("--eps", type=float, help="--adaptive: its radius [MNIST: 0.3 (linf), 1.5 (l2)]."),
+    opt("--attack-steps", type=click.IntRange(1), default=100, show_default=True, help="--adaptive: APGD iterations."),
+    opt("--eot", type=click.IntRange(1), default=20, show_default=True,
+        help="--adaptive: purifications each gradient is averaged over."),
+    opt("--attempts", type=click.IntRange(1), default=10, show_default=True,
+        help="--adaptive: purifications of each attacked image; it stands only if all classify it right."),
+)  # fmt: skip
+
+#: ``ddmini robust``
+robust_options = stack(
+    stage_options,
+    given_classifier_option,
+    opt("--norm", type=click.Choice(["linf", "l2"]), default="linf", show_default=True, help="The threat model."),
+    opt("--eps", type=float, help="Its radius [MNIST: 0.3 (linf), 1.5 (l2); Fashion-MNIST 0.1, 1.5; CIFAR-10 8/255, "
+        "0.5]."),
+    opt("--version", type=click.Choice(["standard", "rand"]), default="standard", show_default=True,
+        help="standard: APGD-CE, APGD-T, FAB-T, Square; rand (a model with random outputs): APGD-CE and APGD-DLR "
+        "with 20-draw EOT."),
+    limit_option("Test images attacked.", 1000),
 )  # fmt: skip
 
 #: ``ddmini harden``

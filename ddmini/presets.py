@@ -42,10 +42,22 @@ DESCRIPTIONS = {
 # PGD-L2's radius per dataset where it differs from MNIST's 1.6: chosen so that 85-90 % of the training
 # images are attacked (Fashion-MNIST 0.75 -> 89.7 %); CIFAR-10: RobustBench's L2 radius, not calibrated.
 DATASET_PGD_EPS = {"fashion-mnist": 0.75, "cifar10": 0.5}
+# AutoAttack's radius per dataset and norm (`ddmini robust`): the literature's (MNIST: Madry et al.'s L-inf 0.3, and
+# L2 1.5; Fashion-MNIST: L-inf 0.1; CIFAR-10: RobustBench's 8/255 and 0.5).
+ROBUST_EPS = {
+    ("mnist", "linf"): 0.3,
+    ("mnist", "l2"): 1.5,
+    ("fashion-mnist", "linf"): 0.1,
+    ("fashion-mnist", "l2"): 1.5,
+    ("cifar10", "linf"): 8 / 255,
+    ("cifar10", "l2"): 0.5,
+}
 # The classifier a dataset trains where it is not the MNIST CNN (CIFAR-10 wants a residual network).
 DATASET_CLASSIFIER_ARCH = {"cifar10": "resnet"}
 # ``ddmini harden --preset smoke`` (seconds, for the tests); every other preset uses HardenConfig().
-HARDEN_SMOKE = HardenConfig(pool=40, heldout=20, eval_limit=30, eval_eps=(1.6,), eval_steps=3, eval_restarts=2)
+HARDEN_SMOKE = HardenConfig(
+    pool=40, heldout=20, eval_limit=30, eval_eps=(1.6,), eval_steps=3, eval_restarts=2, autoattack_limit=10
+)
 
 
 def preset(name: str) -> RunConfig:

@@ -1,6 +1,8 @@
 """Purification with the clean diffusion model (DiffPure, Nie et al. 2022, arXiv 2205.07460): how much
 accuracy noising an input to t* and denoising it back recovers on attacked images and deceptive samples,
-and what it costs on clean images. Non-adaptive: the attacks did not see the purifier."""
+and what it costs on clean images. The table's attacks did not see the purifier (non-adaptive); ``--adaptive``
+adds attacks that do (:func:`adaptive_table`: BPDA and full gradients through the chain, with EOT, and the worst
+of several purifications per image: Lee & Kim, ICCV 2023; DiffHammer, NeurIPS 2024)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,11 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import torch
+from torch import nn
+
 from . import classifier
+from .attacks.base import check_positive
 
 NON_ADAPTIVE = (
     "Non-adaptive evaluation: the attacks were made against the classifier alone, without the "
@@ -54,16 +60,125 @@ def purification_table(
     )
 
 
-def write_purification(t: PurificationTable, where: Path, title: str) -> None:
+def write_purification(t: PurificationTable, where: Path, title: str, adaptive: AdaptiveTable | None = None) -> None:
     from .report import write_json, write_text
 
     where.mkdir(parents=True, exist_ok=True)
+    more = ""
+    if adaptive is not None:
+        a = adaptive
+        more = (
+            f"\n## Adaptive attacks ({a.norm} eps {a.eps:g}, {a.images} clean test images)\n\nAccuracy of the purified "
+            f"target. Non-adaptive: AutoAttack ({a.attack_steps} iterations) on the classifier alone, its images "
+            f"purified once. BPDA + EOT and full gradient + EOT: APGD-CE ({a.attack_steps} iterations) on the "
+            f"classifier behind the purifier, each gradient averaged over {a.eot} purifications (BPDA: the "
+            f"purifier's backward pass as the identity; full: exact gradients through every denoising step). "
+            f"Worst of {a.attempts}: the full-gradient attack's images purified {a.attempts} times, right only if "
+            f"every time. ± one binomial standard error.\n\n{a.markdown()}\n"
+        )
     write_text(
         f"# {title}\n\nAccuracy of the target classifier (generated images: against their conditioning "
-        f"label).\n\n{t.markdown()}\n\n{NON_ADAPTIVE}\n",
+        f"label).\n\n{t.markdown()}\n\n{NON_ADAPTIVE}\n{more}",
         where / "purify.md",
     )
-    write_json({**asdict(t), "note": NON_ADAPTIVE}, where / "purify.json")
+    extra = {} if adaptive is None else {"adaptive": asdict(adaptive)}
+    write_json({**asdict(t), "note": NON_ADAPTIVE, **extra}, where / "purify.json")
+
+
+class Purified(nn.Module):
+    """The target behind the purifier, as an adaptive attacker sees it: ``clf(purify(x))`` with a fresh noise
+    draw per call, so its outputs are random (attack it with AutoAttack's rand version: EOT). ``gradient``:
+    ``full``, exact gradients through every denoising step (:meth:`ddmini.diffusion.Diffusion.purify_differentiable`,
+    checkpointed per step); ``bpda``, the purifier's backward pass taken as the identity (BPDA, Athalye et al.
+    2018, arXiv 1802.00420): the cheaper baseline."""
+
+    def __init__(self, diff, unet, clf, t_star: int, steps: int, gradient: str = "full", seed: int = 0):
+        super().__init__()
+        if gradient not in GRADIENTS:
+            raise ValueError(f"gradient must be one of {', '.join(GRADIENTS)}; got {gradient!r}")
+        self.diff, self.unet, self.clf = diff, unet, clf
+        self.t_star, self.steps, self.gradient = t_star, steps, gradient
+        self.gen = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        noise = torch.randn(x.shape, generator=self.gen).to(x.device)
+        if self.gradient == "full":
+            return self.clf(self.diff.purify_differentiable(self.unet, x, self.t_star, self.steps, noise))
+        with torch.no_grad():
+            p = self.diff.purify_differentiable(self.unet, x, self.t_star, self.steps, noise, checkpointed=False)
+        return self.clf(x + (p - x).detach())
+
+
+GRADIENTS = ("full", "bpda")
+
+
+@dataclass
+class AdaptiveTable:
+    """Accuracy of the purified target per t* under attacks that ignore the purifier (non-adaptive: AutoAttack
+    on the classifier alone, its images purified once) and that see it (BPDA + EOT, full gradient + EOT: APGD
+    with ``eot`` draws per gradient), the last also judged as the worst of ``attempts`` purifications per image
+    (an image counts as robust only if every draw classifies it right)."""
+
+    norm: str
+    eps: float
+    images: int
+    t_stars: list[int]
+    attack_steps: int
+    eot: int
+    attempts: int
+    non_adaptive: list[float]
+    bpda: list[float]
+    full: list[float]
+    worst_of_n: list[float]
+    seconds: list[float]  # per t*: every attack on it
+
+    def markdown(self) -> str:
+        from .report import rate_with_se
+
+        n = self.images
+        rows = [
+            f"| t* | non-adaptive | BPDA + EOT | full gradient + EOT | full gradient, worst of {self.attempts} | s |",
+            "|---|---|---|---|---|---|",
+        ]
+        for i, t in enumerate(self.t_stars):
+            cells = [rate_with_se(v[i], n) for v in (self.non_adaptive, self.bpda, self.full, self.worst_of_n)]
+            rows.append(f"| {t} | " + " | ".join(cells) + f" | {self.seconds[i]:.0f} |")
+        return "\n".join(rows)
+
+
+def adaptive_table(
+    diff, unet, clf, x, y, t_stars, steps: int, *, norm: str, eps: float, attack_steps: int = 100, eot: int = 20,
+    attempts: int = 10, seed: int = 0, log=lambda m: None,
+) -> AdaptiveTable:  # fmt: skip
+    """The adaptive evaluation of purification at every t* on images (x, y) (see :class:`AdaptiveTable`)."""
+    from .attacks import auto
+
+    check_positive("attempts", attempts, integer=True)
+    check_positive("attack steps", attack_steps, integer=True)
+    clean_adv, _ = auto.evaluate(clf, x, y, norm=norm, eps=eps, seed=seed, steps=attack_steps)
+    cols = {k: [] for k in ("non_adaptive", "bpda", "full", "worst_of_n", "seconds")}
+    for t in t_stars:
+        t0 = time.perf_counter()
+        judge = Purified(diff, unet, clf, t, steps, "bpda", seed=seed + 1)
+        with torch.no_grad():
+            cols["non_adaptive"].append((judge(clean_adv).argmax(1) == y).float().mean().item())
+        found = {}
+        for g in GRADIENTS:
+            attacked = Purified(diff, unet, clf, t, steps, g, seed=seed + 2)
+            found[g], r = auto.evaluate(attacked, x, y, norm=norm, eps=eps, version="rand", seed=seed,
+                                        steps=attack_steps, eot=eot, attacks=("apgd-ce",))  # fmt: skip
+            cols[g].append(r.robust)
+            log(f"  t* = {t}, {g} gradient + EOT-{eot}: {100 * r.robust:.1f}% still right")
+        adv, ok = found["full"], torch.ones_like(y, dtype=torch.bool)
+        judge = Purified(diff, unet, clf, t, steps, "bpda", seed=seed + 3)
+        with torch.no_grad():
+            for _ in range(attempts):  # the full-gradient attack's images, purified again and again
+                ok &= judge(adv).argmax(1) == y
+        cols["worst_of_n"].append(ok.float().mean().item())
+        cols["seconds"].append(time.perf_counter() - t0)
+    return AdaptiveTable(
+        auto.check_norm(norm), float(eps), int(x.shape[0]), list(t_stars), attack_steps, eot, attempts, **cols
+    )
 
 
 #: t* (for T = 1000 steps; scaled to a model's T) and the DDIM steps back, where the command is not told.
@@ -75,10 +190,13 @@ def default_t_stars(T: int) -> list[int]:
     return sorted({min(T - 1, max(1, round(t * T / 1000))) for t in DEFAULT_T_STARS})
 
 
-def run(pipe, ckpt: str | Path, t_stars, steps: int | None, limit: int, samples=()) -> PurificationTable:
+def run(
+    pipe, ckpt: str | Path, t_stars, steps: int | None, limit: int, samples=(), adaptive: dict | None = None
+) -> tuple[PurificationTable, AdaptiveTable | None]:
     """``ddmini purify``: purify ``limit`` clean test images, as many PGD-L2 attacks on them made against
     the target, and the deceptive ``samples`` ([NAME=]PATH) with the clean model at ``ckpt`` at every t*;
-    writes RUN_DIR/purify/purify.md and purify.json."""
+    with ``adaptive`` (norm, eps, attack_steps, eot, attempts: :func:`adaptive_table`'s), the adaptive
+    evaluation on the same clean test images too; writes RUN_DIR/purify/purify.md and purify.json."""
     from . import samples as samples_io, train
     from .diffusion import Diffusion
 
@@ -104,7 +222,16 @@ def run(pipe, ckpt: str | Path, t_stars, steps: int | None, limit: int, samples=
     table = purification_table(
         diff, model, clf, sources, list(t_stars), steps, seed=pipe.cfg.sample.seed, device=pipe.device
     )
+    adapt = None
+    if adaptive:
+        pipe.log(f"adaptive attacks on the purified target ({limit} test images; every t*)")
+        x, y = xt.to(pipe.device), yt.to(pipe.device)
+        adapt = adaptive_table(diff, model, clf, x, y, list(t_stars), steps, seed=pipe.cfg.sample.seed, log=pipe.log,
+                               **adaptive)  # fmt: skip
     write_purification(
-        table, pipe.run_dir / "purify", f"Purification with {Path(ckpt).name} ({pipe.cfg.dataset}, DDIM-{steps} back)"
+        table,
+        pipe.run_dir / "purify",
+        f"Purification with {Path(ckpt).name} ({pipe.cfg.dataset}, DDIM-{steps} back)",
+        adapt,
     )
-    return table
+    return table, adapt

@@ -86,10 +86,17 @@ class Transfer:
     classifiers: list[str]
     rates: list[list[float]]
     images: list[int]
+    # "linf 0.3" -> each classifier's AutoAttack accuracy (ddmini.robust), on autoattack_images test images
+    autoattack: dict = field(default_factory=dict)
+    autoattack_images: int = 0
 
     def markdown(self) -> str:
         head = "| images | n | " + " | ".join(self.classifiers) + " |"
         rows = [head, "|---" * (len(self.classifiers) + 2) + "|"]
         for s, n, r in zip(self.sources, self.images, self.rates):
             rows.append(f"| {s} | {n} | " + " | ".join(f"{100 * v:.1f} %" for v in r) + " |")
+        for k, accs in self.autoattack.items():
+            norm, eps = k.split()
+            what = f"*AutoAttack accuracy, {'L-inf' if norm == 'linf' else 'L2'} eps {eps}* (test images)"
+            rows.append(f"| {what} | {self.autoattack_images} | " + " | ".join(f"{100 * v:.1f} %" for v in accs) + " |")
         return "\n".join(rows)

@@ -67,15 +67,19 @@ def attacked_source(adv, limit: int = REFERENCE_IMAGES) -> tuple[torch.Tensor, t
     return adv.x_adv[idx], adv.y[idx]
 
 
-def zoo_matrix(pipe, target, ckey: str, generated: dict) -> Transfer:
+def zoo_matrix(pipe, target, ckey: str, generated: dict, autoattack_limit: int = 0) -> Transfer:
     """The transfer matrix of a run (``pipe``, a :class:`ddmini.pipeline.Pipeline`): the target and every zoo
     member (cached classifier stages, trained if missing) on each generated source (name -> (images,
     labels)), the run's successfully attacked training images and fresh attacks on its test images (None on
-    ranks other than 0 under torchrun, which still take part in the stages)."""
+    ranks other than 0 under torchrun, which still take part in the stages). With ``autoattack_limit``, each
+    classifier's AutoAttack accuracy (L-inf and L2 at the dataset's radii, on that many test images: cached
+    ``ddmini.robust`` records) joins the matrix, so what fools a member reads against how robust it is."""
+    from . import robust
+
     cfg = pipe.cfg
-    models = {"target": target}
+    models, keys = {"target": target}, {"target": ckey}
     for member, mcfg in zoo_configs(cfg.classifier, cfg.attack.eps).items():
-        models[member] = pipe.classifier(mcfg)[0]
+        models[member], keys[member], _ = pipe.classifier(mcfg)
     sources = dict(generated)
     adv, _ = pipe.attacked(target, ckey)
     sources["attacked training images"] = attacked_source(adv)
@@ -83,7 +87,14 @@ def zoo_matrix(pipe, target, ckey: str, generated: dict) -> Transfer:
     fresh, _ = pipe.attacked(target, ckey, images=(xt, yt), split="test")
     title = {"pgd_l2": "PGD-L2", "pgd_linf": "PGD-Linf", "fgsm": "FGSM", "cw_l2": "CW-L2"}[cfg.attack.attack]
     sources[f"fresh {title} on test images"] = attacked_source(fresh)
-    return matrix(models, sources) if pipe.world.is_main else None
+    auto, n = {}, min(autoattack_limit, xt.shape[0])
+    for norm in ("linf", "l2") if n and pipe.world.is_main else ():
+        e = robust.default_eps(cfg.dataset, norm)
+        got = [robust.robust(pipe, m, keys[k], norm=norm, eps=e, limit=n)[0] for k, m in models.items()]
+        auto[f"{norm} {e:g}"] = [r.robust for r in got]
+    if not pipe.world.is_main:
+        return None
+    return replace(matrix(models, sources), autoattack=auto, autoattack_images=n if auto else 0)
 
 
 def write(t: Transfer, where: Path, title: str) -> None:
@@ -96,7 +107,14 @@ def write(t: Transfer, where: Path, title: str) -> None:
         where / "transfer.md",
     )
     write_json(
-        {"sources": t.sources, "classifiers": t.classifiers, "misclassified": t.rates, "images": t.images},
+        {
+            "sources": t.sources,
+            "classifiers": t.classifiers,
+            "misclassified": t.rates,
+            "images": t.images,
+            "autoattack_accuracy": t.autoattack,
+            "autoattack_images": t.autoattack_images,
+        },
         where / "transfer.json",
     )
     matrix_png(t.sources, t.classifiers, t.rates, where / "transfer.png")

@@ -86,6 +86,12 @@ def test_harden_smoke_trains_and_scores_every_arm(harden_run, smoke_run):
     assert arms["clean"]["transfer_misclassified"] == 1.0  # the transferred attacks are the ones that fooled it
     md = (harden_run / "harden" / "harden.md").read_text()
     assert "anchor" in md and "±" in md and "worst case over 2 restarts" in md
+    # AutoAttack beside PGD: both norms at MNIST's radii, on the first 10 test images, one record per arm and norm
+    for a in arms.values():
+        assert list(a["autoattack"]) == ["linf 0.3", "l2 1.5"] and a["autoattack_images"] == 10
+        assert all(0 <= v <= 1 for v in a["autoattack"].values())
+    assert "| AutoAttack, L-inf eps 0.3 | AutoAttack, L2 eps 1.5 |" in md and "first 10 test images" in md
+    assert len(list((harden_run / "cache").glob("robust-*.json"))) == 10
 
 
 def test_harden_bad_input_is_one_line(harden_run, smoke_run, data_dir, capsys, tmp_path):

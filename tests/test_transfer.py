@@ -62,9 +62,14 @@ def test_zoo_and_transfer_commands(data_dir, tmp_path, capsys):
     code, out, err = _run(["run", "--poison", "1", *base], capsys)
     assert code == 0, err
     (samples,) = [p for p in (tmp_path / "cache").glob("samples-*.pt")][:1]
-    code, out, err = _run(["transfer", *base, "--samples", f"p1={samples}"], capsys)
+    code, out, err = _run(["transfer", *base, "--samples", f"p1={samples}", "--autoattack-limit", "12"], capsys)
     assert code == 0, err
     t = json.loads((tmp_path / "transfer" / "transfer.json").read_text())
+    # each classifier's AutoAttack accuracy beside what fools it: both norms, 12 test images, one record each
+    assert list(t["autoattack_accuracy"]) == ["linf 0.3", "l2 1.5"] and t["autoattack_images"] == 12
+    assert all(len(v) == 6 and all(0 <= a <= 1 for a in v) for v in t["autoattack_accuracy"].values())
+    assert "*AutoAttack accuracy, L-inf eps 0.3* (test images) | 12 |" in out
+    assert len(list((tmp_path / "cache").glob("robust-*.json"))) == 12
     assert t["sources"] == ["generated: p1", "attacked training images", "fresh PGD-L2 on test images"]
     assert len(t["classifiers"]) == 6 and t["classifiers"][0] == "target"
     assert t["misclassified"][1][0] == 1.0 and t["misclassified"][2][0] == 1.0  # attacks made against the target
