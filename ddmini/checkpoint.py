@@ -257,30 +257,30 @@ def exclusive(path: Path, world=None):
         yield
 
 
-def record(path: Path, read: Callable[[dict], object], make: Callable[[], object], log, again: str):
+def record(path: Path, read: Callable[[dict], object], make: Callable[[], object], log, again: str, world=None):
     """The JSON record at ``path`` as ``read`` takes it (which raises ValueError, TypeError or KeyError for one it
-    refuses: then one line, the file set aside as PATH.rejected, and made again), else ``make()``: on every rank
-    under torchrun, rank 0's result taken by all, written atomically by rank 0. Under the record's lock, so a
-    second run in the same run directory waits and finds it."""
+    refuses: then one line, the file set aside as PATH.rejected, and made again), else ``make()``: under torchrun
+    (``world``: ``ddmini.distributed.current()``; None: one process) on every rank, rank 0's result taken by all,
+    written atomically by rank 0. Under the record's lock, so a second run in the same run directory waits and
+    finds it."""
     from dataclasses import asdict, is_dataclass
 
-    from . import distributed
-
-    world = distributed.current()
+    main = world is None or world.is_main
+    share = (lambda obj: obj) if world is None else world.broadcast_object
     with exclusive(path.with_name(f".{path.stem}.lock"), world):
         rec = None
-        if world.is_main and path.exists():
+        if main and path.exists():
             try:
                 rec = read(json.loads(path.read_text()))
             except (ValueError, TypeError, KeyError) as e:
                 log(f"{path.name}: {str(e)[:160]}; {again}")
                 set_aside(path)  # kept for inspection
                 rec = None
-        rec = world.broadcast_object(rec)
+        rec = share(rec)
         if rec is None:
             path.parent.mkdir(parents=True, exist_ok=True)
-            rec = world.broadcast_object(make())
-            if world.is_main:
+            rec = share(make())
+            if main:
                 with atomic_open(path, "w") as f:
                     f.write(json.dumps(asdict(rec) if is_dataclass(rec) else rec, indent=1))
     return rec

@@ -319,32 +319,24 @@ def transfer(samples_paths, autoattack_limit, **o):
 @cli.command("purify", context_settings=op.CONTEXT)
 @op.purify_options
 def purify(ckpt, t_stars, steps, limit, samples_paths, adaptive, norm, eps, attack_steps, eot, attempts, **o):
-    """Diffusion purification with the clean model (DiffPure, non-adaptive): noise each input to t*, run
-    DDIM back with the null label, classify. Accuracy of the target on clean test images, on PGD-L2 test
-    attacks made against it and on deceptive samples, per t*: RUN_DIR/purify/purify.md and .json."""
-    pipe = _open(o, log=click.echo)
-    ts = parse_ints(t_stars, "--t-star") if t_stars is not None else None
-    how = None
-    if adaptive:
-        eps = rb.default_eps(pipe.cfg.dataset, norm) if eps is None else eps
-        how = {"norm": norm, "eps": eps, "attack_steps": attack_steps, "eot": eot, "attempts": attempts}
-    table, adapt = pf.run(pipe, ckpt, ts, steps, limit, samples_paths, adaptive=how)
-    click.echo(table.markdown() + ("" if adapt is None else "\n\nadaptive:\n" + adapt.markdown()))
-    click.echo(f"written: {pipe.run_dir / 'purify' / 'purify.md'} and purify.json")
+    """Diffusion purification with the clean model (DiffPure): noise each input to t*, run DDIM back with the
+    null label, classify. Accuracy of the target on clean test images, on PGD-L2 attacks made against it and on
+    deceptive samples per t* (--adaptive: and under attacks through the purifier): RUN_DIR/purify/purify.md."""
+    pipe, ts = _open(o, log=click.echo), None if t_stars is None else parse_ints(t_stars, "--t-star")
+    how = dict(norm=norm, eps=eps, attack_steps=attack_steps, eot=eot, attempts=attempts)
+    table, adapt = pf.run(pipe, ckpt, ts, steps, limit, samples_paths, adaptive=how if adaptive else None)
+    more = "" if adapt is None else "\n\nadaptive:\n" + adapt.markdown()
+    click.echo(f"{table.markdown()}{more}\nwritten: {pipe.run_dir / 'purify' / 'purify.md'} and purify.json")
 
 
 @cli.command("robust", context_settings=op.CONTEXT)
 @op.robust_options
 def robust(norm, eps, version, limit, **o):
     """Robust accuracy by AutoAttack on test images: the target's (or --classifier's) clean accuracy, and what
-    stands after APGD-CE, APGD-T, FAB-T and Square (the standard protocol), each on the images still standing.
-    Cached in RUN_DIR/cache/robust-<key>.json."""
-    pipe = _open(o, log=click.echo)
-    eps = rb.default_eps(pipe.cfg.dataset, norm) if eps is None else eps
+    stands after APGD-CE, APGD-T, FAB-T and Square, each on the images still standing (cached record)."""
+    pipe, n = _open(o, log=click.echo), op.limit_of(limit)
     model, ckey, _ = pipe.classifier()
-    res, path = rb.robust(
-        pipe, model, ckey, norm=norm, eps=eps, version=version, limit=op.limit_of(limit), seed=o["seed"]
-    )
+    res, path = rb.robust(pipe, model, ckey, norm=norm, eps=eps, version=version, limit=n, seed=o["seed"])
     click.echo(res.markdown() + f"\n\n{res.line()}\nrecord: {path}")
 
 

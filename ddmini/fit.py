@@ -29,7 +29,7 @@ from typing import Callable
 
 import torch
 
-from . import checkpoint
+from . import checkpoint, distributed
 from .config import DiffusionTrainConfig, UNetConfig, key_dict
 
 WARM, TIMED, MIN_SECONDS, MAX_TIMED = 5, 25, 20.0, 1000
@@ -115,7 +115,7 @@ def _time(unet: UNetConfig, cfg: DiffusionTrainConfig, x, y, device: torch.devic
 
 def _chunks(unet, cfg, x, y, device, path, min_seconds: float) -> tuple[float, int]:
     """:func:`_time` until ``min_seconds`` (0: one chunk)."""
-    from . import distributed, train
+    from . import train
 
     world = distributed.current()
     cfg = replace(cfg, fit_minutes=0.0, time_budget=0.0, checkpoint_every=10**8)
@@ -143,7 +143,7 @@ def measure(
     """Seconds per training step of ``train_cfg`` on ``device``, the steps that timed it, whether to train
     with the fused norm, and the seconds of each norm where both were timed (a throwaway checkpoint at
     ``path``, removed after)."""
-    from . import distributed, train
+    from . import train
 
     g = torch.Generator().manual_seed(0)
     n = max(train_cfg.batch_size, 256)
@@ -175,7 +175,6 @@ def fitted(
     """The fit for ``train_cfg.fit_minutes`` on this machine: cached in ``cache/fit-<key>.json``, else
     measured (by every rank under torchrun; rank 0 writes it; ``on_measure`` is called first). Under the
     record's lock, so a second run in the same run directory waits and finds it cached."""
-    from . import distributed
 
     path = Path(cache) / f"fit-{key(unet, train_cfg, device, distributed.current().size)}.json"
 
@@ -190,7 +189,9 @@ def fitted(
         sec, timed, fused, norms = measure(unet, train_cfg, device, path.with_suffix(".timing.pt"))
         return Fit(train_cfg.fit_minutes, sec, timed, steps_for(train_cfg, sec), machine(device), fused, norms)
 
-    return checkpoint.record(path, read, make, lambda m: print(m, file=sys.stderr), "timing again")
+    return checkpoint.record(
+        path, read, make, lambda m: print(m, file=sys.stderr), "timing again", distributed.current()
+    )
 
 
 def apply(
@@ -214,7 +215,7 @@ def apply(
 
 # ---- the whole run: what each stage costs here, and what a budget leaves for training ---------------------
 #
-# ``--run-minutes M`` (cpu-hour: 57) fits the training so the whole run ends within M minutes: each other stage's
+# ``--run-minutes M`` (cpu-hour: 58) fits the training so the whole run ends within M minutes: each other stage's
 # unit of work (a classifier batch, an attacked image, a sampled image-step, an evaluated image) is timed
 # briefly on this machine (:func:`rates`, cached per machine and config), the run's work is counted, and
 # training gets the rest. The budget is decided once per run directory (:func:`budget`), so the runs of a
@@ -225,11 +226,13 @@ RATE_BATCHES, RATE_SAMPLE_STEPS, RATE_PREDICT = 12, 2, 1000
 #: The share of a run's budget kept back for what the estimates do not count (start-up, the report, pictures).
 BUDGET_SLACK = 0.03
 #: Sustained work ran slower than the brief timings of it at the start of a run, on every machine measured: the
-#: training loop 1.19x its fit on an Intel Xeon held to AVX2, 1.32x on a Zen 4, 1.17x on the Zen 3 here, whose
-#: classifier, attack and sampling took 1.29x, 1.47x and 1.29x their estimates (docs/results.md, "The run's
-#: plan"). A fresh model on the same images ran 0.381 s/step at the start of that run and 0.465 right after it:
-#: the machine slowed, not the loop (no denormals, the images made no difference). Estimates are scaled by it.
-SUSTAINED = 1.25
+#: training loop 1.19x its fit on an Intel Xeon held to AVX2, 1.32x on a Zen 4, 1.17x and 1.12x (the small and
+#: the lean U-Net) on the Zen 3 here, whose classifier, attack and sampling took 1.29x, 1.47x and 1.29x, then
+#: 1.04x, 1.37x and 1.11x their brief timings (docs/results.md, "The run's plan"). A fresh model on the same
+#: images ran 0.381 s/step at the start of a run and 0.465 right after it: the machine slowed, not the loop (no
+#: denormals, the images made no difference). The other stages' estimates are scaled by SUSTAINED, training's by
+#: SUSTAINED_TRAIN (where the loop runs slower still, the run's deadline stops it: ddmini.train.Deadline).
+SUSTAINED, SUSTAINED_TRAIN = 1.25, 1.17
 
 
 @dataclass
@@ -317,7 +320,6 @@ def measure_rates(cfg, device: torch.device, path: Path) -> Rates:
 
 def rates(cfg, device: torch.device, cache: Path, log: Callable[[str], None] = print) -> Rates:
     """:func:`measure_rates`, cached in ``cache/rates-<key>.json`` (an edited or foreign record is timed again)."""
-    from . import distributed
 
     path = Path(cache) / f"rates-{rates_key(cfg, device, distributed.current().size)}.json"
 
@@ -330,7 +332,7 @@ def rates(cfg, device: torch.device, cache: Path, log: Callable[[str], None] = p
         log("timing a slice of each stage here (once per run dir and machine)")
         return measure_rates(cfg, device, path.with_suffix(".timing.pt"))
 
-    return checkpoint.record(path, read, make, log, "timing again")
+    return checkpoint.record(path, read, make, log, "timing again", distributed.current())
 
 
 @dataclass
@@ -367,7 +369,7 @@ def work(cfg, n_train: int, n_test: int, cached: dict, steps_done: int = 0) -> W
 
 def expected(w: Work, r: Rates, seconds_per_step: float | None = None) -> dict:
     """Each stage's expected seconds for the work ``w`` at the rates ``r`` (the fit's time per step where given),
-    sustained (SUSTAINED times the brief timings)."""
+    sustained (SUSTAINED_TRAIN times the brief timing for training, SUSTAINED for the others)."""
     brief = {
         "classifier": w.classifier_batches * r.classifier_batch,
         "attack": w.attack_images * r.attack_image,
@@ -375,12 +377,12 @@ def expected(w: Work, r: Rates, seconds_per_step: float | None = None) -> dict:
         "sampling": w.sample_steps * r.sample_step + w.guided_steps * r.guided_step,
         "evaluation": w.predict_images * r.predict_image,
     }
-    return {stage: SUSTAINED * v for stage, v in brief.items()}
+    return {stage: (SUSTAINED_TRAIN if stage == "training" else SUSTAINED) * v for stage, v in brief.items()}
 
 
 def budget(minutes: float, others: float, spent: float, key: str, cache: Path) -> float:
     """The training minutes, as the fit times them, of a run of ``minutes`` in all: what is left after the other
-    stages' expected ``others`` seconds, the ``spent`` seconds so far and BUDGET_SLACK, over SUSTAINED (the fit's
+    stages' expected ``others`` seconds, the ``spent`` seconds so far and BUDGET_SLACK, over SUSTAINED_TRAIN (the fit's
     brief timing buys steps that take that much longer), to 0.1 min below (at least 0.1). Decided
     once per run directory for ``key`` (``cache/budget-<key>.json``), so every run there trains the same
     steps (a sweep's runs, a repeated run)."""
@@ -394,10 +396,12 @@ def budget(minutes: float, others: float, spent: float, key: str, cache: Path) -
 
     def make() -> dict:
         left = minutes * (1 - BUDGET_SLACK) - (others + spent) / 60
-        got = max(0.1, math.floor(left / SUSTAINED * 10) / 10)
+        got = max(0.1, math.floor(left / SUSTAINED_TRAIN * 10) / 10)
         return {"minutes": minutes, "train_minutes": got, "others_seconds": others}
 
-    got = checkpoint.record(path, read, make, lambda m: print(m, file=sys.stderr), "deciding again")
+    got = checkpoint.record(
+        path, read, make, lambda m: print(m, file=sys.stderr), "deciding again", distributed.current()
+    )
     return float(got["train_minutes"])
 
 

@@ -224,6 +224,10 @@ def run(
     )
     adapt = None
     if adaptive:
+        from .robust import default_eps
+
+        if adaptive.get("eps") is None:
+            adaptive = {**adaptive, "eps": default_eps(pipe.cfg.dataset, adaptive["norm"])}
         pipe.log(f"adaptive attacks on the purified target ({limit} test images; every t*)")
         x, y = xt.to(pipe.device), yt.to(pipe.device)
         adapt = adaptive_table(diff, model, clf, x, y, list(t_stars), steps, seed=pipe.cfg.sample.seed, log=pipe.log,

@@ -27,12 +27,14 @@ def robust_key(ckey: str, dkey: str, norm: str, eps: float, version: str, images
 
 
 def robust(
-    pipe, model, ckey: str, *, norm: str, eps: float, version: str = "standard", limit: int = 1000, seed: int = 0
+    pipe, model, ckey: str, *, norm: str, eps: float | None, version: str = "standard", limit: int = 1000, seed: int = 0
 ) -> tuple[aa.AutoAttackResult, Path]:
     """AutoAttack on the first ``limit`` test images of ``pipe``'s data (0: all) against ``model`` (cache key
-    ``ckey``): (the result, its record). The attack runs on a BatchNorm-folded copy of the model
-    (:func:`ddmini.classifier.fast_copy`); each attack's robust accuracy is logged as it finishes."""
+    ``ckey``) at radius ``eps`` (None: :func:`default_eps`): (the result, its record). The attack runs on a
+    BatchNorm-folded copy of the model (:func:`ddmini.classifier.fast_copy`); each attack's robust accuracy is
+    logged as it finishes."""
     norm = aa.check_norm(norm)
+    eps = default_eps(pipe.cfg.dataset, norm) if eps is None else eps
     check_positive("eps", eps, allow_zero=False)
     if version not in aa.VERSIONS:
         raise ValueError(f"version must be one of {', '.join(aa.VERSIONS)}; got {version!r}")
@@ -63,5 +65,5 @@ def robust(
         )  # fmt: skip
         return {"key": key, "result": asdict(r)}
 
-    rec = checkpoint.record(path, read, make, pipe.log, "attacking again")
+    rec = checkpoint.record(path, read, make, pipe.log, "attacking again", pipe.world)
     return aa.AutoAttackResult(**rec["result"]), path

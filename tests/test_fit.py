@@ -55,16 +55,17 @@ def test_fitted_run_records_its_steps_and_repeats_them(data_dir, tmp_path, capsy
     assert not list((tmp_path / "cache").glob("*.timing.pt*"))
 
 
-def test_cpu_hour_preset_is_the_cpu_recipe_at_half_the_batch_fitted_to_a_57_minute_run_with_stochastic_ddim():
+def test_cpu_hour_preset_is_the_cpu_recipe_at_half_the_batch_with_the_lean_unet_fitted_to_a_58_minute_run():
     from dataclasses import replace
 
     from ddmini.checkpoint import fingerprint
-    from ddmini.config import key_dict
+    from ddmini.config import UNET_PRESETS, key_dict
     from ddmini.presets import preset
 
     hour, cpu = preset("cpu-hour"), preset("cpu")
-    assert hour.train == replace(cpu.train, batch_size=64, fit_minutes=48.0) and hour.run_minutes == 57.0
-    assert hour.sample == replace(cpu.sample, eta=1.0) and hour.unet == cpu.unet
+    assert hour.train == replace(cpu.train, batch_size=64, fit_minutes=48.0) and hour.run_minutes == 58.0
+    assert hour.sample == replace(cpu.sample, eta=1.0) and hour.other_samples == 250 and cpu.other_samples == 0
+    assert hour.unet == replace(cpu.unet, upsample="shuffle", top_blocks=1) == UNET_PRESETS["lean"]
     # classifier and attack are shared: a cpu run's cached stages serve a cpu-hour run
     assert fingerprint(key_dict(hour.classifier)) == fingerprint(key_dict(cpu.classifier))
     assert fingerprint(key_dict(hour.attack)) == fingerprint(key_dict(cpu.attack))
@@ -147,7 +148,7 @@ def test_steps_given_replace_a_presets_fit_unless_the_fit_is_given_too():
     )
     assert cfg.train.fit_minutes == 30.0
     cfg, _, _ = run_config("cpu-hour", poison=0.3, device=cpu)
-    assert (cfg.train.fit_minutes, cfg.run_minutes) == (48.0, 57.0)
+    assert (cfg.train.fit_minutes, cfg.run_minutes) == (48.0, 58.0)
 
 
 def test_the_fit_trains_with_the_faster_norm_where_float32_trains_on_a_cpu(data_dir, tmp_path, capsys, monkeypatch):

@@ -66,8 +66,8 @@ def test_the_work_counts_only_what_is_not_cached():
     assert (some.classifier_batches, some.attack_images, some.train_steps) == (0, 0, cfg.train.steps - 100)
     assert (some.sample_steps, some.guided_steps) == (50 * 1000, 50 * 250)
     r = _rates()
-    e = fit.expected(some, r, seconds_per_step=0.5)  # sustained: SUSTAINED times the brief timings
-    assert e["classifier"] == 0 and e["training"] == pytest.approx(fit.SUSTAINED * (cfg.train.steps - 100) * 0.5)
+    e = fit.expected(some, r, seconds_per_step=0.5)  # sustained: SUSTAINED(_TRAIN) times the brief timings
+    assert e["classifier"] == 0 and e["training"] == pytest.approx(fit.SUSTAINED_TRAIN * (cfg.train.steps - 100) * 0.5)
     assert e["sampling"] == pytest.approx(fit.SUSTAINED * 50 * (1000 * r.sample_step + 250 * r.guided_step))
     line = fit.estimate_line({"classifier": 60.0, "training": 1800.0}, 0.0, 57)
     assert line.startswith("expected minutes: classifier 1.0, training 30.0; 31.0 in all, done ≈ ")
@@ -78,14 +78,14 @@ def test_run_minutes_gives_training_what_the_other_stages_leave_once_per_run_dir
     data_dir, tmp_path, capsys, monkeypatch
 ):
     """Fixed rates and a fixed training step (the timings faked): the classifier's 57 batches of 32 at 0.48 s and
-    the attack's 600 images at 0.0504 s are 57.6 s, sustained 72.1 s, of a 2-minute budget; with 3 % kept back
-    and the seconds the run spent before (data, timings: under 6 s), 0.6-0.74 min are left, which the fit's brief
-    timing buys as 0.5 minutes (over SUSTAINED, to 0.1 min below): 0.5 * 60 / 1.0 = 30 steps. The p = 1 run in
+    the attack's 600 images at 0.0544 s are 60 s, sustained 75 s, of a 2-minute budget; with 3 % kept back and
+    the seconds the run spent before (data, timings: under 6 s), 0.59-0.69 min are left, which the fit's brief
+    timing buys as 0.5 minutes (over SUSTAINED_TRAIN, to 0.1 min below): 0.5 * 60 / 1.0 = 30 steps. The p = 1 run in
     the same directory, whose classifier and attack are cached, trains the same steps (its model's key: the
     sweep's runs compare)."""
     from ddmini import fit
 
-    rates = _rates(classifier_batch=0.48, attack_image=0.0504)
+    rates = _rates(classifier_batch=0.48, attack_image=0.0544)
     monkeypatch.setattr(fit, "measure_rates", lambda cfg, device, path: rates)
     monkeypatch.setattr(fit, "measure", lambda unet, cfg, device, path: (1.0, 25, cfg.fused_norm, None))
     monkeypatch.setattr("ddmini.train.Deadline.passed", lambda self: False)  # the real steps take ms, not 1 s
@@ -93,7 +93,7 @@ def test_run_minutes_gives_training_what_the_other_stages_leave_once_per_run_dir
     code, out, err = run_cli([*base, "--poison", "0.5"], capsys)
     assert code == 0, err
     (budget,) = (tmp_path / "cache").glob("budget-*.json")
-    assert fit.SUSTAINED == 1.25 and json.loads(budget.read_text())["train_minutes"] == 0.5
+    assert fit.SUSTAINED_TRAIN == 1.17 and json.loads(budget.read_text())["train_minutes"] == 0.5
     assert "fitted to 0.5 min here: 1.000 s/step" in out and "-> 30 steps" in out
     assert "(budget 2 min)" in out
     cfg = json.loads((tmp_path / "p0.5" / "config.json").read_text())
@@ -173,7 +173,7 @@ def test_the_cpu_hour_preset_budgets_the_whole_run_and_steps_or_training_minutes
 
     cpu = torch.device("cpu")
     cfg = run_config("cpu-hour", poison=0.3, device=cpu).config
-    assert (cfg.run_minutes, cfg.train.fit_minutes) == (57.0, 48.0)  # a run fits the run; train-diffusion 48 min
+    assert (cfg.run_minutes, cfg.train.fit_minutes) == (58.0, 48.0)  # a run fits the run; train-diffusion 48 min
     cfg = run_config("cpu-hour", poison=0.3, device=cpu, overrides={"train.steps": 9000}).config
     assert (cfg.run_minutes, cfg.train.fit_minutes, cfg.train.steps) == (0.0, 0.0, 9000)
     cfg = run_config("cpu-hour", poison=0.3, device=cpu, overrides={"train.fit_minutes": 30.0}).config
