@@ -13,8 +13,9 @@
    loops vs diffusers' DDIMScheduler / DDPMScheduler loops. The target: ddmini <= 1/2 of diffusers.
 5. (--only shapes) Training steps/s of other U-Net shapes than "small": the step of item 1 (forward,
    backward, AdamW; no EMA or clipping) in the precision and layout ddmini.train picks on this CPU:
-   --shapes "16:1,2,4:1 16:1,2,6:1", each BASE:CHANNEL_MULT:NUM_RES_BLOCKS, the first the reference
-   for the ratio column.
+   --shapes "16:1,2,4:1 16:1,2,6:1" or "small lean", each a U-Net preset or BASE:CHANNEL_MULT:NUM_RES_BLOCKS,
+   the first the reference for the ratio column; --loss-steps N also trains each N steps on MNIST (the same
+   draws for every shape) and prints its mean loss over the last 200: what a cheaper shape gives up.
 6. (--only flops) The training step's arithmetic: FLOPs of forward + backward (torch.utils.flop_counter),
    ms per step and achieved GFLOP/s in float32 (channels_last with the fused GroupNorm + SiLU, as ddmini
    trains without native bf16, and with PyTorch's eager norm ops for the ratio) and, where the CPU has native
@@ -233,7 +234,37 @@ def bench_flops(batch: int, n: int, compiled: bool = False) -> None:
     print("\n".join(notes.values()))
 
 
-def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
+def mnist_loss(cfg, batch: int, steps: int, bf16: bool) -> float:
+    """Train a fresh U-Net of ``cfg`` for ``steps`` steps on MNIST (seed 0: the same images, timesteps, half of
+    each batch at t < 100, and noise for every shape; AdamW 2e-3 after 200 warm-up steps, clipping 1) and return
+    the mean loss over the last 200 steps: how much a shape gives up for its speed."""
+    from ddmini import data
+
+    x, y = data.load_mnist(None, "train")
+    x = diffusion.to_model(x.float())
+    torch.manual_seed(0)
+    model = unet.build(cfg).set_fused_norm(True)
+    if not bf16:
+        model.to(memory_format=torch.channels_last)
+    opt, d, g, losses = torch.optim.AdamW(model.parameters(), lr=2e-3), diffusion.Diffusion(), torch.Generator(), []
+    g.manual_seed(0)
+    for s in range(steps):
+        idx = torch.randint(0, len(x), (batch,), generator=g)
+        t = torch.randint(0, 100 if s % 2 == 0 else 1000, (batch,), generator=g)
+        noise = torch.randn((batch, 1, 28, 28), generator=g)
+        for group in opt.param_groups:
+            group["lr"] = 2e-3 * min(1.0, (s + 1) / 200)
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = d.loss(model, x[idx], y[idx], t, noise)
+        opt.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        losses.append(loss.item())
+    return statistics.fmean(losses[-200:])
+
+
+def bench_shapes(batch: int, n: int, shapes: list[str], loss_steps: int = 0) -> None:
     from dataclasses import replace
 
     from ddmini.config import UNET_PRESETS
@@ -244,27 +275,32 @@ def bench_shapes(batch: int, n: int, shapes: list[str]) -> None:
     x0 = torch.rand(batch, 1, 28, 28) * 2 - 1
     y = torch.randint(0, 11, (batch,))
     print(f"\n## Training step of U-Net shapes, batch {batch}, {'bf16 autocast' if bf16 else 'float32'}")
-    print("| base:channel_mult:res_blocks | parameters | ms / step | steps / s | time vs the first |")
-    print("|---|---|---|---|---|")
+    more = f" | MNIST loss, last 200 of {loss_steps} steps" if loss_steps else ""
+    print(f"| preset or base:channel_mult:res_blocks | parameters | ms / step | steps / s | time vs the first{more} |")
+    print("|---|---|---|---|---|" + ("---|" if loss_steps else ""))
     first = None
     for spec in shapes:
         try:
-            base, mult, blocks = spec.split(":")
-            cfg = replace(
-                UNET_PRESETS["small"],
-                base_channels=int(base),
-                num_res_blocks=int(blocks),
-                channel_mult=tuple(int(m) for m in mult.split(",")),
-            ).validate()
+            if spec in UNET_PRESETS:
+                cfg = replace(UNET_PRESETS[spec]).validate()
+            else:
+                base, mult, blocks = spec.split(":")
+                cfg = replace(
+                    UNET_PRESETS["small"],
+                    base_channels=int(base),
+                    num_res_blocks=int(blocks),
+                    channel_mult=tuple(int(m) for m in mult.split(",")),
+                ).validate()
         except ValueError as e:
-            raise SystemExit(f"bad shape {spec!r} (want BASE:M1,M2,..:BLOCKS): {e}") from None
+            raise SystemExit(f"bad shape {spec!r} (want a U-Net preset or BASE:M1,M2,..:BLOCKS): {e}") from None
         model = unet.build(cfg).set_fused_norm(True)
         if not bf16:
             model.to(memory_format=torch.channels_last)
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
         ts = time_steps(lambda: train_step(d, model, opt, x0, y, bf16), n)
         first = first or ts
-        print(f"| {spec} | {unet.num_parameters(model):,} | {1000 * ts:.0f} | {1 / ts:.2f} | {ts / first:.2f}x |")
+        loss = f" | {mnist_loss(cfg, batch, loss_steps, bf16):.4f}" if loss_steps else ""
+        print(f"| {spec} | {unet.num_parameters(model):,} | {1000 * ts:.0f} | {1 / ts:.2f} | {ts / first:.2f}x{loss} |")
 
 
 @torch.inference_mode()
@@ -379,8 +415,9 @@ def main():
     p.add_argument(
         "--shapes",
         default="16:1,2,4:1 16:1,2,6:1 16:1,2,8:1 16:1,3,6:1 16:1,4,4:1 16:1,2,4:2 20:1,2,4:1 24:1,2,4:1 32:1,1,2:1",
-        help="U-Net shapes for --only shapes, BASE:CHANNEL_MULT:RES_BLOCKS, space-separated",
+        help="U-Net shapes for --only shapes: presets (small, lean) or BASE:CHANNEL_MULT:RES_BLOCKS, space-separated",
     )
+    p.add_argument("--loss-steps", type=int, default=0, help="--only shapes: also train each on MNIST this many steps")
     a = p.parse_args()
     print(f"machine: {machine()}")
     if a.only in (None, "train"):
@@ -392,7 +429,7 @@ def main():
     if a.only in (None, "overhead"):
         bench_overhead(a.sample_batch)
     if a.only == "shapes":
-        bench_shapes(a.batch, a.steps, a.shapes.split())
+        bench_shapes(a.batch, a.steps, a.shapes.split(), a.loss_steps)
     if a.only == "flops":
         bench_flops(a.batch, a.steps, a.compile)
 

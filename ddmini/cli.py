@@ -305,7 +305,7 @@ def zoo(**o):
 def transfer(samples_paths, autoattack_limit, **o):
     """The transfer matrix: how often the target and every zoo member (`ddmini zoo`, trained here if not
     cached) misclassify generated images, the attacked training images, and fresh PGD-L2 attacks on test
-    images made against the target. Writes RUN_DIR/transfer/transfer.md, .json and .png."""
+    images made against the target (and each one's AutoAttack accuracy). Writes RUN_DIR/transfer/transfer.md."""
     pipe = _open(o)
     target, ckey, _ = pipe.classifier()
     named = samples.load_named(samples_paths, target.num_classes)

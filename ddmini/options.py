@@ -294,9 +294,9 @@ transfer_options = stack(
     stage_options,
     given_classifier_option,
     samples_option("A samples file from `ddmini sample` or a run's cache (repeatable), e.g. p1=S1.pt."),
-    opt("--autoattack-limit", type=click.IntRange(0), default=1000, show_default=True,
+    opt("--autoattack-limit", type=click.IntRange(0),
         help="Also each classifier's AutoAttack accuracy (L-inf and L2, `ddmini robust`) on this many test images "
-        "(0: none)."),
+        "(0: none) [the preset's harden autoattack_limit: 1,000; smoke 10]."),
 )  # fmt: skip
 
 #: ``ddmini purify``

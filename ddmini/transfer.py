@@ -67,14 +67,19 @@ def attacked_source(adv, limit: int = REFERENCE_IMAGES) -> tuple[torch.Tensor, t
     return adv.x_adv[idx], adv.y[idx]
 
 
-def zoo_matrix(pipe, target, ckey: str, generated: dict, autoattack_limit: int = 0) -> Transfer:
+def zoo_matrix(pipe, target, ckey: str, generated: dict, autoattack_limit: int | None = 0) -> Transfer:
     """The transfer matrix of a run (``pipe``, a :class:`ddmini.pipeline.Pipeline`): the target and every zoo
     member (cached classifier stages, trained if missing) on each generated source (name -> (images,
     labels)), the run's successfully attacked training images and fresh attacks on its test images (None on
     ranks other than 0 under torchrun, which still take part in the stages). With ``autoattack_limit``, each
     classifier's AutoAttack accuracy (L-inf and L2 at the dataset's radii, on that many test images: cached
-    ``ddmini.robust`` records) joins the matrix, so what fools a member reads against how robust it is."""
+    ``ddmini.robust`` records; None: the preset's harden ``autoattack_limit``) joins the matrix, so what fools a
+    member reads against how robust it is."""
     from . import robust
+    from .presets import harden_config
+
+    if autoattack_limit is None:
+        autoattack_limit = harden_config(getattr(pipe, "preset", None)).autoattack_limit
 
     cfg = pipe.cfg
     models, keys = {"target": target}, {"target": ckey}

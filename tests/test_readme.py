@@ -56,6 +56,8 @@ _TABLE = [  # (README command, how it runs here)
     ("ddmini purify --checkpoint D0.pt [--t-star 50,100,200,300] [--samples NAME=S.pt]...",
      "purify --preset smoke --checkpoint {ckpt} --t-star 5,20 --steps 4 --limit 30 --samples generated={samples} "
      "--run-dir {run}"),
+    ("ddmini robust [--classifier C] [--norm linf|l2] [--eps E] [--limit N]",
+     "robust --preset smoke --classifier {clf} --norm l2 --limit 8 --run-dir {run}"),
     ("ddmini harden --checkpoint D1.pt [--arms clean,pgd,deceptive] [--pool N]",
      "harden --preset smoke --checkpoint {ckpt} --arms clean,deceptive --run-dir {run}"),
     ("ddmini data where", "{readme}"),
@@ -161,6 +163,7 @@ def test_readme_commands_run(data_dir, served_mnist, tmp_path, monkeypatch, caps
         "zoo",
         "transfer",
         "purify",
+        "robust",
         "harden",
         "evaluate",
         "compare",
