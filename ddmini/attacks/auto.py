@@ -35,7 +35,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .base import batches, check_inputs, check_positive, frozen, model_dtype, predict_logits
+from .base import batches, check_inputs, check_positive, frozen, logit_margin, model_dtype, predict_logits
+from .pgd import project_l2
 
 NORMS = ("linf", "l2")
 VERSIONS = ("standard", "rand")
@@ -109,13 +110,9 @@ def _view(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def project(x_adv: torch.Tensor, x: torch.Tensor, eps: float, norm: str) -> torch.Tensor:
     """Into the eps-ball around x (L-inf: a clamp; L2: scaled back to radius eps), then into [0, 1]."""
-    d = x_adv - x
-    if norm == "linf":
-        d = d.clamp(-eps, eps)
-    else:
-        n = _flat_norm(d, "l2")
-        d = d * _view(torch.clamp(eps / n.clamp_min(1e-12), max=1.0), d)
-    return (x + d).clamp(0.0, 1.0)
+    if norm == "l2":
+        return project_l2(x_adv, x, eps)
+    return (x + (x_adv - x).clamp(-eps, eps)).clamp(0.0, 1.0)
 
 
 def _direction(g: torch.Tensor, norm: str) -> torch.Tensor:
@@ -140,10 +137,9 @@ def dlr_loss(logits: torch.Tensor, y: torch.Tensor, target: torch.Tensor | None 
     / (z_1 - z_3); targeted -(z_y - z_t) / (z_1 - (z_3 + z_4) / 2), z_k the k-th largest logit. Needs at least
     3 (untargeted) or 4 (targeted) classes."""
     top = logits.sort(1, descending=True).values
-    zy = logits.gather(1, y[:, None]).squeeze(1)
     if target is None:
-        other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-        return -(zy - other) / (top[:, 0] - top[:, 2] + 1e-12)
+        return logit_margin(logits, y) / (top[:, 0] - top[:, 2] + 1e-12)
+    zy = logits.gather(1, y[:, None]).squeeze(1)
     zt = logits.gather(1, target[:, None]).squeeze(1)
     return -(zy - zt) / (top[:, 0] - 0.5 * (top[:, 2] + top[:, 3]) + 1e-12)
 
@@ -298,12 +294,6 @@ def _square_size(p_init: float, i: int, queries: int) -> float:
     return p_init / 2**halvings
 
 
-def _margin(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    zy = logits.gather(1, y[:, None]).squeeze(1)
-    other = logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).amax(1)
-    return zy - other  # < 0: fooled
-
-
 def _window(n: int, h: int, w: int, side: int, gen: torch.Generator, device) -> torch.Tensor:
     """(n, 1, h, w) bool masks, each a side x side square at a random place."""
     r = torch.randint(0, h - side + 1, (n,), generator=gen).to(device)
@@ -341,7 +331,7 @@ def _square(model, x, y, *, norm, eps, queries, gen, p_init=0.8):
         d = eps * d / _view(_flat_norm(d, "l2").clamp_min(1e-12), d)
     cur = (x + d).clamp(0, 1)
     with torch.no_grad():
-        margin = _margin(model(cur), y)
+        margin = -logit_margin(model(cur), y)
     for i in range(1, queries):
         a = (margin > 0).nonzero().squeeze(1)
         if a.numel() == 0:
@@ -364,7 +354,7 @@ def _square(model, x, y, *, norm, eps, queries, gen, p_init=0.8):
             new = torch.where(win | win2, 0.0, da) + sign * bump * share
         cand = project(xa + new, xa, eps, norm)
         with torch.no_grad():
-            m = _margin(model(cand), y[a])
+            m = -logit_margin(model(cand), y[a])
         better = m < margin[a]
         cur[a[better]], margin[a[better]] = cand[better], m[better]
     fooled = margin <= 0
