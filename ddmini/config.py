@@ -616,6 +616,14 @@ class HardenConfig:
         "(`ddmini robust`; 0: no AutoAttack columns).",
         bounds=Range(0, 10**7),
     )
+    autoattack_steps: int = knob(
+        100, "APGD and FAB iterations of those AutoAttack figures (the protocol's 100; fewer are marked reduced).",
+        bounds=Range(1, 10**5),
+    )  # fmt: skip
+    autoattack_queries: int = knob(
+        5000, "Square's queries of those AutoAttack figures (the protocol's 5,000; fewer are marked reduced).",
+        bounds=Range(1, 10**7),
+    )  # fmt: skip
     seed: int = knob(0, "Random seed.", bounds=SEED)
 
     def validate(self) -> HardenConfig:

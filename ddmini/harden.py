@@ -31,6 +31,7 @@ import torch
 
 from . import classifier
 from .attacks import pgd_l2, robust_accuracy
+from .attacks.auto import reduced
 from .classifier import fast_copy
 from .config import HARDEN_ARMS, ClassifierConfig, HardenConfig
 from .report import rate_with_se, write_json, write_text
@@ -200,14 +201,15 @@ def evaluate_arm(
 def write(t: HardenTable, where: Path, title: str) -> None:
     where.mkdir(parents=True, exist_ok=True)
     c = t.config
+    cut = reduced(c["autoattack_steps"], c["autoattack_queries"])
     write_text(
         f"# {title}\n\nEvery arm is the target's architecture. Robust accuracy: PGD-L2, {c['eval_steps']} steps of "
         f"2.5 eps / steps from a random start, worst case over {c['eval_restarts']} restarts, first "
         f"{c['eval_limit']} test images. Held-out deceptive samples: another sampling seed than the pool's, "
         f"scored against their conditioning labels. Transferred PGD: PGD-L2 (eps {t.attack_eps:g}) attacks "
         f"made against the undefended target that fooled it. AutoAttack (`ddmini robust`): the standard protocol "
-        f"(APGD-CE, APGD-T, FAB-T, Square), first {c['autoattack_limit']} test images. ± one binomial standard "
-        f"error. Seconds per "
+        f"(APGD-CE, APGD-T, FAB-T, Square){cut}, first {c['autoattack_limit']} test images. ± one binomial "
+        f"standard error. Seconds per "
         f"training example include sampling the deceptive pool.\n\n{t.markdown()}\n",
         where / "harden.md",
     )
@@ -263,7 +265,8 @@ def run(
         auto, n_auto = {}, min(hcfg.autoattack_limit, xt.shape[0])
         for norm in ("linf", "l2") if n_auto else ():
             e = robust.default_eps(base.dataset, norm)
-            got, _ = robust.robust(pipe, clf, akey, norm=norm, eps=e, limit=n_auto, seed=seed)
+            got, _ = robust.robust(pipe, clf, akey, norm=norm, eps=e, limit=n_auto, seed=seed,
+                                   steps=hcfg.autoattack_steps, queries=hcfg.autoattack_queries)  # fmt: skip
             auto[f"{norm} {e:g}"] = got.robust
         n_train = x.shape[0] + (hcfg.pool if arm.pool else 0)
         rows.append(

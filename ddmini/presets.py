@@ -54,10 +54,12 @@ ROBUST_EPS = {
 }
 # The classifier a dataset trains where it is not the MNIST CNN (CIFAR-10 wants a residual network).
 DATASET_CLASSIFIER_ARCH = {"cifar10": "resnet"}
-# ``ddmini harden --preset smoke`` (seconds, for the tests); every other preset uses HardenConfig().
+# ``ddmini harden --preset smoke`` (seconds, for the tests: AutoAttack reduced to 5 iterations, 50 queries, and
+# marked so); every other preset uses HardenConfig().
 HARDEN_SMOKE = HardenConfig(
-    pool=40, heldout=20, eval_limit=30, eval_eps=(1.6,), eval_steps=3, eval_restarts=2, autoattack_limit=10
-)
+    pool=40, heldout=20, eval_limit=30, eval_eps=(1.6,), eval_steps=3, eval_restarts=2, autoattack_limit=10,
+    autoattack_steps=5, autoattack_queries=50,
+)  # fmt: skip
 
 
 def preset(name: str) -> RunConfig:

@@ -69,12 +69,12 @@ def write_purification(t: PurificationTable, where: Path, title: str, adaptive: 
         a = adaptive
         more = (
             f"\n## Adaptive attacks ({a.norm} eps {a.eps:g}, {a.images} clean test images)\n\nAccuracy of the purified "
-            f"target. Non-adaptive: AutoAttack ({a.attack_steps} iterations) on the classifier alone, its images "
-            f"purified once. BPDA + EOT and full gradient + EOT: APGD-CE ({a.attack_steps} iterations) on the "
-            f"classifier behind the purifier, each gradient averaged over {a.eot} purifications (BPDA: the "
-            f"purifier's backward pass as the identity; full: exact gradients through every denoising step). "
-            f"Worst of {a.attempts}: the full-gradient attack's images purified {a.attempts} times, right only if "
-            f"every time. ± one binomial standard error.\n\n{a.markdown()}\n"
+            f"target. Non-adaptive: AutoAttack ({a.attack_steps} iterations, Square {a.attack_steps * 50} queries) "
+            f"on the classifier alone, its images purified once. BPDA + EOT and full gradient + EOT: APGD-CE "
+            f"({a.attack_steps} iterations) on the classifier behind the purifier, each gradient averaged over "
+            f"{a.eot} purifications (BPDA: the purifier's backward pass as the identity; full: exact gradients "
+            f"through every denoising step). Worst of {a.attempts}: the full-gradient attack's images purified "
+            f"{a.attempts} times, right only if every time. ± one binomial standard error.\n\n{a.markdown()}\n"
         )
     write_text(
         f"# {title}\n\nAccuracy of the target classifier (generated images: against their conditioning "
@@ -155,7 +155,8 @@ def adaptive_table(
 
     check_positive("attempts", attempts, integer=True)
     check_positive("attack steps", attack_steps, integer=True)
-    clean_adv, _ = auto.evaluate(clf, x, y, norm=norm, eps=eps, seed=seed, steps=attack_steps)
+    queries = attack_steps * auto.QUERIES // auto.STEPS  # Square's queries scale with the iterations (5,000 at 100)
+    clean_adv, _ = auto.evaluate(clf, x, y, norm=norm, eps=eps, seed=seed, steps=attack_steps, queries=queries)
     cols = {k: [] for k in ("non_adaptive", "bpda", "full", "worst_of_n", "seconds")}
     for t in t_stars:
         t0 = time.perf_counter()

@@ -89,6 +89,7 @@ class Transfer:
     # "linf 0.3" -> each classifier's AutoAttack accuracy (ddmini.robust), on autoattack_images test images
     autoattack: dict = field(default_factory=dict)
     autoattack_images: int = 0
+    autoattack_reduced: str = ""  # ddmini.attacks.auto.reduced's note where the protocol was cut (smoke)
 
     def markdown(self) -> str:
         head = "| images | n | " + " | ".join(self.classifiers) + " |"
@@ -98,5 +99,6 @@ class Transfer:
         for k, accs in self.autoattack.items():
             norm, eps = k.split()
             what = f"*AutoAttack accuracy, {'L-inf' if norm == 'linf' else 'L2'} eps {eps}* (test images)"
+            what += self.autoattack_reduced
             rows.append(f"| {what} | {self.autoattack_images} | " + " | ".join(f"{100 * v:.1f} %" for v in accs) + " |")
         return "\n".join(rows)

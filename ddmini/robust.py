@@ -22,17 +22,31 @@ def default_eps(dataset: str, norm: str) -> float:
     return ROBUST_EPS[dataset, norm]
 
 
-def robust_key(ckey: str, dkey: str, norm: str, eps: float, version: str, images: int, seed: int) -> str:
-    return checkpoint.fingerprint("autoattack", ckey, dkey, norm, float(eps), version, images, seed)
+def robust_key(
+    ckey: str, dkey: str, norm: str, eps: float, version: str, images: int, seed: int, sizes=(aa.STEPS, aa.QUERIES)
+) -> str:
+    extra = () if tuple(sizes) == (aa.STEPS, aa.QUERIES) else tuple(sizes)  # the protocol's keys stay as they were
+    return checkpoint.fingerprint("autoattack", ckey, dkey, norm, float(eps), version, images, seed, *extra)
 
 
 def robust(
-    pipe, model, ckey: str, *, norm: str, eps: float | None, version: str = "standard", limit: int = 1000, seed: int = 0
+    pipe,
+    model,
+    ckey: str,
+    *,
+    norm: str,
+    eps: float | None,
+    version: str = "standard",
+    limit: int = 1000,
+    seed: int = 0,
+    steps: int = aa.STEPS,
+    queries: int = aa.QUERIES,
 ) -> tuple[aa.AutoAttackResult, Path]:
     """AutoAttack on the first ``limit`` test images of ``pipe``'s data (0: all) against ``model`` (cache key
     ``ckey``) at radius ``eps`` (None: :func:`default_eps`): (the result, its record). The attack runs on a
     BatchNorm-folded copy of the model (:func:`ddmini.classifier.fast_copy`); each attack's robust accuracy is
-    logged as it finishes."""
+    logged as it finishes. ``steps`` and ``queries`` below the protocol's (100, 5,000) are for quick looks
+    (the smoke preset): the result says it was reduced."""
     norm = aa.check_norm(norm)
     eps = default_eps(pipe.cfg.dataset, norm) if eps is None else eps
     check_positive("eps", eps, allow_zero=False)
@@ -40,7 +54,7 @@ def robust(
         raise ValueError(f"version must be one of {', '.join(aa.VERSIONS)}; got {version!r}")
     _, _, xt, yt, dkey = pipe.data()
     n = min(limit or len(xt), len(xt))
-    key = robust_key(ckey, dkey, norm, eps, version, n, seed)
+    key = robust_key(ckey, dkey, norm, eps, version, n, seed, (steps, queries))
     path = pipe.cache / f"robust-{key}.json"
 
     def read(d: dict) -> dict:
@@ -48,7 +62,9 @@ def robust(
             raise ValueError("made for other settings")
         r = aa.AutoAttackResult(**d["result"])
         shares = [r.clean, r.robust, *r.after.values()]
-        if r.images != n or not all(isinstance(v, float) and 0 <= v <= 1 for v in shares):
+        if (r.images, r.steps, r.queries) != (n, steps, queries) or not all(
+            isinstance(v, float) and 0 <= v <= 1 for v in shares
+        ):
             raise ValueError("its figures are not shares of the images attacked")
         if list(r.after) != list(aa.ATTACKS[version]) or r.robust != r.after[aa.ATTACKS[version][-1]]:
             raise ValueError("it does not hold every attack of the version")
@@ -57,11 +73,16 @@ def robust(
     def make() -> dict:
         pipe.log(
             f"AutoAttack ({version}, {norm} eps {eps:g}) on {n} test images; each attack on the images still standing"
+            + aa.reduced(steps, queries)
         )
         m = classifier.fast_copy(model, pipe.device)
+
+        def said(a: str, acc: float) -> None:
+            pipe.log(f"  after {a}: {100 * acc:.2f}% still classified correctly")
+
         _, r = aa.evaluate(
             m, xt[:n].to(pipe.device), yt[:n].to(pipe.device), norm=norm, eps=eps, version=version, seed=seed,
-            on_attack=lambda a, acc: pipe.log(f"  after {a}: {100 * acc:.2f}% still classified correctly"),
+            steps=steps, queries=queries, on_attack=said,
         )  # fmt: skip
         return {"key": key, "result": asdict(r)}
 

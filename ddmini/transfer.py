@@ -76,10 +76,12 @@ def zoo_matrix(pipe, target, ckey: str, generated: dict, autoattack_limit: int |
     ``ddmini.robust`` records; None: the preset's harden ``autoattack_limit``) joins the matrix, so what fools a
     member reads against how robust it is."""
     from . import robust
+    from .attacks import auto as aa
     from .presets import harden_config
 
+    hcfg = harden_config(getattr(pipe, "preset", None))  # the AutoAttack sizes (reduced in the smoke preset)
     if autoattack_limit is None:
-        autoattack_limit = harden_config(getattr(pipe, "preset", None)).autoattack_limit
+        autoattack_limit = hcfg.autoattack_limit
 
     cfg = pipe.cfg
     models, keys = {"target": target}, {"target": ckey}
@@ -95,11 +97,14 @@ def zoo_matrix(pipe, target, ckey: str, generated: dict, autoattack_limit: int |
     auto, n = {}, min(autoattack_limit, xt.shape[0])
     for norm in ("linf", "l2") if n and pipe.world.is_main else ():
         e = robust.default_eps(cfg.dataset, norm)
-        got = [robust.robust(pipe, m, keys[k], norm=norm, eps=e, limit=n)[0] for k, m in models.items()]
+        sizes = {"steps": hcfg.autoattack_steps, "queries": hcfg.autoattack_queries}
+        got = [robust.robust(pipe, m, keys[k], norm=norm, eps=e, limit=n, **sizes)[0] for k, m in models.items()]
         auto[f"{norm} {e:g}"] = [r.robust for r in got]
     if not pipe.world.is_main:
         return None
-    return replace(matrix(models, sources), autoattack=auto, autoattack_images=n if auto else 0)
+    note = aa.reduced(hcfg.autoattack_steps, hcfg.autoattack_queries) if auto else ""
+    t = matrix(models, sources)
+    return replace(t, autoattack=auto, autoattack_images=n if auto else 0, autoattack_reduced=note)
 
 
 def write(t: Transfer, where: Path, title: str) -> None:
@@ -119,6 +124,7 @@ def write(t: Transfer, where: Path, title: str) -> None:
             "images": t.images,
             "autoattack_accuracy": t.autoattack,
             "autoattack_images": t.autoattack_images,
+            "autoattack_reduced": t.autoattack_reduced.strip(" []"),
         },
         where / "transfer.json",
     )

@@ -203,3 +203,19 @@ def test_the_robust_command_prints_each_attacks_accuracy_and_finds_its_record_ag
     assert "on 8 test images; each attack" in out, out
     code, out, err = run_cli([*args, "--eps", "-1"], capsys)
     assert_one_line(code, err, "eps must be a finite number > 0")
+
+
+def test_a_reduced_protocol_says_so_and_the_protocols_record_keys_are_unchanged(mlp):
+    from ddmini import checkpoint
+    from ddmini.robust import robust_key
+
+    model, x, y = mlp
+    _, res = aa.evaluate(model, x[:8], y[:8], norm="linf", eps=0.1, steps=3, queries=20, targets=3)
+    assert (res.steps, res.queries) == (3, 20) and res.line().endswith("[reduced: 3 iterations, 20 queries]")
+    assert "[reduced: 3 iterations, 20 queries]" in res.markdown().splitlines()[0]
+    assert aa.AutoAttackResult("linf", 0.1, "standard", 8, 1.0, 1.0).reduced() == ""
+    args = ("c", "d", "linf", 0.3, "standard", 100, 0)
+    assert robust_key(*args) == checkpoint.fingerprint("autoattack", *args)  # records made before the sizes existed
+    assert robust_key(*args, (5, 50)) not in (robust_key(*args), robust_key(*args, (5, 60)))
+    with pytest.raises(ValueError, match="queries"):
+        aa.evaluate(model, x[:2], y[:2], norm="linf", eps=0.1, queries=0)

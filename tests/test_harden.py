@@ -91,6 +91,7 @@ def test_harden_smoke_trains_and_scores_every_arm(harden_run, smoke_run):
         assert list(a["autoattack"]) == ["linf 0.3", "l2 1.5"] and a["autoattack_images"] == 10
         assert all(0 <= v <= 1 for v in a["autoattack"].values())
     assert "| AutoAttack, L-inf eps 0.3 | AutoAttack, L2 eps 1.5 |" in md and "first 10 test images" in md
+    assert "[reduced: 5 iterations, 50 queries]" in md  # the smoke preset cuts the protocol, and says so
     assert len(list((harden_run / "cache").glob("robust-*.json"))) == 10
 
 

@@ -68,7 +68,8 @@ def test_zoo_and_transfer_commands(data_dir, tmp_path, capsys):
     # each classifier's AutoAttack accuracy beside what fools it: both norms, 12 test images, one record each
     assert list(t["autoattack_accuracy"]) == ["linf 0.3", "l2 1.5"] and t["autoattack_images"] == 12
     assert all(len(v) == 6 and all(0 <= a <= 1 for a in v) for v in t["autoattack_accuracy"].values())
-    assert "*AutoAttack accuracy, L-inf eps 0.3* (test images) | 12 |" in out
+    assert t["autoattack_reduced"] == "reduced: 5 iterations, 50 queries"  # the smoke preset's sizes, said
+    assert "*AutoAttack accuracy, L-inf eps 0.3* (test images) [reduced: 5 iterations, 50 queries] | 12 |" in out
     assert len(list((tmp_path / "cache").glob("robust-*.json"))) == 12
     assert t["sources"] == ["generated: p1", "attacked training images", "fresh PGD-L2 on test images"]
     assert len(t["classifiers"]) == 6 and t["classifiers"][0] == "target"

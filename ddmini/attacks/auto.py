@@ -46,6 +46,11 @@ ATTACKS = {"standard": ("apgd-ce", "apgd-t", "fab-t", "square"), "rand": ("apgd-
 STEPS, TARGETS, QUERIES, EOT = 100, 9, 5000, 20
 
 
+def reduced(steps: int, queries: int) -> str:
+    """'' at the protocol's sizes, else a note of the cut ones (such a figure overstates robustness)."""
+    return "" if (steps, queries) == (STEPS, QUERIES) else f" [reduced: {steps} iterations, {queries} queries]"
+
+
 @dataclass
 class AutoAttackResult:
     """Clean and robust accuracy (shares of the images) and the robust accuracy after each attack, in order."""
@@ -58,18 +63,23 @@ class AutoAttackResult:
     robust: float
     after: dict = field(default_factory=dict)  # attack -> robust accuracy once it has run
     seconds: dict = field(default_factory=dict)  # attack -> seconds
+    steps: int = STEPS  # APGD and FAB iterations
+    queries: int = QUERIES  # Square's queries
+
+    def reduced(self) -> str:
+        return reduced(self.steps, self.queries)
 
     def line(self) -> str:
         steps = ", ".join(f"{k} {100 * v:.2f}" for k, v in self.after.items())
         return (
             f"AutoAttack ({self.version}, {self.norm} eps {self.eps:g}) on {self.images} images: clean "
-            f"{100 * self.clean:.2f}%, robust {100 * self.robust:.2f}% (after {steps})"
+            f"{100 * self.clean:.2f}%, robust {100 * self.robust:.2f}% (after {steps}){self.reduced()}"
         )
 
     def markdown(self) -> str:
         rows = [f"| clean | {100 * self.clean:.2f} | |"]
         rows += [f"| + {k} | {100 * v:.2f} | {self.seconds.get(k, 0.0):.1f} |" for k, v in self.after.items()]
-        head = f"AutoAttack ({self.version}), {self.norm} eps {self.eps:g}, {self.images} images\n\n"
+        head = f"AutoAttack ({self.version}), {self.norm} eps {self.eps:g}, {self.images} images{self.reduced()}\n\n"
         return head + "| after | accuracy % | seconds |\n|---|---|---|\n" + "\n".join(rows)
 
 
@@ -386,6 +396,8 @@ def evaluate(
     norm = _check(model, x, y, norm, eps, version)
     check_positive("batch_size", batch_size, integer=True)
     check_positive("eot", eot, integer=True)
+    for name, v in (("steps", steps), ("queries", queries), ("targets", targets)):
+        check_positive(name, v, integer=True)
     names = ATTACKS[version] if attacks is None else tuple(a for a in ATTACKS[version] if a in attacks)
     if attacks is not None and set(attacks) - set(ATTACKS[version]):
         raise ValueError(f"{version} AutoAttack runs {', '.join(ATTACKS[version])}; got {', '.join(attacks)}")
@@ -402,7 +414,8 @@ def evaluate(
         ranked = logits.argsort(1, descending=True)
         ok = logits.argmax(1) == y
         clean = ok.float().mean().item()
-        out, res = xd.clone(), AutoAttackResult(norm, float(eps), version, int(x.shape[0]), clean, clean)
+        res = AutoAttackResult(norm, float(eps), version, int(x.shape[0]), clean, clean, steps=steps, queries=queries)
+        out = xd.clone()
         gen = torch.Generator().manual_seed(seed)
         for name in names:
             t0 = time.perf_counter()
