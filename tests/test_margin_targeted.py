@@ -106,6 +106,26 @@ def test_targeted_pgd_agrees_with_a_plain_targeted_pgd_and_reaches_its_targets(m
     torch.testing.assert_close(got_m, ref_m, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+def test_targeted_pgd_agrees_with_torchattacks_targeted_pgd(mlp_and_batch, norm):
+    """A peer's targeted PGD (torchattacks 3.5.1's PGDL2 / PGD in targeted mode, no random start) at equal
+    parameters: the same images to float precision, and so the same share reaching its target."""
+    ta = pytest.importorskip("torchattacks")
+    model, x, y = mlp_and_batch
+    t = (y + 1) % 5
+    if norm == "l2":
+        peer = ta.PGDL2(model, eps=3.0, alpha=0.5, steps=10, random_start=False)
+        got = attacks.pgd_l2(model, x, y, 3.0, 0.5, 10, target=t)
+    else:
+        peer = ta.PGD(model, eps=0.3, alpha=0.05, steps=10, random_start=False)
+        got = attacks.pgd_linf(model, x, y, 0.3, 0.05, 10, target=t, random_start=False)
+    peer.set_mode_targeted_by_function(lambda images, labels: (labels + 1) % 5)
+    theirs = peer(x, y)
+    torch.testing.assert_close(got, theirs, rtol=1e-4, atol=1e-4)
+    ours, peers = (float(attacks.success(model, a, y, target=t).float().mean()) for a in (got, theirs))
+    assert ours == peers and ours > 0.5
+
+
 def test_pgd_linf_and_fgsm_take_the_objective_too(mlp_and_batch):
     model, x, y = mlp_and_batch
     for fn in (
