@@ -23,6 +23,16 @@ def data_dir() -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """The Fashion-MNIST directory: $DDMINI_DATA_ROOT/fashion-mnist, else ../shared/data/fashion-mnist."""
+    root = os.environ.get("DDMINI_DATA_ROOT")
+    path = Path(root) / "fashion-mnist" if root else REPO.parent / "shared" / "data" / "fashion-mnist"
+    if not (path / "train-labels-idx1-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not found in {path}; set DDMINI_DATA_ROOT")
+    return path
+
+
 @pytest.fixture
 def copy_dir(data_dir, tmp_path):
     """A writable copy of the MNIST directory to corrupt."""

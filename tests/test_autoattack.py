@@ -115,6 +115,25 @@ def test_each_attack_alone_fools_an_undefended_model(mlp):
         assert res.robust < 0.5 * res.clean, (name, res)
 
 
+def test_linf_square_never_queries_the_image_it_already_has():
+    """The paper's Square draws a square's signs again when the image already has them: every query after the
+    first is a new image. A model whose margin never moves keeps the first image the best one throughout."""
+    seen = []
+
+    class Flat(nn.Module):
+        def forward(self, x):
+            seen.append(x.detach().clone())
+            return torch.tensor([[3.0, 0.0, 0.0]]).expand(len(x), 3) + 0 * x.flatten(1).sum(1, keepdim=True)
+
+    x = torch.rand(4, 1, 6, 6, generator=torch.Generator().manual_seed(0))
+    aa._square(Flat().eval(), x, torch.zeros(4, dtype=torch.long), norm="linf", eps=0.1, queries=200,
+               gen=torch.Generator().manual_seed(1))  # fmt: skip
+    first, rest = seen[0], torch.cat(seen[1:])
+    assert rest.shape[0] == 199 * 4
+    unchanged = (rest - first.repeat(199, 1, 1, 1)).abs().flatten(1).amax(1) < 1e-7
+    assert not unchanged.any(), f"{int(unchanged.sum())} of {len(rest)} queries repeated the image"
+
+
 def test_the_same_seed_gives_the_same_images(mlp):
     model, x, y = mlp
     kw = dict(norm="l2", eps=0.8, steps=10, queries=200, targets=3)

@@ -226,7 +226,6 @@ def test_download_caps_what_it_reads(data_dir, tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------
 # The dataset registry: Fashion-MNIST (shared data) and CIFAR-10 (small files in the official binary layout)
 # ---------------------------------------------------------------------------------------------
-FASHION = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fashion-mnist"
 
 
 def test_registry_names_and_one_line_for_unknown():
@@ -236,11 +235,10 @@ def test_registry_names_and_one_line_for_unknown():
         data.get("svhn")
 
 
-@pytest.mark.skipif(not (FASHION / "train-labels-idx1-ubyte.gz").exists(), reason="no Fashion-MNIST in shared/data")
-def test_fashion_mnist_reads_and_verifies_and_is_told_from_mnist(data_dir):
-    counts = data.check(FASHION, verify=True, dataset="fashion-mnist")
+def test_fashion_mnist_reads_and_verifies_and_is_told_from_mnist(data_dir, fashion_dir):
+    counts = data.check(fashion_dir, verify=True, dataset="fashion-mnist")
     assert counts == {"train": 60000, "test": 10000}
-    x, y = data.load(FASHION, "test", "fashion-mnist")
+    x, y = data.load(fashion_dir, "test", "fashion-mnist")
     assert x.shape == (10000, 1, 28, 28) and int(y.max()) == 9
     with pytest.raises(data.DataError, match="these are mnist files, not fashion-mnist"):
         data.check(data_dir, verify=True, dataset="fashion-mnist")

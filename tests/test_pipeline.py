@@ -394,11 +394,7 @@ def test_a_named_attack_brings_its_strength_and_given_options_win():
     assert cfg.attack == preset("cpu").attack  # no attack named: the preset's, untouched (cache keys)
 
 
-FASHION = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "fashion-mnist"
-
-
-@pytest.mark.skipif(not (FASHION / "train-labels-idx1-ubyte.gz").exists(), reason="no Fashion-MNIST in shared/data")
-def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatch):
+def test_fashion_mnist_run_and_its_guards(data_dir, fashion_dir, tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("DDMINI_DATA", str(data_dir))  # MNIST's variable: never read for another dataset
     monkeypatch.delenv("DDMINI_DATA_ROOT", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))  # an empty user cache
@@ -408,7 +404,7 @@ def test_fashion_mnist_run_and_its_guards(data_dir, tmp_path, capsys, monkeypatc
     assert code == 1 and "fashion-mnist is not in" in err and "downloads are off" in err
     code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(data_dir)], capsys)
     assert code == 1 and "these are mnist files, not fashion-mnist" in err
-    code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(FASHION)], capsys)
+    code, out, err = _run(["run", "--poison", "0.3", *base, "--data-dir", str(fashion_dir)], capsys)
     assert code == 0, err
     r = json.loads((tmp_path / "fashion-mnist-p0.3" / "report.json").read_text())
     assert r["config"]["dataset"] == "fashion-mnist"

@@ -353,6 +353,10 @@ def _square(model, x, y, *, norm, eps, queries, gen, p_init=0.8):
         sign = (torch.randint(0, 2, (a.numel(), ch, 1, 1), generator=gen) * 2 - 1).to(dev, dt)
         if norm == "linf":
             new = torch.where(win, eps * sign, da)
+            # A square whose signs the image already has would spend a query on the same image: the paper's
+            # code draws again until it differs; with two signs a channel, the other signs always do.
+            same = (project(xa + new, xa, eps, norm) - ca).abs().flatten(1).amax(1) < 1e-7
+            new = torch.where(_view(same, new) & win, -eps * sign, new)
         else:  # a fresh bump in one square gets that square's and a second square's share of the radius
             win2 = _window(a.numel(), h, w, side, gen, dev) & ~win
             mass = (da * da * (win | win2)).flatten(1).sum(1)
