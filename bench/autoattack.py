@@ -1,6 +1,6 @@
 """AutoAttack, ddmini's against torchattacks' at equal parameters, on an adversarially trained CNN ddmini never saw.
 
-    python bench/autoattack.py [--limit 1000] [--norm linf] [--eps 0.3] [--epochs 3] [--model PATH]
+    python bench/autoattack.py [--limit 1000] [--norm linf] [--eps 0.3] [--epochs 3] [--model PATH] [--seed 0]
 
 The model: a plain PyTorch CNN (two conv layers, 32 and 64 channels, no BatchNorm) trained here with PGD
 adversarial training (Madry et al.: 7 steps of L-inf PGD at eps 0.3, step 0.1, random start) for --epochs on the
@@ -97,6 +97,7 @@ def main() -> None:
     p.add_argument("--eps", type=float, default=0.3)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--model", default="bench-autoattack-cnn.pt")
+    p.add_argument("--seed", type=int, default=0, help="both sides' random draws (Square, restarts)")
     a = p.parse_args()
     print(machine())
     x, y = data.load_mnist(a.data_dir, "train")
@@ -112,12 +113,12 @@ def main() -> None:
     xt, yt = xt[: a.limit], yt[: a.limit]
     print(f"ddmini AutoAttack, {a.norm} eps {a.eps:g}, {a.limit} test images", flush=True)
     t0 = time.perf_counter()
-    _, res = aa.evaluate(model, xt, yt, norm=a.norm, eps=a.eps,
+    _, res = aa.evaluate(model, xt, yt, norm=a.norm, eps=a.eps, seed=a.seed,
                          on_attack=lambda n, acc: print(f"  ddmini {n}: {100 * acc:.2f} %", flush=True))  # fmt: skip
     ours = time.perf_counter() - t0
     print("torchattacks at equal parameters", flush=True)
     t0 = time.perf_counter()
-    after, secs = torchattacks_aa(model, xt, yt, a.norm, a.eps)
+    after, secs = torchattacks_aa(model, xt, yt, a.norm, a.eps, seed=a.seed)
     theirs = time.perf_counter() - t0
     print(f"\nclean accuracy {100 * res.clean:.2f} %")
     print("| after | ddmini % | torchattacks % | ddmini s | torchattacks s |\n|---|---|---|---|---|")
