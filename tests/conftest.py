@@ -10,14 +10,18 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
-DEFAULT_DATA = REPO.parent / "shared" / "data" / "mnist"
+
+
+def _data_root() -> Path:
+    """Where the shared datasets lie: $DDMINI_DATA_ROOT, else ../shared/data beside the repo."""
+    root = os.environ.get("DDMINI_DATA_ROOT")
+    return Path(root) if root else REPO.parent / "shared" / "data"
 
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     """The MNIST directory: $DDMINI_DATA, else $DDMINI_DATA_ROOT/mnist, else ../shared/data/mnist beside the repo."""
-    root = os.environ.get("DDMINI_DATA_ROOT")
-    path = Path(os.environ.get("DDMINI_DATA") or (Path(root) / "mnist" if root else DEFAULT_DATA))
+    path = Path(os.environ.get("DDMINI_DATA") or _data_root() / "mnist")
     if not (path / "train-labels-idx1-ubyte.gz").exists() and not (path / "train-labels-idx1-ubyte").exists():
         pytest.skip(f"MNIST not found in {path}; set DDMINI_DATA")
     return path
@@ -26,8 +30,7 @@ def data_dir() -> Path:
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     """The Fashion-MNIST directory: $DDMINI_DATA_ROOT/fashion-mnist, else ../shared/data/fashion-mnist."""
-    root = os.environ.get("DDMINI_DATA_ROOT")
-    path = Path(root) / "fashion-mnist" if root else REPO.parent / "shared" / "data" / "fashion-mnist"
+    path = _data_root() / "fashion-mnist"
     if not (path / "train-labels-idx1-ubyte.gz").exists():
         pytest.skip(f"Fashion-MNIST not found in {path}; set DDMINI_DATA_ROOT")
     return path
