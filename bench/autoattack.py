@@ -1,6 +1,7 @@
 """AutoAttack, ddmini's against torchattacks' at equal parameters, on an adversarially trained CNN ddmini never saw.
 
     python bench/autoattack.py [--limit 1000] [--norm linf] [--eps 0.3] [--epochs 3] [--model PATH] [--seed 0]
+    python bench/autoattack.py --square-seeds 0,1,2 [same options]
 
 The model: a plain PyTorch CNN (two conv layers, 32 and 64 channels, no BatchNorm) trained here with PGD
 adversarial training (Madry et al.: 7 steps of L-inf PGD at eps 0.3, step 0.1, random start) for --epochs on the
@@ -10,6 +11,10 @@ targets, Square 5,000 queries, each on the images still standing (torchattacks' 
 steps: its classes are set to these parameters here). Prints the clean and robust accuracy after each attack on
 both sides, their seconds, and the ratio torchattacks / ddmini. torchattacks is installed with `pip install
 --no-deps torchattacks scipy` (its torchvision requirement is never imported).
+
+--square-seeds compares the two Squares alone, seed by seed: ddmini's APGD-CE, APGD-T and FAB-T (at --seed) pick the
+images still standing, then each side's Square (5,000 queries) runs on those at each seed; prints how many each
+fools.
 """
 
 from __future__ import annotations
@@ -89,6 +94,27 @@ def torchattacks_aa(model, x, y, norm, eps, seed=0):
     return after, secs
 
 
+def square_seeds(model, x, y, norm, eps, seeds, seed=0):
+    """Each side's Square alone at each seed on the images ddmini's first three attacks leave standing."""
+    import torchattacks as ta
+
+    adv, _ = aa.evaluate(model, x, y, norm=norm, eps=eps, seed=seed, attacks=aa.ATTACKS["standard"][:3])
+    with torch.no_grad():
+        ok = model(adv).argmax(1) == y
+    x, y = x[ok], y[ok]
+    print(f"Square alone, {norm} eps {eps:g}, on the {len(x)} images standing after ddmini's apgd-ce, apgd-t, fab-t")
+    print("| seed | ddmini fools | torchattacks fools | ddmini s | torchattacks s |\n|---|---|---|---|---|")
+    for s in seeds:
+        t0 = time.perf_counter()
+        _, res = aa.evaluate(model, x, y, norm=norm, eps=eps, seed=s, attacks=("square",))
+        t1 = time.perf_counter()
+        theirs = ta.Square(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, n_queries=5000, seed=s)(x, y)
+        with torch.no_grad():
+            fooled = int((model(theirs).argmax(1) != y).sum())
+        ours = round((1 - res.robust) * len(x))
+        print(f"| {s} | {ours} | {fooled} | {t1 - t0:.0f} | {time.perf_counter() - t1:.0f} |", flush=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data-dir", default=None)
@@ -98,6 +124,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--model", default="bench-autoattack-cnn.pt")
     p.add_argument("--seed", type=int, default=0, help="both sides' random draws (Square, restarts)")
+    p.add_argument("--square-seeds", default=None, help="e.g. 0,1,2: only the two Squares alone, at each seed")
     a = p.parse_args()
     print(machine())
     x, y = data.load_mnist(a.data_dir, "train")
@@ -111,6 +138,9 @@ def main() -> None:
         torch.save(pgd_train(model, x, y, a.epochs).state_dict(), a.model)
     model.eval()
     xt, yt = xt[: a.limit], yt[: a.limit]
+    if a.square_seeds:
+        seeds = [int(v) for v in a.square_seeds.split(",")]
+        return square_seeds(model, xt, yt, a.norm, a.eps, seeds, seed=a.seed)
     print(f"ddmini AutoAttack, {a.norm} eps {a.eps:g}, {a.limit} test images", flush=True)
     t0 = time.perf_counter()
     _, res = aa.evaluate(model, xt, yt, norm=a.norm, eps=a.eps, seed=a.seed,

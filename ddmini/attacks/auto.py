@@ -17,7 +17,8 @@ standing (classified correctly on the clean image and by every earlier attack's 
   pulled towards the clean image by up to 0.1, overshooting by 1.05, and back by 0.9 once past it; it looks
   for the smallest adversarial perturbation, and counts where that is within eps.
 - ``square``: Square Attack (Andriushchenko et al., ECCV 2020, arXiv 1912.00049), 5,000 queries of the model's
-  scores, no gradients: random square-shaped updates at the ball's boundary kept where they lower the margin.
+  scores, no gradients: random square-shaped updates at the ball's boundary kept where they lower the margin
+  (L-inf: +-eps in a square; L2: the paper's two-halved pattern added to the square's old content).
 
 ``version="rand"`` is for a model whose outputs are random (a purifier in front, dropout left on): apgd-ce and
 apgd-dlr with gradients averaged over 20 draws (EOT). ``standard`` refuses such a model.
@@ -304,6 +305,16 @@ def _square_size(p_init: float, i: int, queries: int) -> float:
     return p_init / 2**halvings
 
 
+def _side(share: float, h: int, w: int, norm: str) -> int:
+    """A square's side for a share of the image: at least 1 pixel (L-inf), at least 3 and odd (L2, whose
+    pattern needs a centre and two halves); never the whole image."""
+    s = round(math.sqrt(share * h * w))
+    if norm == "l2":
+        s = max(s, 3)
+        s += 1 - s % 2
+    return max(min(s, h - 1, w - 1), 1)
+
+
 def _window(n: int, h: int, w: int, side: int, gen: torch.Generator, device) -> torch.Tensor:
     """(n, 1, h, w) bool masks, each a side x side square at a random place."""
     r = torch.randint(0, h - side + 1, (n,), generator=gen).to(device)
@@ -314,30 +325,52 @@ def _window(n: int, h: int, w: int, side: int, gen: torch.Generator, device) -> 
     return (in_r[:, :, None] & in_c[:, None, :])[:, None]
 
 
-def _bump(side: int, dtype, device) -> torch.Tensor:
-    """A side x side pattern peaked at the centre, unit L2 norm (the L2 attack's square update)."""
-    k = torch.arange(side, device=device, dtype=dtype)
-    r = torch.maximum((k[:, None] - (side - 1) / 2).abs(), (k[None] - (side - 1) / 2).abs())
-    b = 1.0 / (r + 1) ** 2
-    return b / b.norm()
+def _pyramid(rows: int, cols: int) -> torch.Tensor:
+    """(rows, cols) nested rectangles around the centre (rows // 2, cols // 2), the k-th ring from it adding
+    1 / (k + 1)^2 to every pixel it encloses: largest at the centre, falling off as 1 / distance; unit L2 norm."""
+    i = (torch.arange(rows)[:, None] - rows // 2).abs()
+    j = (torch.arange(cols)[None] - cols // 2).abs()
+    ring = torch.maximum(i, j)
+    k = max(rows // 2, cols // 2) + 1
+    tail = (1.0 / torch.arange(1, k + 1, dtype=torch.float64) ** 2).flip(0).cumsum(0).flip(0)  # sum_{r>=d}
+    p = tail[ring]
+    return p / p.norm()
+
+
+def _eta(n: int, side: int, gen: torch.Generator, dtype, device) -> torch.Tensor:
+    """(n, side, side) of the L2 attack's update pattern (the paper's eta): a pyramid in the top half of the
+    rows and a negative one of equal norm in the bottom half, unit L2 norm in all, transposed in a random half."""
+    if side < 2:
+        e = torch.ones(1, 1, dtype=torch.float64)
+    else:
+        top = side // 2
+        e = torch.cat([_pyramid(top, side), -_pyramid(side - top, side)])
+    e = (e / e.norm()).to(dtype=dtype, device=device)
+    flip = (torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None]
+    return torch.where(flip, e.T, e)
+
+
+def _signs(shape: tuple, gen: torch.Generator, dtype, device) -> torch.Tensor:
+    return (torch.randint(0, 2, shape, generator=gen) * 2 - 1).to(device, dtype)
 
 
 def _square(model, x, y, *, norm, eps, queries, gen, p_init=0.8):
     """Square Attack on one batch of images (N, C, H, W): (the first image found that fools the model, else x;
-    fooled mask)."""
+    fooled mask). Each image has its own squares (the paper's code draws one place for the whole batch)."""
     if x.ndim != 4:
         raise ValueError(f"the Square attack needs images (N, C, H, W); got shape {tuple(x.shape)}")
     n, ch, h, w = x.shape
     dev, dt = x.device, x.dtype
     if norm == "linf":  # vertical stripes of +-eps
-        d = eps * (torch.randint(0, 2, (n, ch, 1, w), generator=gen) * 2 - 1).to(dev, dt).expand(n, ch, h, w)
-    else:  # a grid of bumps with random signs, scaled to radius eps
+        d = eps * _signs((n, ch, 1, w), gen, dt, dev).expand(n, ch, h, w)
+    else:  # a centred grid of eta patterns (side h // 5) with random signs, scaled to radius eps
         side = max(h // 5, 1)
         d = torch.zeros_like(x)
-        for i in range(0, h - side + 1, side):
-            for j in range(0, w - side + 1, side):
-                sign = (torch.randint(0, 2, (n, ch, 1, 1), generator=gen) * 2 - 1).to(dev, dt)
-                d[:, :, i : i + side, j : j + side] = sign * _bump(side, dt, dev)
+        r0, c0 = (h - h // side * side) // 2, (w - w // side * side) // 2
+        for i in range(r0, h - side + 1, side):
+            for j in range(c0, w - side + 1, side):
+                e = _eta(n, side, gen, dt, dev)[:, None]
+                d[:, :, i : i + side, j : j + side] = _signs((n, ch, 1, 1), gen, dt, dev) * e
         d = eps * d / _view(_flat_norm(d, "l2").clamp_min(1e-12), d)
     cur = (x + d).clamp(0, 1)
     with torch.no_grad():
@@ -346,33 +379,50 @@ def _square(model, x, y, *, norm, eps, queries, gen, p_init=0.8):
         a = (margin > 0).nonzero().squeeze(1)
         if a.numel() == 0:
             break
-        side = min(max(round(math.sqrt(_square_size(p_init, i, queries) * h * w)), 1), h - 1, w - 1)
+        side = _side(_square_size(p_init, i, queries), h, w, norm)
         xa, ca = x[a], cur[a]
         da = ca - xa
         win = _window(a.numel(), h, w, side, gen, dev)
-        sign = (torch.randint(0, 2, (a.numel(), ch, 1, 1), generator=gen) * 2 - 1).to(dev, dt)
+        sign = _signs((a.numel(), ch, 1, 1), gen, dt, dev)
         if norm == "linf":
-            new = torch.where(win, eps * sign, da)
+            cand = project(xa + torch.where(win, eps * sign, da), xa, eps, norm)
             # A square whose signs the image already has would spend a query on the same image: the paper's
             # code draws again until it differs; with two signs a channel, the other signs always do.
-            same = (project(xa + new, xa, eps, norm) - ca).abs().flatten(1).amax(1) < 1e-7
-            new = torch.where(_view(same, new) & win, -eps * sign, new)
-        else:  # a fresh bump in one square gets that square's and a second square's share of the radius
-            win2 = _window(a.numel(), h, w, side, gen, dev) & ~win
-            mass = (da * da * (win | win2)).flatten(1).sum(1)
-            spare = (eps**2 - (da * da).flatten(1).sum(1)).clamp_min(0)
-            pad = torch.zeros(h, w, dtype=dt, device=dev)
-            bump = pad.expand(a.numel(), 1, h, w).clone()
-            bump[win] = _bump(side, dt, dev).flatten().repeat(a.numel())
-            share = _view((mass + spare).sqrt() / math.sqrt(ch), da)  # the bump in every channel: norm sqrt(ch)
-            new = torch.where(win | win2, 0.0, da) + sign * bump * share
-        cand = project(xa + new, xa, eps, norm)
+            same = (cand - ca).abs().flatten(1).amax(1) < 1e-7
+            if same.any():
+                s = same.nonzero().squeeze(1)
+                redo = torch.where(win[s], -eps * sign[s], da[s])
+                cand[s] = project(xa[s] + redo, xa[s], eps, norm)
+        else:
+            cand = xa + _l2_update(da, win, _window(a.numel(), h, w, side, gen, dev) & ~win, sign, side, eps, gen)
+            cand = project(cand, xa, eps, norm)
         with torch.no_grad():
             m = -logit_margin(model(cand), y[a])
         better = m < margin[a]
         cur[a[better]], margin[a[better]] = cand[better], m[better]
     fooled = margin <= 0
     return torch.where(_view(fooled, x), cur, x), fooled
+
+
+def _l2_update(da, win, win2, sign, side, eps, gen):
+    """The L2 attack's new perturbation (the paper's update): the first square gets a fresh eta pattern plus
+    its old content (each per channel at unit norm; the sum keeps the direction that worked), scaled to hold
+    both squares' old share of the radius and whatever the radius still has spare; the second square is
+    emptied. The whole stays at radius eps (the paper's code gives a square of C channels C times the old
+    share, then shrinks everything back to eps; here the budget is shared, which is the same for C = 1)."""
+    n, ch = da.shape[:2]
+    both = win | win2
+    mass = (da * da * both).flatten(1).sum(1)
+    spare = (eps**2 - (da * da).flatten(1).sum(1)).clamp_min(0)
+    w1 = win.expand_as(da)
+    old = da[w1].reshape(n, ch, side, side)
+    old = old / (old.flatten(2).norm(dim=2)[..., None, None] + 1e-12)
+    new = sign * _eta(n, side, gen, da.dtype, da.device)[:, None] + old
+    new = new / (new.flatten(2).norm(dim=2)[..., None, None] + 1e-12)
+    new = new * _view(((mass + spare) / ch).sqrt(), new)
+    out = torch.where(both, 0.0, da)
+    out[w1] = new.flatten()
+    return out
 
 
 # ---- the protocol ---------------------------------------------------------------------------------------
