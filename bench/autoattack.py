@@ -34,6 +34,9 @@ from common import machine  # noqa: E402
 from ddmini import data  # noqa: E402
 from ddmini.attacks import auto as aa  # noqa: E402
 
+#: torchattacks' names of the norms.
+TA_NORM = {"linf": "Linf", "l2": "L2"}
+
 
 def cnn() -> nn.Module:
     return nn.Sequential(
@@ -71,7 +74,7 @@ def torchattacks_aa(model, x, y, norm, eps, seed=0):
     """torchattacks' four attacks at the standard parameters, each on the images still standing."""
     import torchattacks as ta
 
-    tn = {"linf": "Linf", "l2": "L2"}[norm]
+    tn = TA_NORM[norm]
     attacks = {
         "apgd-ce": ta.APGD(model, norm=tn, eps=eps, steps=100, loss="ce", n_restarts=1, seed=seed),
         "apgd-t": ta.APGDT(model, norm=tn, eps=eps, steps=100, n_restarts=1, n_classes=10, seed=seed),
@@ -108,7 +111,7 @@ def square_seeds(model, x, y, norm, eps, seeds, seed=0):
         t0 = time.perf_counter()
         _, res = aa.evaluate(model, x, y, norm=norm, eps=eps, seed=s, attacks=("square",))
         t1 = time.perf_counter()
-        theirs = ta.Square(model, norm={"linf": "Linf", "l2": "L2"}[norm], eps=eps, n_queries=5000, seed=s)(x, y)
+        theirs = ta.Square(model, norm=TA_NORM[norm], eps=eps, n_queries=5000, seed=s)(x, y)
         with torch.no_grad():
             fooled = int((model(theirs).argmax(1) != y).sum())
         ours = round((1 - res.robust) * len(x))

@@ -29,6 +29,7 @@ parameters frozen (:func:`ddmini.attacks.base.frozen`). Everything is seeded by 
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field
@@ -337,15 +338,21 @@ def _pyramid(rows: int, cols: int) -> torch.Tensor:
     return p / p.norm()
 
 
-def _eta(n: int, side: int, gen: torch.Generator, dtype, device) -> torch.Tensor:
-    """(n, side, side) of the L2 attack's update pattern (the paper's eta): a pyramid in the top half of the
-    rows and a negative one of equal norm in the bottom half, unit L2 norm in all, transposed in a random half."""
+@functools.cache
+def _eta_pattern(side: int) -> torch.Tensor:
+    """The paper's eta for one side (float64, CPU; a side has one pattern, so each is built once and never
+    written to): a pyramid in the top half of the rows and a negative one of equal norm in the bottom half,
+    unit L2 norm in all."""
     if side < 2:
-        e = torch.ones(1, 1, dtype=torch.float64)
-    else:
-        top = side // 2
-        e = torch.cat([_pyramid(top, side), -_pyramid(side - top, side)])
-    e = (e / e.norm()).to(dtype=dtype, device=device)
+        return torch.ones(1, 1, dtype=torch.float64)
+    top = side // 2
+    e = torch.cat([_pyramid(top, side), -_pyramid(side - top, side)])
+    return e / e.norm()
+
+
+def _eta(n: int, side: int, gen: torch.Generator, dtype, device) -> torch.Tensor:
+    """(n, side, side) of the L2 attack's update pattern (:func:`_eta_pattern`), transposed in a random half."""
+    e = _eta_pattern(side).to(dtype=dtype, device=device)
     flip = (torch.rand(n, generator=gen) < 0.5).to(device)[:, None, None]
     return torch.where(flip, e.T, e)
 
