@@ -146,8 +146,11 @@ def main() -> None:
         return square_seeds(model, xt, yt, a.norm, a.eps, seeds, seed=a.seed)
     print(f"ddmini AutoAttack, {a.norm} eps {a.eps:g}, {a.limit} test images", flush=True)
     t0 = time.perf_counter()
-    _, res = aa.evaluate(model, xt, yt, norm=a.norm, eps=a.eps, seed=a.seed,
-                         on_attack=lambda n, acc: print(f"  ddmini {n}: {100 * acc:.2f} %", flush=True))  # fmt: skip
+
+    def progress(name, acc):
+        print(f"  ddmini {name}: {100 * acc:.2f} % ({time.perf_counter() - t0:.0f} s so far)", flush=True)
+
+    _, res = aa.evaluate(model, xt, yt, norm=a.norm, eps=a.eps, seed=a.seed, on_attack=progress)
     ours = time.perf_counter() - t0
     print("torchattacks at equal parameters", flush=True)
     t0 = time.perf_counter()
