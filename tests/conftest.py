@@ -11,6 +11,25 @@ import torch
 
 REPO = Path(__file__).resolve().parent.parent
 
+# The README's `pytest` runs the tests in parallel (pytest-xdist, `-n auto` in pyproject.toml): each worker gets
+# an equal share of torch's threads (one each on 2 cores; more workers on one pool oversubscribe OpenMP), and the
+# processes the tests start inherit it through OMP_NUM_THREADS. Tests of threading set their own counts.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+ALL_THREADS = torch.get_num_threads()
+if WORKERS > 1:
+    torch.set_num_threads(max(1, ALL_THREADS // WORKERS))
+    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+
+
+@pytest.fixture
+def all_threads():
+    """The machine's threads (at least 2) for this test, whatever the worker's share: the kernel tests run
+    their OpenMP loops split as a user's process splits them (`pytestmark = pytest.mark.usefixtures(...)`)."""
+    share = torch.get_num_threads()
+    torch.set_num_threads(max(2, ALL_THREADS))
+    yield
+    torch.set_num_threads(share)
+
 
 def _data_root() -> Path:
     """Where the shared datasets lie: $DDMINI_DATA_ROOT, else ../shared/data beside the repo."""

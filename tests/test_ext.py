@@ -5,6 +5,9 @@ import ddmini
 from ddmini import kernels
 from ddmini._ext import HAS_CPP, HAS_CUDA
 
+# The OpenMP kernels run on several threads here even in a one-thread test worker (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("all_threads")
+
 CUDA = pytest.mark.skipif(not (HAS_CUDA and torch.cuda.is_available()), reason="needs CUDA kernels and a GPU")
 
 

@@ -12,6 +12,9 @@ from conftest import cpu_variants
 from ddmini import kernels, reference, schedule
 from ddmini._ext import HAS_CPP, HAS_CUDA
 
+# The OpenMP kernels run on several threads here even in a one-thread test worker (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("all_threads")
+
 BACKENDS = cpu_variants() + (["cuda"] if HAS_CUDA and torch.cuda.is_available() else [])
 SIZES = [1, 7, 4096, 1_000_003]
 T = 1000

@@ -5,6 +5,9 @@ from conftest import cpu_variants
 
 from ddmini import metrics
 
+# The OpenMP kernels run on several threads here even in a one-thread test worker (tests/conftest.py).
+pytestmark = pytest.mark.usefixtures("all_threads")
+
 scipy_linalg = pytest.importorskip("scipy.linalg")
 BACKENDS = cpu_variants() + ["linalg", "torch"]
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
