@@ -18,7 +18,7 @@ WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
 ALL_THREADS = torch.get_num_threads()
 if WORKERS > 1:
     torch.set_num_threads(max(1, ALL_THREADS // WORKERS))
-    os.environ.setdefault("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    os.environ["OMP_NUM_THREADS"] = str(torch.get_num_threads())
 
 
 @pytest.fixture

@@ -3,11 +3,13 @@ options are generated from the configs' knobs, and the presets table in docs/pre
 presets themselves."""
 
 import ast
+import os
 from pathlib import Path
 
 import click
 import pytest
-from conftest import REPO
+import torch
+from conftest import ALL_THREADS, REPO, WORKERS
 
 PKG = REPO / "ddmini"
 
@@ -115,3 +117,11 @@ def test_overrides_by_dotted_name(given, expect):
     assert (cfg.train.steps, cfg.train.fit_minutes) == expect
     with pytest.raises(ValueError, match="unknown setting 'train.nope'"):
         run_config("cpu", overrides={"train.nope": 1})
+
+
+def test_each_test_worker_takes_its_share_of_the_threads():
+    """pytest-xdist workers split torch's threads (tests/conftest.py), and the processes tests start get the same
+    share: two workers of all the threads each would oversubscribe the cores and slow the suite down."""
+    assert torch.get_num_threads() == max(1, ALL_THREADS // WORKERS)
+    if WORKERS > 1:
+        assert os.environ["OMP_NUM_THREADS"] == str(torch.get_num_threads())
