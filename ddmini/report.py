@@ -173,6 +173,8 @@ def markdown(r: RunResult) -> str:
             "|---" * (len(m["scales"]) + 1) + "|",
             "| still misclassified | " + " | ".join(_pct(v) for v in m["still_misclassified"]) + " |",
         ]
+        if m.get("in_target"):
+            out.append("| still in their target class | " + " | ".join(_pct(v) for v in m["in_target"]) + " |")
     if r.transfer:
         t = Transfer(
             r.transfer["sources"], r.transfer["classifiers"], r.transfer["misclassified"], r.transfer["images"]

@@ -106,6 +106,20 @@ def test_targeted_pgd_agrees_with_a_plain_targeted_pgd_and_reaches_its_targets(m
     torch.testing.assert_close(got_m, ref_m, rtol=1e-5, atol=1e-5)
 
 
+def test_the_scaled_share_in_the_target_class_against_direct_predictions(mlp_and_batch):
+    model, x, y = mlp_and_batch
+    t = (y + 1) % 5
+    xa = attacks.pgd_l2(model, x, y, 3.0, 0.5, 10, target=t)
+    scales = (0.0, 0.5, 0.8, 1.0)
+    got = attacks.scaled_success(model, x, xa, y, scales, batch_size=7, target=t)
+    with torch.no_grad():
+        want = [float((model((x + s * (xa - x)).clamp(0, 1)).argmax(1) == t).double().mean()) for s in scales]
+    assert got == pytest.approx(want, abs=1e-12)
+    assert got[0] == 0.0 and got[-1] > 0.5  # none in the target without the perturbation, most with all of it
+    wrong = attacks.scaled_success(model, x, xa, y, scales)
+    assert all(a <= b for a, b in zip(got, wrong))  # in the target class is misclassified, not the other way round
+
+
 @pytest.mark.parametrize("norm", ["l2", "linf"])
 def test_targeted_pgd_agrees_with_torchattacks_targeted_pgd(mlp_and_batch, norm):
     """A peer's targeted PGD (torchattacks 3.5.1's PGDL2 / PGD in targeted mode, no random start) at equal
@@ -178,7 +192,12 @@ def test_a_targeted_smoke_run_reports_the_share_in_the_target_class(data_dir, tm
     v = t["by_guidance"]["1"]
     assert v["n"] == 40 and 0 <= v["rate"] <= 1 and len(v["per_class"]) == 10
     assert rep["attack"]["target"] == "shift"
-    assert "## Targeted (shift)" in (where / "report.md").read_text()
+    md = (where / "report.md").read_text()
+    assert "## Targeted (shift)" in md and "| still in their target class |" in md
+    m = rep["attack"]["margin"]
+    assert len(m["in_target"]) == len(m["scales"]) and all(
+        a <= b for a, b in zip(m["in_target"], m["still_misclassified"])
+    )
     assert "margin=0.5 target=shift" in out
     code, out, err = run_cli([*base, "--poison", "1", "--attack-target", "12"], capsys)
     assert_one_line(code, err, "attack target 12 is not a class: the classifier has 10")

@@ -200,15 +200,22 @@ MARGIN_SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 @torch.no_grad()
 def scaled_success(
-    model, x: torch.Tensor, x_adv: torch.Tensor, y: torch.Tensor, scales=MARGIN_SCALES, batch_size: int = 1000
+    model,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    scales=MARGIN_SCALES,
+    batch_size: int = 1000,
+    target: torch.Tensor | None = None,
 ) -> list[float]:
-    """For each s in ``scales``: the share of images still misclassified (prediction != y) when
-    only s times their perturbation is applied, x + s * (x_adv - x) clamped to [0, 1].
+    """For each s in ``scales``: the share of images still misclassified (prediction != y; with
+    ``target``, classified as their target) when only s times their perturbation is applied,
+    x + s * (x_adv - x) clamped to [0, 1].
 
     It says how far past the decision boundary an attack went, and so how much of a perturbation
     a generator trained on attacked images (the deceptive diffusion model) has to reproduce for
     its samples to mislead as often as the attacked set does."""
-    check_inputs(model, x_adv, y)
+    check_inputs(model, x_adv, y, target)
     if not isinstance(x, torch.Tensor) or x.shape != x_adv.shape:
         raise ValueError(f"x must have x_adv's shape {tuple(x_adv.shape)}; got {tuple(getattr(x, 'shape', ()))}")
     for s in scales:
@@ -217,7 +224,8 @@ def scaled_success(
         return [float("nan") for _ in scales]
     delta = x_adv - x
     return [
-        float(success(model, (x + s * delta).clamp_(0, 1), y, batch_size=batch_size).double().mean()) for s in scales
+        float(success(model, (x + s * delta).clamp_(0, 1), y, target, batch_size=batch_size).double().mean())
+        for s in scales
     ]
 
 

@@ -70,13 +70,21 @@ class AttackedSet:
 
     def margin(self, model: nn.Module, x: torch.Tensor, limit: int = REFERENCE_IMAGES, scales=MARGIN_SCALES) -> dict:
         """``scaled_success`` on the successful attacks (the first ``limit`` of them): the share still
-        misclassified with s times their perturbation, per scale s. ``x``: the clean images attacked."""
+        misclassified with s times their perturbation, per scale s, and for a targeted attack the share still
+        classified as their target (``in_target``). ``x``: the clean images attacked."""
         if x.shape != self.x_adv.shape:
             raise ValueError(f"clean images {tuple(x.shape)} do not match the attacked set {tuple(self.x_adv.shape)}")
         idx = self.success.nonzero().flatten()[:limit]
         device = next(model.parameters()).device if isinstance(model, nn.Module) else x.device
-        shares = scaled_success(model, x[idx].to(device), self.x_adv[idx].to(device), self.y[idx].to(device), scales)
-        return {"images": int(idx.numel()), "scales": list(scales), "still_misclassified": shares}
+        xc, xa, y = x[idx].to(device), self.x_adv[idx].to(device), self.y[idx].to(device)
+        out = {
+            "images": int(idx.numel()),
+            "scales": list(scales),
+            "still_misclassified": scaled_success(model, xc, xa, y, scales),
+        }
+        if self.target is not None:
+            out["in_target"] = scaled_success(model, xc, xa, y, scales, target=self.target[idx].to(device))
+        return out
 
     def summary_line(self, cfg: AttackConfig, split: str = "train") -> str:
         """One line of what the attack ``cfg`` did on this set (``ddmini attack``)."""
@@ -93,7 +101,12 @@ class AttackedSet:
         if not m["images"]:
             return None
         shares = ", ".join(f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], m["still_misclassified"]))
-        return f"  with s x its perturbation, still misclassified ({m['images']} successful images): {shares}"
+        line = f"  with s x its perturbation, still misclassified ({m['images']} successful images): {shares}"
+        if "in_target" in m:
+            line += "\n  still in their target class: " + ", ".join(
+                f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], m["in_target"])
+            )
+        return line
 
     def save(self, path: str | Path) -> None:
         checkpoint.save(
