@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import datetime
 import functools
 import os
 import platform
 import random
 import sys
+import time
 
 import numpy as np
 import torch
@@ -86,14 +88,100 @@ def quiet():
             os.environ["DDMINI_QUIET"] = was
 
 
-def progress(iterable=None, *, total=None, desc: str = "", unit: str = "it", disable: bool | None = None):
-    """A tqdm progress bar on stderr; silent when DDMINI_QUIET=1 or stderr is not a terminal
-    (unless DDMINI_PROGRESS=1)."""
+#: Where stderr is not a terminal (a log file, nohup, a batch job), long work prints one progress line this
+#: often instead of a bar (DDMINI_PROGRESS_SECONDS overrides).
+LINE_PROGRESS_SECONDS = 300.0
+
+
+class LineProgress:
+    """A progress bar's stand-in for a stderr that is not a terminal: every ``every`` seconds one plain line
+    with the count, the rate and the expected finish; nothing for work shorter than that. Takes the calls
+    ddmini makes on a tqdm bar (update, set_postfix, write, close, iteration, a context manager)."""
+
+    def __init__(
+        self,
+        iterable=None,
+        *,
+        total=None,
+        desc: str = "",
+        unit: str = "it",
+        initial: int = 0,
+        every: float | None = None,
+    ):
+        self.iterable, self.total, self.desc, self.unit, self.n = iterable, total, desc, unit, initial
+        self.initial = initial  # a resumed job's count at the start: the rate counts only the work done here
+        if total is None and iterable is not None and hasattr(iterable, "__len__"):
+            self.total = len(iterable)
+        env = os.environ.get("DDMINI_PROGRESS_SECONDS")
+        self.every = float(env) if env else (LINE_PROGRESS_SECONDS if every is None else every)
+        self._clock = time.monotonic
+        self.start = self.last = self._clock()
+        self.printed = 0
+
+    def line(self, now: float) -> str:
+        done, spent = self.n - self.initial, now - self.start
+        rate = spent / done if done > 0 else float("nan")  # seconds per unit
+        of = f"{self.n:,}/{self.total:,} {self.unit}" if self.total else f"{self.n:,} {self.unit}"
+        text = f"  {self.desc}: {of}" + (f" ({100 * self.n / self.total:.0f}%)" if self.total else "")
+        if done > 0 and spent > 0:
+            text += f", {rate:.3g} s/{self.unit}" if rate >= 1e-2 else f", {done / spent:,.0f} {self.unit}/s"
+        if self.total and done > 0 and self.n < self.total:
+            left = (self.total - self.n) * rate
+            end = datetime.datetime.now() + datetime.timedelta(seconds=left)
+            text += f", ≈ {left / 60:.1f} min left (done ≈ {end:%H:%M})"
+        return text
+
+    def update(self, k: int = 1) -> None:
+        self.n += k
+        now = self._clock()
+        if now - self.last >= self.every:
+            self.last = now
+            self.printed += 1
+            print(self.line(now), file=sys.stderr, flush=True)
+
+    def set_postfix(self, *args, **kwargs) -> None:
+        pass
+
+    def write(self, text: str) -> None:
+        print(text, flush=True)  # where tqdm.write prints: stdout
+
+    def close(self) -> None:
+        if self.printed and (self.total is None or self.n >= self.total):  # long work says that it ended
+            print(self.line(self._clock()), file=sys.stderr, flush=True)
+        self.printed = 0
+
+    def __iter__(self):
+        for item in self.iterable:
+            yield item
+            self.update(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress(
+    iterable=None, *, total=None, desc: str = "", unit: str = "it", initial: int = 0, disable: bool | None = None
+):
+    """A tqdm progress bar on stderr (``initial``: work already done, as by a resumed job); silent when
+    DDMINI_QUIET=1 (or ``disable``). Where stderr is not a terminal (unless DDMINI_PROGRESS=1), a
+    :class:`LineProgress`: one line every few minutes of long work."""
     if disable is None:
         if os.environ.get("DDMINI_QUIET") == "1":
             disable = True
-        elif os.environ.get("DDMINI_PROGRESS") == "1":
-            disable = False
+        elif os.environ.get("DDMINI_PROGRESS") != "1" and not sys.stderr.isatty():
+            return LineProgress(iterable, total=total, desc=desc, unit=unit, initial=initial)
         else:
-            disable = not sys.stderr.isatty()
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, dynamic_ncols=True, file=sys.stderr)
+            disable = False
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        initial=initial,
+        disable=disable,
+        dynamic_ncols=True,
+        file=sys.stderr,
+    )

@@ -284,8 +284,9 @@ def train(
     net = torch.compile(net) if cfg.compile else net
     null = model_cfg.num_classes
     budget = cfg.time_budget * 60.0
-    bar = progress(total=cfg.steps, desc=desc, unit="step", disable=True if not world.is_main else None)
-    bar.update(state.step)
+    bar = progress(
+        total=cfg.steps, desc=desc, unit="step", initial=state.step, disable=True if not world.is_main else None
+    )
     state.model.train()
     signals = (signal.SIGINT, signal.SIGTERM) if world.distributed else (signal.SIGINT,)
     with _deferred_interrupt(signals) as flag:  # Ctrl-C stays deferred until the last save is on disk
