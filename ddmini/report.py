@@ -474,13 +474,14 @@ def write_sweep(rows: list[RunResult], where: Path, guidance: str) -> dict:
         "fits_by_guidance": fits_g,
     }
     write_json(out, where / "sweep.json")
-    plot_png(
-        [
-            {"title": "misclassified share of generated images", "xs": ps, "ys": mis, "fit": fm},
-            {"title": "CAFD (soft) vs clean test", "xs": ps, "ys": cafd, "fit": fc},
-        ],
-        where / "sweep.png",
-    )
+    panels = [
+        {"title": "misclassified share of generated images", "xs": ps, "ys": mis, "fit": fm},
+        {"title": "CAFD (soft) vs clean test", "xs": ps, "ys": cafd, "fit": fc},
+    ]
+    if targeted:
+        title = f"share in their target class ({targeted['mode']})"
+        panels.append({"title": title, "xs": ps, "ys": targeted["share"], "fit": targeted["fit"]})
+    plot_png(panels, where / "sweep.png")
     return out
 
 
@@ -491,6 +492,11 @@ def sweep_summary(out: dict) -> str:
         lines.append(f"| {p:g} | {100 * m:.2f}% | {c:.2f} |")
     fm = out["fits"]["misclassification"]
     lines.append(f"misclassification = {fm['slope']:.4f} p + {fm['intercept']:.4f} (R^2 = {fm['r2']:.4f})")
+    if t := out.get("targeted"):
+        ft = t["fit"]
+        lines.append(
+            f"in their target class = {ft['slope']:.4f} p + {ft['intercept']:.4f} (R^2 = {_num(ft['r2'], '.4f')})"
+        )
     return "\n".join(lines)
 
 

@@ -213,3 +213,8 @@ def test_a_targeted_sweep_fits_the_share_in_the_target_class_against_p(data_dir,
     t = json.loads(sweep.read_text())["targeted"]
     assert t["mode"] == "3" and len(t["share"]) == 2 and "slope" in t["fit"]
     assert "## In their target class (3)" in sweep.with_name("sweep.md").read_text()
+    assert "in their target class = " in out
+    from PIL import Image
+
+    with Image.open(sweep.with_name("sweep.png")) as im:  # a third panel: the share in the target class against p
+        assert im.width == 3 * 420
