@@ -199,6 +199,35 @@ MARGIN_SCALES = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 
 
 @torch.no_grad()
+def scaled_predictions(
+    model,
+    x: torch.Tensor,
+    x_adv: torch.Tensor,
+    y: torch.Tensor,
+    scales=MARGIN_SCALES,
+    batch_size: int = 1000,
+    target: torch.Tensor | None = None,
+) -> list[torch.Tensor]:
+    """For each s in ``scales``: the model's labels for x + s * (x_adv - x) clamped to [0, 1], the inputs
+    checked as :func:`scaled_success` checks them (one pass per scale, whatever shares are read off it)."""
+    check_inputs(model, x_adv, y, target)
+    if not isinstance(x, torch.Tensor) or x.shape != x_adv.shape:
+        raise ValueError(f"x must have x_adv's shape {tuple(x_adv.shape)}; got {tuple(getattr(x, 'shape', ()))}")
+    for s in scales:
+        check_positive("scale", s)
+    delta = x_adv - x
+    dtype = model_dtype(model, x_adv)
+    return [predict_labels(model, (x + s * delta).clamp_(0, 1).to(dtype), batch_size) for s in scales]
+
+
+def prediction_shares(preds: list[torch.Tensor], y: torch.Tensor, target: torch.Tensor | None = None) -> list[float]:
+    """Per prediction tensor: the share misclassified (!= y), or with ``target`` the share classified as it;
+    NaN for no images."""
+    if y.shape[0] == 0:
+        return [float("nan") for _ in preds]
+    return [float((p == target if target is not None else p != y).double().mean()) for p in preds]
+
+
 def scaled_success(
     model,
     x: torch.Tensor,
@@ -215,18 +244,7 @@ def scaled_success(
     It says how far past the decision boundary an attack went, and so how much of a perturbation
     a generator trained on attacked images (the deceptive diffusion model) has to reproduce for
     its samples to mislead as often as the attacked set does."""
-    check_inputs(model, x_adv, y, target)
-    if not isinstance(x, torch.Tensor) or x.shape != x_adv.shape:
-        raise ValueError(f"x must have x_adv's shape {tuple(x_adv.shape)}; got {tuple(getattr(x, 'shape', ()))}")
-    for s in scales:
-        check_positive("scale", s)
-    if x.shape[0] == 0:
-        return [float("nan") for _ in scales]
-    delta = x_adv - x
-    return [
-        float(success(model, (x + s * delta).clamp_(0, 1), y, target, batch_size=batch_size).double().mean())
-        for s in scales
-    ]
+    return prediction_shares(scaled_predictions(model, x, x_adv, y, scales, batch_size, target), y, target)
 
 
 def norms(x_adv: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

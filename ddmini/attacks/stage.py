@@ -26,7 +26,16 @@ from ..classifier import fast_copy
 from ..config import REFERENCE_IMAGES, AttackConfig, from_dict, key_dict, to_dict
 from ..runtime import progress
 from . import ATTACKS
-from .base import MARGIN_SCALES, check_inputs, logit_margin, norms, num_outputs, predict_logits, scaled_success
+from .base import (
+    MARGIN_SCALES,
+    check_inputs,
+    logit_margin,
+    norms,
+    num_outputs,
+    predict_logits,
+    prediction_shares,
+    scaled_predictions,
+)
 
 RESULT_NAME = "attacked.pt"
 
@@ -76,14 +85,12 @@ class AttackedSet:
             raise ValueError(f"clean images {tuple(x.shape)} do not match the attacked set {tuple(self.x_adv.shape)}")
         idx = self.success.nonzero().flatten()[:limit]
         device = next(model.parameters()).device if isinstance(model, nn.Module) else x.device
-        xc, xa, y = x[idx].to(device), self.x_adv[idx].to(device), self.y[idx].to(device)
-        out = {
-            "images": int(idx.numel()),
-            "scales": list(scales),
-            "still_misclassified": scaled_success(model, xc, xa, y, scales),
-        }
-        if self.target is not None:
-            out["in_target"] = scaled_success(model, xc, xa, y, scales, target=self.target[idx].to(device))
+        y = self.y[idx].to(device)
+        target = None if self.target is None else self.target[idx].to(device)
+        preds = scaled_predictions(model, x[idx].to(device), self.x_adv[idx].to(device), y, scales, target=target)
+        out = {"images": int(idx.numel()), "scales": list(scales), "still_misclassified": prediction_shares(preds, y)}
+        if target is not None:
+            out["in_target"] = prediction_shares(preds, y, target)
         return out
 
     def summary_line(self, cfg: AttackConfig, split: str = "train") -> str:
@@ -100,12 +107,14 @@ class AttackedSet:
         m = self.margin(model, x)
         if not m["images"]:
             return None
-        shares = ", ".join(f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], m["still_misclassified"]))
-        line = f"  with s x its perturbation, still misclassified ({m['images']} successful images): {shares}"
+
+        def per_scale(values):
+            return ", ".join(f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], values))
+
+        line = f"  with s x its perturbation, still misclassified ({m['images']} successful images): "
+        line += per_scale(m["still_misclassified"])
         if "in_target" in m:
-            line += "\n  still in their target class: " + ", ".join(
-                f"s={sc:g} {100 * v:.1f}%" for sc, v in zip(m["scales"], m["in_target"])
-            )
+            line += "\n  still in their target class: " + per_scale(m["in_target"])
         return line
 
     def save(self, path: str | Path) -> None:
