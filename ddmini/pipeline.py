@@ -595,8 +595,9 @@ def open_stage(
     the user's classifier as the target (:class:`Pipeline`)."""
     from .checkpoint import writable_dir
     from .presets import run_config
-    from .runtime import resolve_device
+    from .runtime import progress_seconds, resolve_device
 
+    progress_seconds()  # a bad value is one line now, not at the first progress bar minutes into the work
     dev = resolve_device(device)
     timed = run_dir if time_default else None
     chosen = run_config(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import math
 import os
 import platform
 import random
@@ -91,6 +92,22 @@ def quiet():
 #: Where stderr is not a terminal (a log file, nohup, a batch job), long work prints one progress line this
 #: often instead of a bar (DDMINI_PROGRESS_SECONDS overrides).
 LINE_PROGRESS_SECONDS = 300.0
+PROGRESS_SECONDS_ENV = "DDMINI_PROGRESS_SECONDS"
+
+
+def progress_seconds() -> float:
+    """How often a :class:`LineProgress` prints: $DDMINI_PROGRESS_SECONDS (a finite number >= 0) or
+    LINE_PROGRESS_SECONDS; anything else is one line (commands check it before their work starts)."""
+    text = os.environ.get(PROGRESS_SECONDS_ENV)
+    if not text:
+        return LINE_PROGRESS_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{PROGRESS_SECONDS_ENV} must be a number of seconds >= 0; got {text!r}")
+    return value
 
 
 class LineProgress:
@@ -112,8 +129,7 @@ class LineProgress:
         self.initial = initial  # a resumed job's count at the start: the rate counts only the work done here
         if total is None and iterable is not None and hasattr(iterable, "__len__"):
             self.total = len(iterable)
-        env = os.environ.get("DDMINI_PROGRESS_SECONDS")
-        self.every = float(env) if env else (LINE_PROGRESS_SECONDS if every is None else every)
+        self.every = progress_seconds() if every is None else every
         self._clock = time.monotonic
         self.start = self.last = self._clock()
         self.printed = 0

@@ -220,6 +220,8 @@ def test_compare_escapes_table_cells(smoke_run, tmp_path, capsys):
         ({"WORLD_SIZE": "abc"}, "WORLD_SIZE must be an integer; got 'abc'"),
         ({"WORLD_SIZE": "2", "RANK": "5"}, "RANK must be in [0, 1]; got 5"),
         ({"WORLD_SIZE": "2", "RANK": "0", "DDMINI_DIST_TIMEOUT": "inf"}, "DDMINI_DIST_TIMEOUT must be a number"),
+        ({"DDMINI_PROGRESS_SECONDS": "abc"}, "DDMINI_PROGRESS_SECONDS must be a number of seconds >= 0; got 'abc'"),
+        ({"DDMINI_PROGRESS_SECONDS": "-5"}, "DDMINI_PROGRESS_SECONDS must be a number of seconds >= 0; got '-5'"),
     ],
 )
 def test_bad_launch_environments_are_one_line(data_dir, tmp_path, capsys, monkeypatch, env, msg):
